@@ -1,0 +1,1 @@
+"""otgate's durable log: one interface (``base``), two backends (embedded SQLite, Kafka)."""

@@ -1,0 +1,386 @@
+"""The supervisor: one restart policy for in-process actors and for bulkhead
+processes alike (a bulkhead handle is just another child with ``run``)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from otgate.actors.messages import Snapshot, State
+from otgate.supervisors.intensity import RestartIntensity, backoff_delay
+from otgate.supervisors.spec import (
+    ChildSpec,
+    OnExhausted,
+    Restart,
+    Strategy,
+    SupervisorFlags,
+)
+
+log = logging.getLogger("otgate.supervisor")
+
+
+class SupervisorFailed(Exception):
+    """Restarts exceeded the intensity; the supervisor stopped its children."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line error text, unwrapping single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Exit:
+    child_id: str
+    generation: int
+    error: BaseException | None
+    stopped: bool
+
+
+@dataclass
+class _RestartDue:
+    ids: list[str]
+    generations: dict[str, int]
+
+
+@dataclass
+class _Operator:
+    """Operator/reload requests, handled in order by the supervisor loop."""
+
+    action: str  # "restart" | "apply"
+    child_id: str = ""
+    specs: list[ChildSpec] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: str = ""
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    intensity: RestartIntensity
+    kind: str = "actor"
+    obj: Any = None
+    generation: int = 0
+    state: State = State.STOPPED
+    restarts: int = 0
+    last_error: str | None = None
+    scope: anyio.CancelScope | None = None
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    fail_reason: BaseException | None = None
+
+
+class _Status:
+    """A ``task_status`` that sets an event: the readiness handshake."""
+
+    def __init__(self, event: anyio.Event) -> None:
+        self._event = event
+
+    def started(self, value: object = None) -> None:
+        self._event.set()
+
+
+class Supervisor:
+    """Starts children in order, each after the previous one is ready, and
+    restarts them by ``flags`` (strategy, intensity/period, backoff, escalation).
+
+    Stopping (cancelling ``run``) stops the children last-started-first, each
+    within its spec's shutdown timeout. A restart never blocks the loop: it is
+    scheduled after its backoff and arrives as a message to self.
+    """
+
+    kind = "supervisor"
+
+    def __init__(
+        self,
+        supervisor_id: str,
+        specs: list[ChildSpec],
+        flags: SupervisorFlags | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.id = supervisor_id
+        self.flags = flags or SupervisorFlags()
+        self.state = State.STARTING
+        self.last_error: str | None = None
+        self._clock = clock
+        self._rng = rng
+        self._shared_intensity = RestartIntensity(self.flags.intensity, self.flags.period, clock)
+        self._children: list[_Child] = [self._new_child(s) for s in specs]
+        self._tg: TaskGroup | None = None
+        self._events_send, self._events = anyio.create_memory_object_stream[Any](
+            max(16, 4 * len(specs))
+        )
+
+    def _new_child(self, spec: ChildSpec) -> _Child:
+        per_child = self.flags.on_exhausted is OnExhausted.FAIL_CHILD
+        intensity = (
+            RestartIntensity(self.flags.intensity, self.flags.period, self._clock)
+            if per_child
+            else self._shared_intensity
+        )
+        return _Child(spec=spec, intensity=intensity)
+
+    # -- public API -------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for child in list(self._children):
+                    await self._start_child(child)
+                self.state = State.RUNNING
+                task_status.started()
+                try:
+                    await self._loop()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_children(self._children)
+        finally:
+            if self.state is not State.FAILED:
+                self.state = State.STOPPED
+
+    def child_ids(self) -> list[str]:
+        return [c.spec.id for c in self._children]
+
+    def child(self, child_id: str) -> Any:
+        """The running object of a child (None while it is not running)."""
+        return self._find(child_id).obj
+
+    async def restart_child(self, child_id: str) -> str:
+        """Operator restart: stop the child if running, clear FAILED, start it."""
+        return await self._request(_Operator("restart", child_id=child_id))
+
+    async def apply(self, specs: list[ChildSpec]) -> str:
+        """Hot reload: restart only children whose spec digest changed, add and remove others."""
+        return await self._request(_Operator("apply", specs=specs))
+
+    def ready(self) -> bool:
+        """True once every child that should run is RUNNING or DEGRADED."""
+        return self.state is State.RUNNING and all(
+            self._child_snapshot(c).state in (State.RUNNING, State.DEGRADED)
+            for c in self._children
+            if c.state is not State.STOPPED or c.spec.restart is not Restart.TEMPORARY
+        )
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            id=self.id,
+            kind=self.kind,
+            state=self.state,
+            last_error=self.last_error,
+            children=[self._child_snapshot(c) for c in self._children],
+        )
+
+    statistics = snapshot
+
+    # -- internals --------------------------------------------------------------
+    async def _request(self, op: _Operator) -> str:
+        await self._events_send.send(op)
+        await op.done.wait()
+        return op.result
+
+    def _find(self, child_id: str) -> _Child:
+        for c in self._children:
+            if c.spec.id == child_id:
+                return c
+        raise KeyError(child_id)
+
+    def _child_snapshot(self, c: _Child) -> Snapshot:
+        if c.obj is not None and c.state not in (State.RESTARTING, State.FAILED):
+            snap = c.obj.snapshot()
+        else:
+            snap = Snapshot(id=c.spec.id, kind=c.kind, state=c.state)
+        if c.state in (State.STARTING, State.RESTARTING, State.FAILED, State.STOPPED):
+            snap.state = c.state
+        snap.restarts = c.restarts
+        snap.last_error = snap.last_error or c.last_error
+        return snap
+
+    async def _child_task(self, child: _Child, generation: int) -> None:
+        error: BaseException | None = None
+        with anyio.CancelScope() as scope:
+            child.scope = scope
+            try:
+                await child.obj.run(task_status=_Status(child.ready))
+            except Exception as exc:
+                error = exc
+        stopped = scope.cancelled_caught and child.fail_reason is None
+        if child.fail_reason is not None:
+            error = child.fail_reason
+        child.ready.set()
+        child.done.set()
+        await self._events_send.send(_Exit(child.spec.id, generation, error, stopped))
+
+    async def _start_child(self, child: _Child) -> None:
+        assert self._tg is not None
+        child.generation += 1
+        child.ready, child.done = anyio.Event(), anyio.Event()
+        child.fail_reason = None
+        child.state = State.STARTING
+        try:
+            child.obj = child.spec.start()
+        except Exception as exc:
+            child.obj = None
+            child.done.set()
+            await self._events_send.send(_Exit(child.spec.id, child.generation, exc, False))
+            return
+        child.kind = getattr(child.obj, "kind", "actor")
+        self._tg.start_soon(self._child_task, child, child.generation)
+        with anyio.move_on_after(child.spec.start_timeout):
+            await child.ready.wait()
+        if not child.ready.is_set():
+            child.fail_reason = TimeoutError(
+                f"not ready within {child.spec.start_timeout:g}s (start timeout)"
+            )
+            if child.scope is not None:
+                child.scope.cancel()
+            await child.done.wait()
+        elif not child.done.is_set():
+            child.state = State.RUNNING
+
+    async def _stop_child(self, child: _Child) -> None:
+        if child.scope is not None and not child.done.is_set():
+            child.state = State.STOPPING
+            child.scope.cancel()
+            with anyio.move_on_after(child.spec.shutdown + 5.0):
+                await child.done.wait()
+        child.scope = None
+
+    async def _stop_children(self, children: list[_Child]) -> None:
+        for child in reversed(children):
+            await self._stop_child(child)
+
+    def _affected(self, child: _Child) -> list[_Child]:
+        idx = self._children.index(child)
+        if self.flags.strategy is Strategy.ONE_FOR_ALL:
+            return list(self._children)
+        if self.flags.strategy is Strategy.REST_FOR_ONE:
+            return self._children[idx:]
+        return [child]
+
+    async def _loop(self) -> None:
+        async for event in self._events:
+            if isinstance(event, _Exit):
+                await self._on_exit(event)
+            elif isinstance(event, _RestartDue):
+                for cid in event.ids:
+                    try:
+                        child = self._find(cid)
+                    except KeyError:
+                        continue
+                    if child.state is State.RESTARTING and child.generation == event.generations[cid]:
+                        await self._start_child(child)
+            elif isinstance(event, _Operator):
+                try:
+                    event.result = await self._on_operator(event)
+                finally:
+                    event.done.set()
+
+    async def _on_exit(self, ev: _Exit) -> None:
+        try:
+            child = self._find(ev.child_id)
+        except KeyError:
+            return
+        if ev.generation != child.generation or ev.stopped:
+            return
+        abnormal = ev.error is not None
+        if abnormal:
+            child.last_error = describe(ev.error)
+            log.warning(
+                "child_exited supervisor=%s child=%s error=%s", self.id, child.spec.id,
+                child.last_error,
+            )
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not abnormal):
+            child.state = State.STOPPED
+            child.obj = None
+            if restart is Restart.TEMPORARY:
+                self._children.remove(child)
+            return
+        if not child.intensity.record():
+            await self._exhausted(child)
+            return
+        affected = self._affected(child)
+        await self._stop_children([c for c in affected if c is not child])
+        for c in affected:
+            c.state = State.RESTARTING
+        child.restarts += 1
+        delay = backoff_delay(
+            child.intensity.recent(),
+            self.flags.backoff_initial,
+            self.flags.backoff_max,
+            self.flags.jitter,
+            self._rng,
+        )
+        assert self._tg is not None
+        self._tg.start_soon(
+            self._restart_after,
+            delay,
+            _RestartDue([c.spec.id for c in affected], {c.spec.id: c.generation for c in affected}),
+        )
+
+    async def _restart_after(self, delay: float, due: _RestartDue) -> None:
+        await anyio.sleep(delay)
+        await self._events_send.send(due)
+
+    async def _exhausted(self, child: _Child) -> None:
+        msg = (
+            f"{child.spec.id}: more than {self.flags.intensity} restarts in "
+            f"{self.flags.period:g}s (last error: {child.last_error})"
+        )
+        log.error("restart_intensity_exceeded supervisor=%s %s", self.id, msg)
+        if self.flags.on_exhausted is OnExhausted.FAIL_CHILD:
+            child.state = State.FAILED
+            child.obj = None
+            return
+        for c in self._children:
+            c.state = State.STOPPING
+        await self._stop_children(self._children)
+        child.state = State.FAILED
+        self.state = State.FAILED
+        self.last_error = msg
+        raise SupervisorFailed(f"{self.id}: {msg}")
+
+    async def _on_operator(self, op: _Operator) -> str:
+        if op.action == "restart":
+            child = self._find(op.child_id)
+            await self._stop_child(child)
+            child.intensity.clear()
+            child.last_error = None
+            await self._start_child(child)
+            return f"restarted {child.spec.id}"
+        new = {s.id: s for s in op.specs}
+        old = {c.spec.id: c for c in self._children}
+        removed = [c for cid, c in old.items() if cid not in new]
+        changed = [
+            c for cid, c in old.items()
+            if cid in new and new[cid].config_digest != c.spec.config_digest
+        ]
+        await self._stop_children(removed + changed)
+        kept: list[_Child] = []
+        for spec in op.specs:
+            child = old.get(spec.id)
+            if child is None or child in changed:
+                child = child or self._new_child(spec)
+                child.spec = spec
+                child.intensity.clear()
+                child.state = State.STOPPED
+            kept.append(child)
+        self._children = kept
+        for child in kept:
+            if child.state is State.STOPPED:
+                await self._start_child(child)
+        added = [s for s in new if s not in old]
+        return (
+            f"added={len(added)} changed={len(changed)} removed={len(removed)} "
+            f"unchanged={len(kept) - len(added) - len(changed)}"
+        )
