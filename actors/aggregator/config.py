@@ -1,0 +1,42 @@
+"""Config of the aggregator stage (``[processing.aggregator]``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
+
+Resolution = Literal["1s", "1min", "1h"]
+
+
+class AggregatorConfig(StrictStruct):
+    """Tumbling device-time windows over ``telemetry.clean`` → ``telemetry.<resolution>``."""
+
+    enabled: bool = True
+    "Run the aggregator stage."
+    group: Identifier = "aggregator"
+    "Consumer group on the input topic; '<group>.emitted' tracks what was written."
+    input: str = "telemetry.clean"
+    "Topic to aggregate."
+    resolutions: list[Resolution] = msgspec.field(default_factory=lambda: ["1s", "1min", "1h"])
+    "Window lengths to compute; each is written to 'telemetry.<resolution>'."
+    watermark_lateness_s: NonNegativeSeconds = 2.0
+    "How late (device time, behind the newest reading of the asset) a reading may arrive and "
+    "still count; a window closes once the watermark passes its end by this much."
+    idle_timeout_s: PositiveSeconds = 10.0
+    "An asset silent this long (processing time) has its windows closed once the wall clock "
+    "is past their end plus the lateness."
+    max_samples: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
+    "Values kept per window for p50/p95/p99; beyond it a deterministic reservoir sample."
+    checkpoint_interval_s: PositiveSeconds = 5.0
+    "How often the emitted-window high-water marks are saved under the state directory."
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    "Records fetched per batch."
+
+    def __post_init__(self) -> None:
+        if not self.resolutions:
+            raise ValueError("resolutions: at least one of '1s', '1min', '1h'")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise ValueError(f"resolutions: duplicates in {self.resolutions}")

@@ -1,0 +1,194 @@
+"""Tumbling event-time windows (1 s, 1 min, 1 h) with a watermark, as pure code.
+
+A reading lands in one window per resolution, chosen by its device_time:
+``[floor(t / size) * size, + size)``. Each asset has a watermark, the largest
+device_time seen for it; a window closes when ``watermark - lateness >= end``
+(so readings up to ``lateness`` late still count), or when its asset has been
+silent for ``idle_timeout_s`` (processing time) and the wall clock is past
+``end + lateness`` (an asset that stopped sending still gets its last windows).
+
+A reading whose window already closed (or was already emitted, see
+``high_water``) is *late*: it is counted per resolution and not aggregated;
+it stays in ``telemetry.clean``, so nothing is lost.
+
+Restart safety, together with the actor (see ``actor.py``):
+* ``commit_offsets`` never commits past the first record of any open window,
+  so after a restart the log replays every record of every window that was
+  open, and those windows are rebuilt complete.
+* ``high_water[(asset, parameter, resolution)]`` is the start of the last
+  window emitted for that stream. Windows per stream close in start order, so
+  a rebuilt window whose start is ``<= high_water`` was already emitted and is
+  skipped (``deduplicated``), never emitted twice.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from otgate.actors.aggregator.stats import WindowStats
+from otgate.actors.records import Reading
+
+RESOLUTIONS_NS: dict[str, int] = {
+    "1s": 1_000_000_000,
+    "1min": 60_000_000_000,
+    "1h": 3_600_000_000_000,
+}
+
+StreamKey = tuple[str, str, str]  # asset_id, parameter, resolution
+TopicPartition = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Window:
+    """One open window of one stream."""
+
+    asset_id: str
+    parameter: str
+    resolution: str
+    start: int
+    end: int
+    stats: WindowStats
+    unit: str = ""
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> StreamKey:
+        return (self.asset_id, self.parameter, self.resolution)
+
+
+@dataclass(slots=True)
+class _Asset:
+    watermark: int = -(1 << 62)
+    last_arrival: float = 0.0
+    next_close: int = 1 << 62  # smallest end among its open windows
+    windows: dict[tuple[str, str, int], Window] = field(default_factory=dict)
+
+
+class Windows:
+    """All open windows; ``add`` readings, then take ``closed()`` ones to emit."""
+
+    def __init__(
+        self,
+        resolutions: list[str],
+        *,
+        lateness_ns: int,
+        idle_timeout_s: float,
+        max_samples: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        unknown = [r for r in resolutions if r not in RESOLUTIONS_NS]
+        if unknown:
+            raise ValueError(f"unknown resolutions {unknown}; known: {list(RESOLUTIONS_NS)}")
+        self._sizes = [(r, RESOLUTIONS_NS[r]) for r in resolutions]
+        self.lateness_ns = lateness_ns
+        self.idle_timeout_s = idle_timeout_s
+        self.max_samples = max_samples
+        self._clock = clock
+        self._wall_ns = wall_ns
+        self._assets: dict[str, _Asset] = {}
+        self._ready: list[Window] = []
+        self.high_water: dict[StreamKey, int] = {}
+        self.late: dict[str, int] = {r: 0 for r in resolutions}
+        self.deduplicated = 0
+        self.already_emitted = 0
+        self.emitted = 0
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(a.windows) for a in self._assets.values())
+
+    def add(self, r: Reading, tp: TopicPartition, offset: int) -> None:
+        """Aggregate one reading (its device_time must be set; the validator ensures it)."""
+        t = r.device_time if r.device_time is not None else r.gateway_time
+        a = self._assets.get(r.asset_id)
+        if a is None:
+            a = self._assets[r.asset_id] = _Asset()
+        a.last_arrival = self._clock()
+        frontier = a.watermark - self.lateness_ns
+        for res, size in self._sizes:
+            start = t - t % size
+            end = start + size
+            wkey = (r.parameter, res, start)
+            w = a.windows.get(wkey)
+            if w is None:
+                if end <= frontier:
+                    self.late[res] += 1
+                    continue
+                hw = self.high_water.get((r.asset_id, r.parameter, res))
+                if hw is not None and start <= hw:
+                    self.already_emitted += 1  # replay after a restart, or very late
+                    continue
+                seed = zlib.crc32(f"{r.asset_id}|{r.parameter}|{res}|{start}".encode())
+                w = a.windows[wkey] = Window(
+                    r.asset_id, r.parameter, res, start, end,
+                    WindowStats(self.max_samples, seed), r.unit,
+                )
+                if end < a.next_close:
+                    a.next_close = end
+            if tp not in w.first_offsets:
+                w.first_offsets[tp] = offset
+            w.stats.add(r.value, r.quality)
+        if t > a.watermark:
+            a.watermark = t
+            if a.watermark - self.lateness_ns >= a.next_close:
+                self._close(a, a.watermark - self.lateness_ns)
+
+    def _close(self, a: _Asset, frontier: int) -> None:
+        keep: dict[tuple[str, str, int], Window] = {}
+        nxt = 1 << 62
+        for k, w in a.windows.items():
+            if w.end <= frontier:
+                self._ready.append(w)
+            else:
+                keep[k] = w
+                if w.end < nxt:
+                    nxt = w.end
+        a.windows = keep
+        a.next_close = nxt
+
+    def close_idle(self) -> None:
+        """Close the windows of assets silent for idle_timeout_s whose time has passed."""
+        now = self._clock()
+        frontier = self._wall_ns() - self.lateness_ns
+        for a in self._assets.values():
+            if a.windows and now - a.last_arrival >= self.idle_timeout_s:
+                if frontier >= a.next_close:
+                    self._close(a, frontier)
+
+    def closed(self) -> list[Window]:
+        """Take the closed windows not emitted before, oldest start first per stream.
+
+        Updates ``high_water``; the caller must emit what it gets (or fail and
+        restart, which rebuilds them from the log).
+        """
+        ready, self._ready = self._ready, []
+        ready.sort(key=lambda w: w.start)
+        out = []
+        for w in ready:
+            key = w.stream
+            hw = self.high_water.get(key)
+            if hw is not None and w.start <= hw:
+                self.deduplicated += 1
+                continue
+            self.high_water[key] = w.start
+            out.append(w)
+        self.emitted += len(out)
+        return out
+
+    def commit_offsets(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Offsets safe to commit: the position, held back to each open window's first record."""
+        out = dict(positions)
+        for a in self._assets.values():
+            for w in a.windows.values():
+                for tp, off in w.first_offsets.items():
+                    if tp in out and off < out[tp]:
+                        out[tp] = off
+        for w in self._ready:  # closed but not yet emitted: still hold back
+            for tp, off in w.first_offsets.items():
+                if tp in out and off < out[tp]:
+                    out[tp] = off
+        return out
