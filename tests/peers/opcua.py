@@ -6,7 +6,7 @@ is forgotten). Variables live under ``ns=2;s=<name>``.
 
 Usage::
 
-    from peers.opcua import opcua_server  # noqa: F401
+    from peers.opcua import opcua_server_fixture  # noqa: F401
 
     async def test_x(opcua_server):
         await opcua_server.write("Temp", 21.5)
@@ -60,8 +60,8 @@ class OpcUaPeer:
     async def start(self) -> None:
         server = Server()
         if self.users is not None:
-            from asyncua.server.user_managers import UserManager
             from asyncua.crypto.permission_rules import User, UserRole
+            from asyncua.server.user_managers import UserManager
 
             users = self.users
 
@@ -129,8 +129,8 @@ def _refuse_subscriptions(server: Server) -> None:
     server.iserver.subscription_service.create_subscription = refuse  # type: ignore[method-assign]
 
 
-@pytest.fixture
-async def opcua_server() -> AsyncIterator[OpcUaPeer]:
+@pytest.fixture(name="opcua_server")
+async def opcua_server_fixture() -> AsyncIterator[OpcUaPeer]:
     peer = OpcUaPeer()
     await peer.start()
     try:
