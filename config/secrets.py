@@ -8,14 +8,13 @@ appear in a value.
 
 Where a secret comes from, first hit wins:
 
-1. ``$CREDENTIALS_DIRECTORY/NAME`` -- systemd ``LoadCredential=NAME:/path``
-   puts the file there, readable only by the service. An EMPTY credential
-   counts as absent: it is what the unit's ``SetCredential=NAME:`` fallback
-   leaves when the ``LoadCredential=`` source does not exist, so the service
-   still starts and the secrets directory gets its turn.
+1. ``$CREDENTIALS_DIRECTORY/NAME`` -- systemd's ``LoadCredential=NAME`` (from
+   ``/etc/credstore/NAME``) or ``LoadCredential=NAME:/path`` puts the file
+   there, in memory, readable only by the service.
 2. ``secrets_dir/NAME`` (``DEFAULT_SECRETS_DIR`` unless configured).
 
 One trailing newline (``\\n`` or ``\\r\\n``) is stripped, the rest is kept as is.
+An empty secret is an error (and could not be redacted).
 ``NAME`` is letters, digits, ``_ . -``, not starting with ``.``: no ``/``, so
 no path traversal. Every problem in the tree is collected and raised as one
 ``SecretError`` whose lines name the config path (``sinks[0].dsn: ...``) but
@@ -91,7 +90,6 @@ class _Lookup:
         return self.values.get(name)
 
     def _read(self, name: str) -> str:
-        empty_credential = False
         for where, directory in (
             ("$CREDENTIALS_DIRECTORY", self.creds_dir),
             (str(self.secrets_dir), self.secrets_dir),
@@ -101,15 +99,12 @@ class _Lookup:
             value = _read_file(directory / name, name, where)
             if value is None:
                 continue
-            if value:
-                return value
-            if directory is self.creds_dir:
-                empty_credential = True  # SetCredential= fallback: keep looking
-                continue
-            raise SecretError([f"secret {name!r} in {where} is empty"])
-        raise SecretError([self._not_found(name, empty_credential)])
+            if not value:
+                raise SecretError([f"secret {name!r} in {where} is empty"])
+            return value
+        raise SecretError([self._not_found(name)])
 
-    def _not_found(self, name: str, empty_credential: bool) -> str:
+    def _not_found(self, name: str) -> str:
         places = []
         if self.creds_dir is not None:
             places.append("$CREDENTIALS_DIRECTORY")
@@ -123,8 +118,6 @@ class _Lookup:
         text = f"secret {name!r} not found in {' or '.join(places)}"
         if self.creds_dir is None:
             text += " ($CREDENTIALS_DIRECTORY is not set)"
-        if empty_credential:
-            text += " (the credential is empty: is the LoadCredential= source missing?)"
         return text
 
 

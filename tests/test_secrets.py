@@ -86,18 +86,17 @@ def test_credentials_directory_wins_and_only_one_newline_is_stripped(dirs) -> No
     assert resolved == {"dsn": "from-credential\n"}
 
 
-def test_empty_credential_falls_back_to_the_secrets_dir(dirs) -> None:
-    """SetCredential=NAME: leaves an empty file when the LoadCredential= source is missing."""
+def test_empty_credential_is_an_error_not_a_fallback(dirs) -> None:
     creds, store = dirs
-    write(creds, "pg_password", "")
+    write(creds, "pg_password", "\n")
     write(store, "pg_password", PG)
-    env = {"CREDENTIALS_DIRECTORY": str(creds)}
-    resolved, _ = resolve_secrets({"dsn": "${secret:pg_password}"}, secrets_dir=store, env=env)
-    assert resolved == {"dsn": PG}
-
-    (store / "pg_password").unlink()
-    with pytest.raises(SecretError, match="credential is empty"):
-        resolve_secrets({"dsn": "${secret:pg_password}"}, secrets_dir=store, env=env)
+    expected = r"^dsn: secret 'pg_password' in \$CREDENTIALS_DIRECTORY is empty$"
+    with pytest.raises(SecretError, match=expected):
+        resolve_secrets(
+            {"dsn": "${secret:pg_password}"},
+            secrets_dir=store,
+            env={"CREDENTIALS_DIRECTORY": str(creds)},
+        )
 
 
 def test_missing_secret_names_the_path_and_where_it_looked(dirs) -> None:
