@@ -1,0 +1,75 @@
+"""A null-modem cable made of two pseudo-terminal pairs, relayed in-process.
+
+Each side (server, client) opens the slave end of its own pty as a serial
+port; the relay copies bytes between the two master ends. Doing it in-process
+(instead of ``socat``) needs no extra binary and gives one place to inject
+wire faults: ``corrupt()`` is asked once per server→client chunk and, when
+True, the chunk's last byte (the RTU CRC) is flipped so the client drops the
+frame. Both slave fds stay open in the relay so a side that closes and
+reopens its port does not make the masters fail with EIO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from collections.abc import Callable
+
+
+class PtyRelay:
+    """Two pty pairs joined back to back; ``server_path`` ↔ ``client_path``."""
+
+    def __init__(self, corrupt: Callable[[], bool] | None = None) -> None:
+        self.corrupt = corrupt
+        self._fds: list[int] = []
+        self.server_path = ""
+        self.client_path = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.bytes_relayed = 0
+
+    async def start(self) -> None:
+        m1, s1 = os.openpty()
+        m2, s2 = os.openpty()
+        for fd in (s1, s2):
+            tty.setraw(fd)
+        for fd in (m1, m2):
+            os.set_blocking(fd, False)
+        self._fds = [m1, s1, m2, s2]
+        self.server_path, self.client_path = os.ttyname(s1), os.ttyname(s2)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(m1, self._pump, m1, m2, True)
+        self._loop.add_reader(m2, self._pump, m2, m1, False)
+
+    def _pump(self, src: int, dst: int, from_server: bool) -> None:
+        try:
+            data = os.read(src, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO while a side is closed; the slave fds we hold keep it transient
+        if not data:
+            return
+        if from_server and self.corrupt is not None and self.corrupt():
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        self.bytes_relayed += len(data)
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(dst, view)
+            except BlockingIOError:
+                continue  # the pty buffer is tiny frames away from full; spin briefly
+            except OSError:
+                return
+            view = view[n:]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            for fd in (self._fds[0], self._fds[2]):
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(fd)
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []

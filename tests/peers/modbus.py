@@ -1,0 +1,52 @@
+"""Real Modbus peers for tests: pymodbus' TCP server and its RTU serial server
+on a pty pair, both with the simulator's counting, fault-injecting datastore.
+
+Usage: ``from peers.modbus import modbus_server, modbus_rtu_server  # noqa: F401``.
+Each fixture yields a ``ModbusSimulator`` (``.port`` / ``.path``, ``.store``
+with ``set_registers``/``set_bits``/``requests``, ``.faults`` to flip while
+running). Units 1 and 2 exist on TCP; 1, 2 and 3 on RTU. Signals are off
+(update interval 1 h), so tests control every register.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+
+import anyio
+import pytest
+from otgate.simulations.modbus_sim import (
+    ModbusRtuSimConfig,
+    ModbusSimulator,
+    ModbusTcpSimConfig,
+    SimDevice,
+    run_modbus_rtu_simulator,
+    run_modbus_tcp_simulator,
+)
+
+
+async def _serve(runner, cfg) -> AsyncIterator[ModbusSimulator]:
+    handle: list[ModbusSimulator] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(runner, cfg, handle=handle))
+        yield handle[0]
+        tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def modbus_server() -> AsyncIterator[ModbusSimulator]:
+    cfg = ModbusTcpSimConfig(
+        devices=[SimDevice(unit_id=1), SimDevice(unit_id=2)], update_interval=3600.0
+    )
+    async for sim in _serve(run_modbus_tcp_simulator, cfg):
+        yield sim
+
+
+@pytest.fixture
+async def modbus_rtu_server() -> AsyncIterator[ModbusSimulator]:
+    cfg = ModbusRtuSimConfig(
+        devices=[SimDevice(unit_id=1), SimDevice(unit_id=2), SimDevice(unit_id=3)],
+        update_interval=3600.0,
+    )
+    async for sim in _serve(run_modbus_rtu_simulator, cfg):
+        yield sim
