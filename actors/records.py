@@ -59,3 +59,120 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True):
 def now_ns() -> int:
     """Wall-clock time in integer nanoseconds, the unit of every record time."""
     return time.time_ns()
+
+
+class AlarmState(enum.Enum):
+    """Alarm lifecycle (ISA-18.2): active or cleared, acknowledged or not."""
+
+    ACTIVE_UNACKED = "ACTIVE_UNACKED"
+    ACTIVE_ACKED = "ACTIVE_ACKED"
+    CLEARED_UNACKED = "CLEARED_UNACKED"
+    CLEARED = "CLEARED"
+    SHELVED = "SHELVED"
+    SUPPRESSED = "SUPPRESSED"
+
+
+class Severity(enum.Enum):
+    """How urgent an alarm or a gateway event is, most urgent last."""
+
+    INFO = "INFO"
+    WARNING = "WARNING"
+    MAJOR = "MAJOR"
+    CRITICAL = "CRITICAL"
+
+
+class Aggregate(msgspec.Struct, frozen=True, kw_only=True):
+    """Statistics of one parameter of one asset over one time window.
+
+    ``window`` names the window length (``1s``, ``1min``, ``1h``); the window
+    covers ``[window_start, window_end)`` in device time. ``quality`` is the
+    worst quality of the readings counted. ``min``/``max``/``mean``/``sum`` are
+    None when the window holds no numeric value (e.g. only strings).
+    """
+
+    asset_id: str
+    parameter: str
+    window: str
+    window_start: int
+    window_end: int
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    sum: float | None = None
+    first: Value | None = None
+    last: Value | None = None
+    unit: str = ""
+    quality: Quality = Quality.GOOD
+    gateway_time: int
+
+
+class Alarm(msgspec.Struct, frozen=True, kw_only=True):
+    """One alarm's lifecycle state after an evaluator step (``alarms.clean``).
+
+    ``alarm_id`` is stable for one alarm definition on one asset, so the last
+    record per ``alarm_id`` is the alarm's current state.
+    """
+
+    alarm_id: str
+    asset_id: str
+    parameter: str
+    state: AlarmState
+    severity: Severity = Severity.WARNING
+    message: str = ""
+    value: Value | None = None
+    threshold: float | None = None
+    raised_time: int | None = None
+    cleared_time: int | None = None
+    acked_by: str | None = None
+    ack_time: int | None = None
+    device_time: int | None = None
+    gateway_time: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A reading a stage refused, with the reason (``dlq.telemetry``, ``dlq.events``).
+
+    ``source_topic``/``source_partition``/``source_offset`` point at the record
+    the stage read, so an operator can reprocess it.
+    """
+
+    reading: Reading
+    reason: str
+    stage: str = ""
+    error: str = ""
+    source_topic: str = ""
+    source_partition: int = -1
+    source_offset: int = -1
+    gateway_time: int
+
+
+class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the gateway itself did or saw (``logs.gateway``).
+
+    Examples: a log eviction (``kind="log_overflow"``), a disk tier change, a
+    clock-skew warning. ``fields`` carries the event's key=value details.
+    """
+
+    kind: str
+    severity: Severity = Severity.INFO
+    message: str = ""
+    source: str = ""
+    fields: dict[str, str] = {}
+    gateway_time: int
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A bulkhead's liveness beat with its sequence number."""
+
+    bulkhead_id: str
+    seq: int
+    gateway_time: int
+
+
+class Statistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one actor at one instant (``metrics()`` snapshot)."""
+
+    actor_id: str
+    counters: dict[str, float] = {}
+    gateway_time: int

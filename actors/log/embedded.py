@@ -1,0 +1,441 @@
+"""The embedded log backend: a durable log in one SQLite file.
+
+Durability: WAL journal, ``synchronous=FULL``; ``append`` returns after its
+transaction committed (the WAL fsync'd). Several OS processes (bulkheads) may
+append to the same file: every write transaction is ``BEGIN IMMEDIATE`` (the
+file's write lock) and reads each partition's next offset inside it, so offsets
+are dense and unique across processes; ``busy_timeout`` makes a writer wait
+for another's lock instead of failing. A writer killed mid-transaction leaves
+no trace (SQLite rolls the uncommitted WAL frames back), so there is never a
+torn record. Readers see committed data only, while writers write and after
+they died.
+
+Threads: every SQLite call runs in a worker thread (``anyio.to_thread``), never
+on the event loop; one connection per backend for writes (used by one thread at
+a time, guarded by a lock) and one per consumer for reads.
+
+Batching (group commit): appends that arrive while a transaction is running
+are written together in the next one, so many small ``publish`` calls share
+one fsync. Cancellation: a cancelled ``append`` may still be written (its
+records may already be in the running transaction); it is never half-written.
+
+Consumer groups: one consumer per group reads every partition of its topics
+(no rebalancing between group members in this backend); positions start at the
+group's committed offsets, else at the oldest retained record.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from otgate.actors.log.base import LogRecord, TopicPartition, TopicSpec
+from otgate.actors.log.partition import partition_for
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics(
+    tid INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, partitions INTEGER NOT NULL,
+    retention_s REAL, retention_bytes INTEGER, priority INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS partitions(
+    tid INTEGER NOT NULL, partition INTEGER NOT NULL,
+    start_offset INTEGER NOT NULL DEFAULT 0, next_offset INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tid, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records(
+    tid INTEGER NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    ts INTEGER NOT NULL, key BLOB, value BLOB NOT NULL,
+    PRIMARY KEY(tid, partition, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets(
+    grp TEXT NOT NULL, tid INTEGER NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, PRIMARY KEY(grp, tid, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schemas(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL, version INTEGER NOT NULL,
+    schema TEXT NOT NULL, UNIQUE(subject, schema));
+"""
+
+POLL_S = 0.05
+"""How often an idle consumer looks for records other processes wrote."""
+
+
+class UnknownTopic(KeyError):
+    """Append or consume on a topic that ``ensure_topics`` never created."""
+
+
+def connect(path: Path, busy_timeout_s: float, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the log's pragmas (WAL, synchronous=FULL, busy timeout)."""
+    if readonly:
+        con = sqlite3.connect(
+            f"file:{path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout_s,
+        )
+    else:
+        con = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
+    con.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    if not readonly:
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    return con
+
+
+class _Pending:
+    __slots__ = ("error", "records", "topic", "written")
+
+    def __init__(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        self.topic = topic
+        self.records = records
+        self.written = False
+        self.error: BaseException | None = None
+
+
+class EmbeddedLog:
+    """``LogBackend`` on SQLite (see the module docstring for the semantics)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._con: sqlite3.Connection | None = None
+        self._lock = anyio.Lock()
+        self._pending: list[_Pending] = []
+        self._topics: dict[str, tuple[int, int]] = {}  # name -> (tid, partitions)
+        self._new_data = anyio.Event()
+        self._unblocked = anyio.Event()
+        self._unblocked.set()
+        self.appended = 0
+        self.transactions = 0
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        con = connect(self.path, self.busy_timeout_s)
+        con.executescript(SCHEMA)  # idempotent; safe when processes race
+        self._load_topics(con)
+        return con
+
+    async def close(self) -> None:
+        if self._con is not None:
+            async with self._lock:
+                con, self._con = self._con, None
+                await anyio.to_thread.run_sync(con.close)
+
+    def _load_topics(self, con: sqlite3.Connection) -> None:
+        rows = con.execute("SELECT name, tid, partitions FROM topics").fetchall()
+        self._topics = {name: (tid, parts) for name, tid, parts in rows}
+
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise RuntimeError("EmbeddedLog used before start() or after close()")
+        return self._con
+
+    # -- topics -----------------------------------------------------------------
+    async def ensure_topics(self, topics: Sequence[TopicSpec]) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._ensure_topics, list(topics))
+
+    def _ensure_topics(self, topics: list[TopicSpec]) -> None:
+        con = self._db()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for t in topics:
+                cur = con.execute(
+                    "INSERT OR IGNORE INTO topics(name, partitions, retention_s, retention_bytes,"
+                    " priority) VALUES (?,?,?,?,?)",
+                    (t.name, t.partitions, t.retention_s, t.retention_bytes, t.priority),
+                )
+                if cur.rowcount:
+                    tid = cur.lastrowid
+                    con.executemany(
+                        "INSERT INTO partitions(tid, partition) VALUES (?,?)",
+                        [(tid, p) for p in range(t.partitions)],
+                    )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._load_topics(con)
+
+    async def topics(self) -> list[TopicSpec]:
+        """Every topic in the file with its settings."""
+        rows = await self._read(
+            "SELECT name, partitions, retention_s, retention_bytes, priority FROM topics"
+            " ORDER BY name"
+        )
+        return [
+            TopicSpec(name=n, partitions=p, retention_s=r, retention_bytes=b, priority=pr)
+            for n, p, r, b, pr in rows
+        ]
+
+    async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """``{partition: (oldest retained offset, next offset)}`` of a topic."""
+        rows = await self._read(
+            "SELECT p.partition, p.start_offset, p.next_offset FROM partitions p"
+            " JOIN topics t ON t.tid = p.tid WHERE t.name = ? ORDER BY p.partition",
+            (topic,),
+        )
+        return {p: (s, n) for p, s, n in rows}
+
+    async def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        def run() -> list[tuple]:
+            con = connect(self.path, self.busy_timeout_s)
+            try:
+                return con.execute(sql, params).fetchall()
+            finally:
+                con.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    def _topic(self, topic: str) -> tuple[int, int]:
+        t = self._topics.get(topic)
+        if t is None:
+            self._load_topics(self._db())  # another process may have created it
+            t = self._topics.get(topic)
+            if t is None:
+                raise UnknownTopic(topic)
+        return t
+
+    # -- append -----------------------------------------------------------------
+    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Durably append; returns after the commit. Waits while the disk tier blocks."""
+        if not records:
+            return
+        if not self._unblocked.is_set():
+            await self._unblocked.wait()
+        item = _Pending(topic, records)
+        self._pending.append(item)
+        async with self._lock:
+            if not item.written and item.error is None:
+                batch, self._pending = self._pending, []
+                await anyio.to_thread.run_sync(self._write, batch)
+                self._new_data.set()
+                self._new_data = anyio.Event()
+        if item.error is not None:
+            raise item.error
+
+    def _write(self, batch: list[_Pending]) -> None:
+        con = self._db()
+        ok: list[_Pending] = []
+        now = time.time_ns()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                try:
+                    tid, parts = self._topic(item.topic)
+                except UnknownTopic as e:
+                    item.error = e
+                    continue
+                by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
+                for rec in item.records:
+                    by_part.setdefault(partition_for(rec[0], parts), []).append(rec)
+                for p, recs in by_part.items():
+                    (nxt,) = con.execute(
+                        "SELECT next_offset FROM partitions WHERE tid=? AND partition=?", (tid, p)
+                    ).fetchone()
+                    rows = [(tid, p, nxt + i, now, k, v) for i, (k, v) in enumerate(recs)]
+                    con.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", rows)
+                    size = sum(len(v) + (len(k) if k else 0) for k, v in recs)
+                    con.execute(
+                        "UPDATE partitions SET next_offset=?, bytes=bytes+? WHERE tid=? AND"
+                        " partition=?",
+                        (nxt + len(recs), size, tid, p),
+                    )
+                ok.append(item)
+            con.execute("COMMIT")
+        except BaseException as e:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            for item in batch:
+                item.error = item.error or e
+            return
+        self.transactions += 1
+        for item in ok:
+            item.written = True
+            self.appended += len(item.records)
+
+    # -- disk-full blocking (driven by otgate.actors.log.retention) ---------------
+    def set_blocked(self, blocked: bool) -> None:
+        """Make appends wait (True) or release them (False)."""
+        if blocked and self._unblocked.is_set():
+            self._unblocked = anyio.Event()
+        elif not blocked:
+            self._unblocked.set()
+
+    @property
+    def blocked(self) -> bool:
+        return not self._unblocked.is_set()
+
+    # -- consume ----------------------------------------------------------------
+    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self, group, list(topics))
+
+    # -- schema table -----------------------------------------------------------
+    async def register_schema(self, subject: str, schema: str) -> int:
+        """Id of ``schema`` (canonical JSON) under ``subject``; registers it when new."""
+
+        def run() -> int:
+            con = connect(self.path, self.busy_timeout_s)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                row = con.execute(
+                    "SELECT id FROM schemas WHERE subject=? AND schema=?", (subject, schema)
+                ).fetchone()
+                if row is None:
+                    (ver,) = con.execute(
+                        "SELECT COALESCE(MAX(version), 0) + 1 FROM schemas WHERE subject=?",
+                        (subject,),
+                    ).fetchone()
+                    cur = con.execute(
+                        "INSERT INTO schemas(subject, version, schema) VALUES (?,?,?)",
+                        (subject, ver, schema),
+                    )
+                    row = (cur.lastrowid,)
+                con.execute("COMMIT")
+                return int(row[0])
+            finally:
+                con.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def schema_by_id(self, schema_id: int) -> str | None:
+        rows = await self._read("SELECT schema FROM schemas WHERE id=?", (schema_id,))
+        return rows[0][0] if rows else None
+
+    async def latest_schema(self, subject: str) -> tuple[int, str] | None:
+        rows = await self._read(
+            "SELECT id, schema FROM schemas WHERE subject=? ORDER BY version DESC LIMIT 1",
+            (subject,),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "appended": self.appended,
+            "transactions": self.transactions,
+            "blocked": self.blocked,
+        }
+
+
+class EmbeddedConsumer:
+    """A consumer of the embedded log (see ``EmbeddedLog`` for group semantics)."""
+
+    def __init__(self, log: EmbeddedLog, group: str, topics: list[str]) -> None:
+        self._log = log
+        self.group = group
+        self.topics = topics
+        self._con: sqlite3.Connection | None = None
+        self._pos: dict[TopicPartition, int] | None = None
+        self._tids: dict[str, int] = {}
+        self._seeks: dict[TopicPartition, int] = {}
+        self._rr = 0
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._con is None:
+            self._con = connect(self._log.path, self._log.busy_timeout_s)
+        return self._con
+
+    def _assign(self, con: sqlite3.Connection) -> None:
+        pos: dict[TopicPartition, int] = {}
+        for name in self.topics:
+            row = con.execute("SELECT tid FROM topics WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UnknownTopic(name)
+            tid = row[0]
+            self._tids[name] = tid
+            rows = con.execute(
+                "SELECT p.partition, COALESCE(g.offset, p.start_offset) FROM partitions p"
+                " LEFT JOIN group_offsets g ON g.grp=? AND g.tid=p.tid AND"
+                " g.partition=p.partition WHERE p.tid=? ORDER BY p.partition",
+                (self.group, tid),
+            ).fetchall()
+            for p, off in rows:
+                pos[(name, p)] = off
+        pos.update(self._seeks)
+        self._seeks.clear()
+        self._pos = pos
+
+    def _fetch(self, max_records: int) -> list[LogRecord]:
+        con = self._conn()
+        if self._pos is None:
+            self._assign(con)
+        assert self._pos is not None
+        if self._seeks:
+            self._pos.update(self._seeks)
+            self._seeks.clear()
+        tps = list(self._pos)
+        out: list[LogRecord] = []
+        con.execute("BEGIN")  # one snapshot for all partitions
+        try:
+            for i in range(len(tps)):
+                if len(out) >= max_records:
+                    break
+                tp = tps[(self._rr + i) % len(tps)]
+                rows = con.execute(
+                    "SELECT offset, ts, key, value FROM records WHERE tid=? AND partition=?"
+                    " AND offset>=? ORDER BY offset LIMIT ?",
+                    (self._tids[tp[0]], tp[1], self._pos[tp], max_records - len(out)),
+                ).fetchall()
+                if rows:
+                    out += [
+                        LogRecord(
+                            topic=tp[0], partition=tp[1], offset=o, key=k, value=v, timestamp_ns=ts
+                        )
+                        for o, ts, k, v in rows
+                    ]
+                    self._pos[tp] = rows[-1][0] + 1
+        finally:
+            con.execute("COMMIT")
+        self._rr += 1
+        return out
+
+    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:  # noqa: ASYNC109
+        """Next records after the position; [] when none came within ``timeout``."""
+        deadline = anyio.current_time() + timeout
+        while True:
+            new_data = self._log._new_data
+            recs = await anyio.to_thread.run_sync(self._fetch, max_records)
+            left = deadline - anyio.current_time()
+            if recs or left <= 0:
+                return recs
+            with anyio.move_on_after(min(POLL_S, left)):
+                await new_data.wait()
+
+    def position(self) -> dict[TopicPartition, int]:
+        return dict(self._pos or {})
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Durably store ``next offset to read`` per partition for this group."""
+
+        def run() -> None:
+            con = self._conn()
+            if self._pos is None:
+                self._assign(con)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany(
+                    "INSERT INTO group_offsets(grp, tid, partition, offset) VALUES (?,?,?,?)"
+                    " ON CONFLICT(grp, tid, partition) DO UPDATE SET offset=excluded.offset",
+                    [(self.group, self._tids[t], p, o) for (t, p), o in offsets.items()],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        await anyio.to_thread.run_sync(run)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._seeks[(topic, partition)] = offset
+
+    async def close(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            await anyio.to_thread.run_sync(con.close)

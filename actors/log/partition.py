@@ -1,0 +1,25 @@
+"""Key -> partition, the same way on both backends (Kafka's murmur2 default
+partitioner), so an asset lands in the same partition number everywhere."""
+
+from __future__ import annotations
+
+import itertools
+
+from aiokafka.partitioner import murmur2
+
+_cache: dict[tuple[bytes, int], int] = {}
+_round_robin = itertools.count()
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """Partition of ``key`` among ``partitions`` (keyless records round-robin)."""
+    if partitions == 1:
+        return 0
+    if key is None:
+        return next(_round_robin) % partitions
+    p = _cache.get((key, partitions))
+    if p is None:
+        if len(_cache) > 100_000:
+            _cache.clear()
+        p = _cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
+    return p

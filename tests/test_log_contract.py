@@ -1,0 +1,231 @@
+"""One contract, both log backends: embedded SQLite and Kafka (tansu broker).
+
+Ordering per key, dense offsets, group commit and resume, replay from an
+offset, and a writer process SIGKILLed mid-stream (every acknowledged record
+is there, no record is torn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from otgate.actors.log.base import LogRecord, TopicSpec
+from otgate.actors.log.embedded import EmbeddedLog
+from otgate.actors.log.kafka import KafkaLog
+from peers.tansu import Tansu, start_tansu
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Tansu]:
+    t = start_tansu()
+    try:
+        yield t
+    finally:
+        t.stop()
+
+
+def _spec(kind: str, tmp_path: Path, broker_addr: str | None) -> dict:
+    if kind == "embedded":
+        return {"kind": "embedded", "path": str(tmp_path / "log.sqlite")}
+    return {"kind": "kafka", "bootstrap": broker_addr}
+
+
+def make(spec: dict):
+    if spec["kind"] == "embedded":
+        return EmbeddedLog(spec["path"])
+    return KafkaLog(spec["bootstrap"], idempotence=False, linger_ms=1)
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def spec(request, tmp_path: Path) -> dict:
+    if request.param == "kafka":
+        return _spec("kafka", tmp_path, request.getfixturevalue("broker").bootstrap)
+    return _spec("embedded", tmp_path, None)
+
+
+@pytest.fixture
+async def log(spec: dict) -> AsyncIterator:
+    lg = make(spec)
+    await lg.start()
+    try:
+        yield lg
+    finally:
+        await lg.close()
+
+
+def topic_name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def consume(consumer, n: int, within: float = 30.0) -> list[LogRecord]:
+    """Fetch until ``n`` records came or the deadline passed (then return what came)."""
+    out: list[LogRecord] = []
+    with anyio.move_on_after(within):
+        while len(out) < n:
+            out += await consumer.fetch(max_records=2000, timeout=1.0)
+    return out
+
+
+def value(key: str, i: int) -> bytes:
+    body = f"{key}:{i}".encode()
+    return body + b"|" + hashlib.sha256(body).hexdigest().encode()
+
+
+def check_value(v: bytes) -> tuple[str, int]:
+    body, digest = v.rsplit(b"|", 1)
+    assert hashlib.sha256(body).hexdigest().encode() == digest, f"torn record {v!r}"
+    key, i = body.decode().rsplit(":", 1)
+    return key, int(i)
+
+
+@pytest.mark.anyio
+async def test_order_per_key_and_dense_offsets(log) -> None:
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=3)])
+    keys = [f"asset-{k}" for k in range(7)]
+    n_per_key = 60
+    for start in range(0, n_per_key, 20):  # several appends, keys interleaved
+        batch = [(k.encode(), value(k, i)) for i in range(start, start + 20) for k in keys]
+        await log.append(topic, batch)
+    await log.append(topic, [(keys[0].encode(), value(keys[0], n_per_key))])  # small path
+    c = log.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    try:
+        recs = await consume(c, len(keys) * n_per_key + 1)
+    finally:
+        await c.close()
+    assert len(recs) == len(keys) * n_per_key + 1
+    seen: dict[str, list[int]] = {}
+    part_of: dict[str, int] = {}
+    offsets: dict[int, list[int]] = {}
+    for r in recs:
+        k, i = check_value(r.value)
+        assert r.key == k.encode()
+        seen.setdefault(k, []).append(i)
+        assert part_of.setdefault(k, r.partition) == r.partition, "a key changed partition"
+        offsets.setdefault(r.partition, []).append(r.offset)
+    for k in keys:
+        want = list(range(n_per_key + 1)) if k == keys[0] else list(range(n_per_key))
+        assert seen[k] == want, f"{k} out of order"
+    for p, offs in offsets.items():
+        assert offs == list(range(len(offs))), f"partition {p} offsets not dense from 0"
+    assert len(offsets) > 1, "keys should spread over partitions"
+
+
+@pytest.mark.anyio
+async def test_group_commit_and_resume(log) -> None:
+    topic = topic_name()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    await log.ensure_topics([TopicSpec(name=topic, partitions=1)])
+    await log.append(topic, [(b"k", value("k", i)) for i in range(100)])
+    c = log.consumer(group, [topic])
+    try:
+        got = await consume(c, 100)
+        assert [check_value(r.value)[1] for r in got] == list(range(100))
+        await c.commit({(topic, 0): 40})  # pretend only 40 reached the destination
+    finally:
+        await c.close()
+    await log.append(topic, [(b"k", value("k", i)) for i in range(100, 120)])
+    c2 = log.consumer(group, [topic])
+    try:
+        again = await consume(c2, 80)
+    finally:
+        await c2.close()
+    assert [r.offset for r in again] == list(range(40, 120))
+    assert [check_value(r.value)[1] for r in again] == list(range(40, 120))
+
+
+@pytest.mark.anyio
+async def test_replay_from_offset(log) -> None:
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=1)])
+    await log.append(topic, [(b"k", value("k", i)) for i in range(50)])
+    c = log.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    try:
+        first = await consume(c, 50)
+        assert len(first) == 50
+        c.seek(topic, 0, 17)
+        replay = await consume(c, 33)
+    finally:
+        await c.close()
+    assert [r.offset for r in replay] == list(range(17, 50))
+    assert [check_value(r.value)[1] for r in replay] == list(range(17, 50))
+
+
+@pytest.mark.anyio
+async def test_separate_groups_are_independent(log) -> None:
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=2)])
+    await log.append(topic, [(f"a{i % 5}".encode(), value(f"a{i % 5}", i)) for i in range(40)])
+    ga, gb = log.consumer("ga-" + topic, [topic]), log.consumer("gb-" + topic, [topic])
+    try:
+        ra, rb = await consume(ga, 40), await consume(gb, 40)
+    finally:
+        await ga.close()
+        await gb.close()
+    assert len(ra) == len(rb) == 40
+
+
+WRITER = r"""
+import sys, json, hashlib, anyio
+spec = json.loads(sys.argv[1])
+sys.path.insert(0, spec["tests"])
+from test_log_contract import make, value
+async def main():
+    log = make(spec)
+    await log.start()
+    i = 0
+    while True:
+        batch = [(b"w", value("w", i + j)) for j in range(spec["batch"])]
+        await log.append(spec["topic"], batch)
+        i += len(batch)
+        print(i, flush=True)
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+async def test_writer_killed_mid_batch_loses_no_acked_record(spec: dict, log) -> None:
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=1)])
+    child = {**spec, "topic": topic, "batch": 500, "tests": str(Path(__file__).parent)}
+    proc = subprocess.Popen(  # noqa: ASYNC220 (fork only; reads go through a thread)
+        [sys.executable, "-c", WRITER, json.dumps(child)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acked = 0
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while acked < 5000 and time.monotonic() < deadline:
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            if not line:
+                pytest.fail(f"writer exited early: {proc.stderr.read() if proc.stderr else ''}")
+            acked = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # mid-batch: it writes continuously
+        proc.wait(10)
+    assert acked >= 5000
+    c = log.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    try:
+        recs = await consume(c, acked, within=30)
+        # drain what else is there (records written but not yet acknowledged)
+        while more := await c.fetch(max_records=5000, timeout=1.0):
+            recs += more
+    finally:
+        await c.close()
+    seqs = [check_value(r.value)[1] for r in recs]  # raises on a torn record
+    assert seqs == list(range(len(seqs))), "gap or reorder in the writer's records"
+    assert len(seqs) >= acked, f"lost acknowledged records: {acked} acked, {len(seqs)} read"
