@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from otgate.protocols.modbus.client import harden
 from otgate.protocols.modbus.session import ModbusSession
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -23,11 +24,11 @@ class ModbusTcpSession(ModbusSession):
         cfg = self.cfg
         # pymodbus' own retry/reconnect is off: this session owns both policies.
         # Its timeout is only a backstop; each read has its own budget.
-        return AsyncModbusTcpClient(
+        return harden(AsyncModbusTcpClient(
             cfg.host,
             port=cfg.port,
             name=cfg.id,
             timeout=max(cfg.timeout * 4, 2.0),
             retries=0,
             reconnect_delay=0,
-        )
+        ))

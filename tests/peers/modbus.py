@@ -50,3 +50,32 @@ async def modbus_rtu_server() -> AsyncIterator[ModbusSimulator]:
     )
     async for sim in _serve(run_modbus_rtu_simulator, cfg):
         yield sim
+
+
+class Collector:
+    """A ``publish`` that keeps every batch; tests wait on conditions over it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+        self.readings: list = []
+
+    async def __call__(self, readings: list) -> None:
+        self.batches.append(readings)
+        self.readings.extend(readings)
+
+    def latest(self, parameter: str, asset_id: str | None = None):
+        for r in reversed(self.readings):
+            if r.parameter == parameter and (asset_id is None or r.asset_id == asset_id):
+                return r
+        return None
+
+    def since(self, mark: int) -> list:
+        return self.readings[mark:]
+
+    async def wait_for(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:
+        """Poll ``predicate()`` until true or fail after ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            while not predicate():
+                await anyio.sleep(0.01)
+            return
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
