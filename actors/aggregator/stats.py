@@ -35,12 +35,14 @@ class WindowStats:
         "n",
         "quality_counts",
         "seed",
+        "sum",
     )
 
     def __init__(self, max_samples: int = 4096, seed: int = 0) -> None:
         self.count = 0  # every reading, any quality, any value type
         self.n = 0  # numeric, non-BAD values in the statistics
         self.mean = 0.0
+        self.sum = 0.0
         self._m2 = 0.0
         self.min = math.inf
         self.max = -math.inf
@@ -64,6 +66,7 @@ class WindowStats:
         if not math.isfinite(x):
             return
         self.n += 1
+        self.sum += x
         delta = x - self.mean
         self.mean += delta / self.n
         self._m2 += delta * (x - self.mean)

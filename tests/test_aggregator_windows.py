@@ -1,0 +1,166 @@
+"""Window edge cases and statistics (pure Windows / WindowStats)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from otgate.actors.aggregator.actor import to_aggregate
+from otgate.actors.aggregator.stats import WindowStats
+from otgate.actors.aggregator.windows import Windows
+from otgate.actors.records import Quality, Reading
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S  # a whole hour
+TP = ("telemetry.clean", 0)
+
+
+def rd(t: float, value=1.0, *, asset="a", parameter="p", quality=Quality.GOOD) -> Reading:
+    dt = T0 + round(t * S)
+    return Reading(asset_id=asset, parameter=parameter, value=value, quality=quality,
+                   device_time=dt, gateway_time=dt)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.mono = 0.0
+        self.wall = T0
+
+    def __call__(self) -> float:
+        return self.mono
+
+    def wall_ns(self) -> int:
+        return self.wall
+
+
+def make(res=("1s",), lateness=0.5, idle=10.0, clock: Clock | None = None) -> Windows:
+    clock = clock or Clock()
+    return Windows(list(res), lateness_ns=int(lateness * S), idle_timeout_s=idle,
+                   clock=clock, wall_ns=clock.wall_ns)
+
+
+def test_window_closes_when_watermark_passes_end_plus_lateness():
+    w = make()
+    w.add(rd(0.1, 1), TP, 0)
+    w.add(rd(0.9, 3), TP, 1)
+    w.add(rd(1.4, 5), TP, 2)  # watermark 1.4 - 0.5 < 1.0: still open
+    assert w.closed() == []
+    w.add(rd(1.5, 7), TP, 3)  # 1.5 - 0.5 >= 1.0: [0, 1) closes
+    (win,) = w.closed()
+    assert (win.start, win.end) == (T0, T0 + S)
+    assert win.stats.count == 2 and win.stats.mean == 2.0
+
+
+def test_late_within_lateness_counts_and_after_close_is_late():
+    w = make()
+    w.add(rd(0.5, 1), TP, 0)
+    w.add(rd(1.2, 1), TP, 1)
+    w.add(rd(0.8, 3), TP, 2)  # late but within 0.5 s: counted in [0, 1)
+    w.add(rd(1.6, 1), TP, 3)  # closes [0, 1)
+    (win,) = w.closed()
+    assert win.stats.count == 2 and win.stats.max == 3
+    w.add(rd(0.9, 100), TP, 4)  # its window closed: late, not aggregated
+    assert w.late["1s"] == 1
+    assert w.closed() == []
+
+
+def test_windows_emitted_once_and_in_start_order():
+    w = make()
+    for i in range(30):
+        w.add(rd(i * 0.1), TP, i)
+    w.add(rd(10.0), TP, 30)
+    starts = [x.start for x in w.closed()]
+    assert starts == [T0, T0 + S, T0 + 2 * S]
+    assert w.closed() == []
+    assert w.high_water[("a", "p", "1s")] == T0 + 2 * S
+
+
+def test_high_water_dedupes_rebuilt_window():
+    w = make()
+    w.high_water[("a", "p", "1s")] = T0 + S  # [0,1) and [1,2) were emitted before a restart
+    for i, t in enumerate((0.5, 1.5, 2.5, 3.6)):
+        w.add(rd(t), TP, i)
+    assert [x.start for x in w.closed()] == [T0 + 2 * S]
+    assert w.already_emitted == 2
+
+
+def test_commit_offsets_held_back_to_oldest_open_window():
+    w = make(res=("1s", "1min"))
+    w.add(rd(0.1), TP, 10)
+    w.add(rd(1.7), TP, 11)  # [0,1) closes; the 1min window from offset 10 is still open
+    assert len(w.closed()) == 1
+    assert w.commit_offsets({TP: 12}) == {TP: 10}
+    w2 = make()
+    w2.add(rd(0.1), TP, 10)
+    w2.add(rd(1.7), TP, 11)
+    w2.closed()
+    assert w2.commit_offsets({TP: 12}) == {TP: 11}  # [1,2) is open since offset 11
+
+
+def test_idle_asset_windows_close_on_wall_clock():
+    clock = Clock()
+    w = make(idle=5.0, clock=clock)
+    w.add(rd(0.2), TP, 0)
+    clock.mono += 4.0
+    clock.wall = T0 + 10 * S
+    w.close_idle()
+    assert w.closed() == []  # not idle long enough
+    clock.mono += 1.0
+    w.close_idle()
+    assert [x.start for x in w.closed()] == [T0]
+
+
+def test_assets_have_their_own_watermark():
+    w = make()
+    w.add(rd(0.2, asset="a"), TP, 0)
+    w.add(rd(50.0, asset="b"), TP, 1)  # b's clock far ahead must not close a's window
+    assert [x.asset_id for x in w.closed()] == []
+    w.add(rd(0.4, asset="a"), TP, 2)
+    assert w.late["1s"] == 0
+
+
+def test_stats_match_reference():
+    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0]
+    st = WindowStats()
+    for v in values:
+        st.add(v, Quality.GOOD)
+    st.add(1000.0, Quality.BAD)  # counted, not in the numbers
+    st.add("on", Quality.GOOD)
+    assert st.count == 12 and st.n == 10
+    assert st.mean == pytest.approx(statistics.fmean(values))
+    assert st.stddev == pytest.approx(statistics.pstdev(values))
+    p50, p95, p99 = st.percentiles()
+    qs = statistics.quantiles(values, n=100, method="inclusive")
+    assert p50 == pytest.approx(statistics.median(values))
+    assert p95 == pytest.approx(qs[94]) and p99 == pytest.approx(qs[98])
+    assert st.quality_counts == [11, 0, 0, 1] and st.worst_quality is Quality.BAD
+    assert (st.min, st.max, st.sum) == (1.0, 9.0, sum(values))
+
+
+def test_reservoir_is_deterministic_per_window():
+    def run() -> list:
+        st = WindowStats(max_samples=16, seed=42)
+        for i in range(1000):
+            st.add(float(i), Quality.GOOD)
+        return st.percentiles()
+
+    first = run()
+    assert first == run()
+    assert 300 < first[0] < 700  # a sample of 0..999, not the first 16
+
+
+def test_to_aggregate_fields():
+    w = make()
+    w.add(rd(0.1, 2.0), TP, 0)
+    w.add(rd(0.2, 4.0, quality=Quality.SUSPECT), TP, 1)
+    w.add(rd(1.9), TP, 2)
+    (win,) = w.closed()
+    agg = to_aggregate(win, 123)
+    assert (agg.asset_id, agg.parameter, agg.window) == ("a", "p", "1s")
+    assert (agg.window_start, agg.window_end, agg.count) == (T0, T0 + S, 2)
+    assert (agg.min, agg.max, agg.mean) == (2.0, 4.0, 3.0)
+    assert agg.quality is Quality.SUSPECT
+    for name, want in (("stddev", 1.0), ("p50", 3.0), ("count_suspect", 1)):
+        if hasattr(agg, name):
+            assert getattr(agg, name) == pytest.approx(want)
