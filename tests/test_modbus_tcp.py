@@ -13,7 +13,7 @@ from otgate.actors.records import Classification, Quality
 from otgate.protocols.modbus.config import Point, Table
 from otgate.protocols.modbus.convert import encode_value
 from otgate.protocols.modbus_tcp import ModbusTcpAdapter
-from peers.modbus import Collector, modbus_server  # noqa: F401
+from peers.modbus import Collector, modbus_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -246,7 +246,7 @@ async def test_dead_unit_does_not_stop_its_sibling(modbus_server) -> None:
         await sink.wait_for(
             lambda: session.state is State.RUNNING
             and sink.latest("v", "b").quality is Quality.GOOD,
-            timeout=5,
+            deadline=5,
             what="unit 2 recovers",
         )
         tg.cancel_scope.cancel()

@@ -1,7 +1,8 @@
 """Real Modbus peers for tests: pymodbus' TCP server and its RTU serial server
 on a pty pair, both with the simulator's counting, fault-injecting datastore.
 
-Usage: ``from peers.modbus import modbus_server, modbus_rtu_server  # noqa: F401``.
+Usage: ``from peers.modbus import modbus_server_fixture  # noqa: F401`` registers
+the ``modbus_server`` fixture (``modbus_rtu_server_fixture`` → ``modbus_rtu_server``).
 Each fixture yields a ``ModbusSimulator`` (``.port`` / ``.path``, ``.store``
 with ``set_registers``/``set_bits``/``requests``, ``.faults`` to flip while
 running). Units 1 and 2 exist on TCP; 1, 2 and 3 on RTU. Signals are off
@@ -33,8 +34,8 @@ async def _serve(runner, cfg) -> AsyncIterator[ModbusSimulator]:
         tg.cancel_scope.cancel()
 
 
-@pytest.fixture
-async def modbus_server() -> AsyncIterator[ModbusSimulator]:
+@pytest.fixture(name="modbus_server")
+async def modbus_server_fixture() -> AsyncIterator[ModbusSimulator]:
     cfg = ModbusTcpSimConfig(
         devices=[SimDevice(unit_id=1), SimDevice(unit_id=2)], update_interval=3600.0
     )
@@ -42,8 +43,8 @@ async def modbus_server() -> AsyncIterator[ModbusSimulator]:
         yield sim
 
 
-@pytest.fixture
-async def modbus_rtu_server() -> AsyncIterator[ModbusSimulator]:
+@pytest.fixture(name="modbus_rtu_server")
+async def modbus_rtu_server_fixture() -> AsyncIterator[ModbusSimulator]:
     cfg = ModbusRtuSimConfig(
         devices=[SimDevice(unit_id=1), SimDevice(unit_id=2), SimDevice(unit_id=3)],
         update_interval=3600.0,
@@ -72,10 +73,10 @@ class Collector:
     def since(self, mark: int) -> list:
         return self.readings[mark:]
 
-    async def wait_for(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:
-        """Poll ``predicate()`` until true or fail after ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            while not predicate():
+    async def wait_for(self, predicate, deadline: float = 5.0, what: str = "condition") -> None:
+        """Poll ``predicate()`` until true or fail after ``deadline`` seconds."""
+        with anyio.move_on_after(deadline):
+            while not predicate():  # noqa: ASYNC110 (polling a condition with a deadline)
                 await anyio.sleep(0.01)
             return
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        raise AssertionError(f"timed out after {deadline}s waiting for {what}")
