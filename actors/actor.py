@@ -8,8 +8,14 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-
 from otgate.actors.messages import Snapshot, State
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line error text, unwrapping single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 class MailboxFull(Exception):
@@ -99,7 +105,7 @@ class Actor:
         except BaseException as exc:
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 self.state = State.FAILED
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe(exc)
             raise
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout):

@@ -35,7 +35,12 @@ class Report:
         cells = [[_fmt(row.get(c, "")) for c in columns] for row in self.rows]
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
         line = "  ".join("-" * w for w in widths)
-        out = [self.title, line, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
+        out = [
+            self.title,
+            line,
+            "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+            line,
+        ]
         out += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
         out.append(line)
         return "\n".join(out)

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-
+from otgate.actors.actor import describe
 from otgate.actors.messages import Snapshot, State
 from otgate.supervisors.intensity import RestartIntensity, backoff_delay
 from otgate.supervisors.spec import (
@@ -28,13 +28,6 @@ log = logging.getLogger("otgate.supervisor")
 
 class SupervisorFailed(Exception):
     """Restarts exceeded the intensity; the supervisor stopped its children."""
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line error text, unwrapping single-member exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -62,7 +55,7 @@ class _Operator:
     result: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Child:
     spec: ChildSpec
     intensity: RestartIntensity
@@ -207,17 +200,22 @@ class Supervisor:
 
     async def _child_task(self, child: _Child, generation: int) -> None:
         error: BaseException | None = None
-        with anyio.CancelScope() as scope:
-            child.scope = scope
-            try:
-                await child.obj.run(task_status=_Status(child.ready))
-            except Exception as exc:
-                error = exc
+        try:
+            # Shielded from the parent's cancellation: only this supervisor stops a
+            # child, through child.scope, so stops go leaves-first in reverse order.
+            with anyio.CancelScope(shield=True) as scope:
+                child.scope = scope
+                try:
+                    await child.obj.run(task_status=_Status(child.ready))
+                except Exception as exc:
+                    error = exc
+        finally:
+            # Also when the whole supervisor is cancelled: stoppers wait on this.
+            child.ready.set()
+            child.done.set()
         stopped = scope.cancelled_caught and child.fail_reason is None
         if child.fail_reason is not None:
             error = child.fail_reason
-        child.ready.set()
-        child.done.set()
         await self._events_send.send(_Exit(child.spec.id, generation, error, stopped))
 
     async def _start_child(self, child: _Child) -> None:
@@ -277,7 +275,10 @@ class Supervisor:
                         child = self._find(cid)
                     except KeyError:
                         continue
-                    if child.state is State.RESTARTING and child.generation == event.generations[cid]:
+                    if (
+                        child.state is State.RESTARTING
+                        and child.generation == event.generations[cid]
+                    ):
                         await self._start_child(child)
             elif isinstance(event, _Operator):
                 try:
@@ -296,7 +297,9 @@ class Supervisor:
         if abnormal:
             child.last_error = describe(ev.error)
             log.warning(
-                "child_exited supervisor=%s child=%s error=%s", self.id, child.spec.id,
+                "child_exited supervisor=%s child=%s error=%s",
+                self.id,
+                child.spec.id,
                 child.last_error,
             )
         restart = child.spec.restart
@@ -362,23 +365,24 @@ class Supervisor:
         old = {c.spec.id: c for c in self._children}
         removed = [c for cid, c in old.items() if cid not in new]
         changed = [
-            c for cid, c in old.items()
+            c
+            for cid, c in old.items()
             if cid in new and new[cid].config_digest != c.spec.config_digest
         ]
         await self._stop_children(removed + changed)
         kept: list[_Child] = []
+        to_start: list[_Child] = []
         for spec in op.specs:
             child = old.get(spec.id)
-            if child is None or child in changed:
+            if child is None or any(child is c for c in changed):
                 child = child or self._new_child(spec)
                 child.spec = spec
                 child.intensity.clear()
-                child.state = State.STOPPED
+                to_start.append(child)
             kept.append(child)
         self._children = kept
-        for child in kept:
-            if child.state is State.STOPPED:
-                await self._start_child(child)
+        for child in to_start:
+            await self._start_child(child)
         added = [s for s in new if s not in old]
         return (
             f"added={len(added)} changed={len(changed)} removed={len(removed)} "
