@@ -33,3 +33,6 @@ class MsgpackCodec:
         if dec is None:
             dec = self._dec[tp] = msgspec.msgpack.Decoder(tp)
         return dec.decode(value)
+
+    async def decode_async(self, topic: str, value: bytes) -> Any:
+        return self.decode(topic, value)

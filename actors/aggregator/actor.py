@@ -42,7 +42,9 @@ from otgate.actors.aggregator import checkpoint
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.aggregator.windows import Window, Windows
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import Aggregate, DeadLetter, Quality, Reading, now_ns
+from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 log = logging.getLogger("otgate.aggregator")
@@ -147,6 +149,7 @@ class AggregatorActor(Actor):
                 await c.close()
 
     async def main(self) -> None:
+        await prepare(self.codec, [*self.outputs.values(), "dlq.telemetry"])
         await self.recover()
         interval = self.config.checkpoint_interval_s
         next_idle = self._clock() + 0.5
@@ -170,7 +173,7 @@ class AggregatorActor(Actor):
         while records := await self.emitted_consumer.fetch(10_000, 0.05):
             for rec in records:
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
-                agg = self.codec.decode(rec.topic, rec.value)
+                agg = await decode(self.codec, rec.topic, rec.value)
                 key = (agg.asset_id, agg.parameter, agg.window)
                 if agg.window_start > hw.get(key, -(1 << 62)):
                     hw[key] = agg.window_start
@@ -187,13 +190,16 @@ class AggregatorActor(Actor):
         """Add a batch to the windows, emit what closed, commit what is safe."""
         t0 = time.perf_counter()
         add = self.windows.add
-        decode = self.codec.decode
+        decode_sync = self.codec.decode
         dead: list[tuple[bytes | None, bytes]] = []
         for rec in records:
             tp = (rec.topic, rec.partition)
             self.position[tp] = rec.offset + 1
             try:
-                reading = decode(rec.topic, rec.value)
+                try:
+                    reading = decode_sync(rec.topic, rec.value)
+                except SchemaUnavailable:
+                    reading = await self.codec.decode_async(rec.topic, rec.value)
             except DECODE_ERRORS as exc:
                 self.undecodable += 1
                 dead.append((rec.key, self.codec.encode("dlq.telemetry", _dead(rec, exc))))

@@ -9,8 +9,11 @@ lost. A failed append raises: the supervisor restarts the actor with a fresh
 rule state (see ``rules.py`` for what that state is).
 
 Records that cannot be decoded go to ``dlq.<x>`` with reason
-``undecodable`` and a placeholder reading (BAD, value None) that points at the
-source offset; the raw topic keeps the original bytes.
+``undecodable`` (not Avro in the wire format) or ``unknown_schema`` (a schema
+id the store does not have, or cannot fetch right now: reprocess it from the
+DLQ later) and a placeholder reading (BAD, value None) that points at the
+source offset; the raw topic keeps the original bytes. A poison record never
+stops the stage.
 
 ``codec`` is duck-typed: ``encode(topic, record) -> bytes`` and
 ``decode(topic, value) -> Struct`` (the log's Avro codec in production).
@@ -27,7 +30,9 @@ import msgspec
 
 from otgate.actors.actor import Actor
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
+from otgate.actors.stage_codec import prepare
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.actors.validator.rules import RuleSet
 
@@ -80,7 +85,15 @@ class ValidatorActor(Actor):
         if self.consumer is not None:
             await self.consumer.close()
 
+    def output_topics(self) -> list[str]:
+        out = [self.config.events_topic]
+        for t in self.config.inputs:
+            base = t[:-4]
+            out += [f"{base}.clean", f"dlq.{base}"]
+        return out
+
     async def main(self) -> None:
+        await prepare(self.codec, self.output_topics())
         while True:
             records = await self.consumer.fetch(self.config.batch_size, self.fetch_timeout_s)
             if records:
@@ -98,15 +111,19 @@ class ValidatorActor(Actor):
             base = rec.topic[:-4] if rec.topic.endswith(".raw") else rec.topic
             commit[(rec.topic, rec.partition)] = rec.offset + 1
             try:
-                reading = self.codec.decode(rec.topic, rec.value)
-            except DECODE_ERRORS as exc:
+                try:
+                    reading = self.codec.decode(rec.topic, rec.value)
+                except SchemaUnavailable:  # an id not loaded yet: ask the store once
+                    reading = await self.codec.decode_async(rec.topic, rec.value)
+            except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+                reason = "unknown_schema" if isinstance(exc, SchemaUnavailable) else "undecodable"
                 self.undecodable += 1
                 log.warning(
-                    "validator_undecodable topic=%s partition=%d offset=%d error=%s",
-                    rec.topic, rec.partition, rec.offset, type(exc).__name__,
+                    "validator_undecodable topic=%s partition=%d offset=%d reason=%s error=%s",
+                    rec.topic, rec.partition, rec.offset, reason, type(exc).__name__,
                 )
                 dlq = f"dlq.{base}"
-                out[dlq].append((rec.key, encode(dlq, self._dead(rec, None, "undecodable", exc))))
+                out[dlq].append((rec.key, encode(dlq, self._dead(rec, None, reason, exc))))
                 continue
             verdict = check(reading)
             key = rec.key if rec.key is not None else reading.asset_id.encode()
