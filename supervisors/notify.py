@@ -33,6 +33,7 @@ import anyio
 
 __all__ = [
     "SEND_TIMEOUT_S",
+    "extend_timeout",
     "notify",
     "notify_socket_address",
     "ready",
@@ -121,6 +122,16 @@ def status(text: str, env: Mapping[str, str] | None = None) -> bool:
     """
     one_line = " ".join(text.splitlines())
     return notify(f"STATUS={one_line}", env)
+
+
+def extend_timeout(seconds: float, env: Mapping[str, str] | None = None) -> bool:
+    """Ask for more time for the current start-up, reload or stop (``EXTEND_TIMEOUT_USEC``).
+
+    systemd then waits at least ``seconds`` from now before timing out; send it
+    again before it runs out (e.g. while replaying a large local log at start,
+    or draining sinks at stop). It does not extend ``WatchdogSec``.
+    """
+    return notify(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}", env)
 
 
 def watchdog(env: Mapping[str, str] | None = None) -> bool:

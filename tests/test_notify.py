@@ -4,130 +4,74 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 
 import anyio
 import pytest
 from otgate.supervisors import notify
+from peers.notify_socket import (  # noqa: F401
+    NotifySocket,
+    abstract_notify_socket_fixture,
+    notify_socket_fixture,
+)
 
 DEADLINE_S = 5.0
 
 
-class Receiver:
-    """A bound AF_UNIX datagram socket standing in for systemd's notify socket."""
-
-    def __init__(self, sock: socket.socket, env_value: str) -> None:
-        self.sock = sock
-        self.env_value = env_value
-        self.env = {"NOTIFY_SOCKET": env_value}
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-
-    def recv(self, timeout: float = DEADLINE_S) -> tuple[str, int]:
-        """One datagram and the sender's pid (from SCM_CREDENTIALS, as PID 1 sees it)."""
-        self.sock.settimeout(timeout)
-        data, ancdata, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
-        pid = -1
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid, _uid, _gid = struct.unpack("iII", payload[:12])
-        return data.decode(), pid
-
-    def drain(self) -> list[str]:
-        """Every datagram already queued, without waiting."""
-        out = []
-        self.sock.setblocking(False)
-        try:
-            while True:
-                out.append(self.sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
-        finally:
-            self.sock.setblocking(True)
-
-
-@pytest.fixture
-def path_receiver() -> Iterator[Receiver]:
-    # A short directory: sun_path is limited to 108 bytes, pytest's tmp_path can be longer.
-    directory = tempfile.mkdtemp(prefix="otg-notify-", dir="/tmp")
-    path = os.path.join(directory, "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    try:
-        yield Receiver(sock, path)
-    finally:
-        sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def abstract_receiver() -> Iterator[Receiver]:
-    name = f"otgate-test-{os.getpid()}-{uuid.uuid4().hex}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(b"\0" + name.encode())
-    try:
-        yield Receiver(sock, "@" + name)
-    finally:
-        sock.close()
-
-
 @pytest.fixture(params=["path", "abstract"])
-def receiver(request: pytest.FixtureRequest, path_receiver, abstract_receiver) -> Receiver:
-    return path_receiver if request.param == "path" else abstract_receiver
+def receiver(request: pytest.FixtureRequest, notify_socket, abstract_notify_socket) -> NotifySocket:
+    return notify_socket if request.param == "path" else abstract_notify_socket
 
 
-def test_ready_watchdog_stopping_arrive_from_this_process(receiver: Receiver) -> None:
-    assert notify.ready(receiver.env) is True
-    assert receiver.recv() == ("READY=1", os.getpid())
-    assert notify.watchdog(receiver.env) is True
-    assert receiver.recv() == ("WATCHDOG=1", os.getpid())
-    assert notify.stopping(receiver.env) is True
-    assert receiver.recv() == ("STOPPING=1", os.getpid())
+def test_ready_watchdog_stopping_arrive_from_this_process(receiver: NotifySocket) -> None:
+    for send, expected in (
+        (notify.ready, "READY=1"),
+        (notify.watchdog, "WATCHDOG=1"),
+        (notify.stopping, "STOPPING=1"),
+    ):
+        assert send(receiver.env) is True
+        note = receiver.recv_blocking(DEADLINE_S)
+        assert (note.raw, note.pid) == (expected, os.getpid())
 
 
-def test_status_is_one_line_and_reloading_carries_monotonic_time(receiver: Receiver) -> None:
+def test_status_reloading_and_extend_timeout(receiver: NotifySocket) -> None:
     notify.status("3 of 4 bulkheads\nrunning", receiver.env)
-    assert receiver.recv()[0] == "STATUS=3 of 4 bulkheads running"
+    assert receiver.recv_blocking().raw == "STATUS=3 of 4 bulkheads running"
 
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     notify.reloading(receiver.env)
-    lines = receiver.recv()[0].split("\n")
-    assert lines[0] == "RELOADING=1"
-    key, _, value = lines[1].partition("=")
-    assert key == "MONOTONIC_USEC"
-    assert before <= int(value) <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    note = receiver.recv_blocking()
+    assert list(note.fields) == ["RELOADING", "MONOTONIC_USEC"]
+    assert note.fields["RELOADING"] == "1"
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert before <= int(note.fields["MONOTONIC_USEC"]) <= after
+
+    notify.extend_timeout(30, receiver.env)
+    assert receiver.recv_blocking().raw == "EXTEND_TIMEOUT_USEC=30000000"
 
 
 def test_reads_notify_socket_from_the_process_environment(
-    path_receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", path_receiver.env_value)
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.env_value)
     assert notify.ready() is True
-    assert path_receiver.recv()[0] == "READY=1"
+    assert notify_socket.recv_blocking().raw == "READY=1"
 
 
-def test_another_process_with_the_inherited_environment_can_notify(
-    abstract_receiver: Receiver,
+@pytest.mark.anyio
+async def test_another_process_with_the_inherited_environment_can_notify(
+    abstract_notify_socket: NotifySocket,
 ) -> None:
     """What `otgate run` does under systemd: the env var is all it needs."""
-    env = {**os.environ, **abstract_receiver.env}
-    proc = subprocess.run(
-        [sys.executable, "-c", "from otgate.supervisors import notify; notify.ready()"],
-        env=env,
-        timeout=60,
-        check=True,
-    )
+    env = {**os.environ, **abstract_notify_socket.env}
+    code = "from otgate.supervisors import notify; notify.ready()"
+    proc = await anyio.run_process([sys.executable, "-c", code], env=env, check=True)
+    note = await abstract_notify_socket.wait_for("READY=1", DEADLINE_S)
     assert proc.returncode == 0
-    message, pid = abstract_receiver.recv()
-    assert message == "READY=1"
-    assert pid > 0 and pid != os.getpid()
+    assert note.pid > 0 and note.pid != os.getpid()
 
 
 def test_no_op_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,18 +108,18 @@ def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
     assert notify.watchdog_interval(env) == expected
 
 
-async def receive_pings(receiver: Receiver, n: int) -> list[str]:
+async def receive_pings(receiver: NotifySocket, n: int) -> list[str]:
     """Wait (bounded) until ``n`` datagrams have arrived; return them all."""
     received: list[str] = []
     with anyio.fail_after(DEADLINE_S):
         while len(received) < n:
             await anyio.wait_readable(receiver.sock)
-            received.extend(receiver.drain())
+            received.extend(note.raw for note in receiver.drain())
     return received
 
 
 @pytest.mark.anyio
-async def test_watchdog_loop_pings_only_while_alive(receiver: Receiver) -> None:
+async def test_watchdog_loop_pings_only_while_alive(receiver: NotifySocket) -> None:
     alive = True
     checks = 0
     checked_enough = anyio.Event()
@@ -209,9 +153,27 @@ async def test_watchdog_loop_pings_only_while_alive(receiver: Receiver) -> None:
 
 
 @pytest.mark.anyio
-async def test_watchdog_loop_returns_when_watchdog_disabled(receiver: Receiver) -> None:
+async def test_watchdog_loop_returns_when_watchdog_disabled(receiver: NotifySocket) -> None:
     with anyio.fail_after(DEADLINE_S):
         await notify.watchdog_loop(lambda: True, env=receiver.env)  # no WATCHDOG_USEC
         other_pid = {**receiver.env, "WATCHDOG_USEC": "20000", "WATCHDOG_PID": "1"}
         await notify.watchdog_loop(lambda: True, env=other_pid)
     assert receiver.drain() == []
+
+
+def test_watchdog_loop_in_a_child_process_as_systemd_starts_it(notify_socket) -> None:
+    """WATCHDOG_PID is the main pid: the child pings; the pid check stays in place."""
+    code = (
+        "import anyio, os, sys\n"
+        "from otgate.supervisors import notify\n"
+        "os.environ['WATCHDOG_PID'] = str(os.getpid())  # systemd sets the main pid\n"
+        "async def main():\n"
+        "    with anyio.move_on_after(0.35):\n"
+        "        await notify.watchdog_loop(lambda: True)\n"
+        "anyio.run(main)\n"
+    )
+    env = {**os.environ, **notify_socket.env, "WATCHDOG_USEC": "200000"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+    assert proc.returncode == 0
+    pings = notify_socket.drain()
+    assert len(pings) >= 2 and {p.raw for p in pings} == {"WATCHDOG=1"}
