@@ -404,6 +404,9 @@ def _compat(r: Any, w: Any, path: str, rn: dict, wn: dict) -> list[str]:
         return [f"{path or '<root>'}: writer type {_name(w)} fits no reader union branch"]
     rt = r["type"] if isinstance(r, dict) else r
     wt = w["type"] if isinstance(w, dict) else w
+    if rt in ("record", "enum") and rt == wt and _name(r) != _name(w):
+        if _name(w) not in {f"{r.get('namespace', NAMESPACE)}.{a}" for a in r.get("aliases", ())}:
+            return [f"{path or '<root>'}: {rt} name {_name(w)} is not {_name(r)}"]
     if rt == "record" and wt == "record":
         probs = []
         wf = {f["name"]: f for f in w["fields"]}

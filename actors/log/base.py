@@ -41,7 +41,7 @@ TopicPartition = tuple[str, int]
 class Consumer(Protocol):
     """A consumer-group member reading from committed offsets (or the start)."""
 
-    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:  # noqa: ASYNC109
+    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the current position; [] when none came within timeout."""
         ...
 

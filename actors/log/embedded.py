@@ -184,6 +184,18 @@ class EmbeddedLog:
         )
         return {p: (s, n) for p, s, n in rows}
 
+    async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[LogRecord]:
+        """Up to ``limit`` records of one partition from ``offset`` (no group, no commit)."""
+        rows = await self._read(
+            "SELECT r.offset, r.ts, r.key, r.value FROM records r JOIN topics t ON t.tid = r.tid"
+            " WHERE t.name=? AND r.partition=? AND r.offset>=? ORDER BY r.offset LIMIT ?",
+            (topic, partition, offset, limit),
+        )
+        return [
+            LogRecord(topic=topic, partition=partition, offset=o, key=k, value=v, timestamp_ns=ts)
+            for o, ts, k, v in rows
+        ]
+
     async def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         def run() -> list[tuple]:
             con = connect(self.path, self.busy_timeout_s)
@@ -396,7 +408,7 @@ class EmbeddedConsumer:
         self._rr += 1
         return out
 
-    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:  # noqa: ASYNC109
+    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the position; [] when none came within ``timeout``."""
         deadline = anyio.current_time() + timeout
         while True:

@@ -150,6 +150,48 @@ class KafkaLog:
             if not m.get("error_code")
         ]
 
+    async def read(
+        self, topic: str, partition: int, offset: int, limit: int, *, idle_s: float = 1.0
+    ) -> list[LogRecord]:
+        """Up to ``limit`` records of one partition from ``offset`` (no group, no commit).
+
+        Stops when a fetch brings nothing for ``idle_s`` (never trusts end_offsets,
+        which tansu under-reports)."""
+        tp = TopicPartition(topic, partition)
+        c = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=self.client_id,
+        )
+        await c.start()
+        out: list[LogRecord] = []
+        try:
+            c.assign([tp])
+            c.seek(tp, offset)
+            while len(out) < limit:
+                got = await c.getmany(
+                    tp, timeout_ms=int(idle_s * 1000), max_records=limit - len(out)
+                )
+                recs = got.get(tp, [])
+                if not recs:
+                    break
+                out += [
+                    LogRecord(
+                        topic=topic,
+                        partition=partition,
+                        offset=r.offset,
+                        key=r.key,
+                        value=r.value,
+                        timestamp_ns=r.timestamp * 1_000_000,
+                    )
+                    for r in recs
+                ]
+        finally:
+            with anyio.CancelScope(shield=True):
+                await c.stop()
+        return out
+
     async def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
         if n is None:
@@ -223,7 +265,7 @@ class KafkaConsumer:
             self._c = c
         return self._c
 
-    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:  # noqa: ASYNC109
+    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         c = await self._consumer()
         deadline = anyio.current_time() + timeout
         while True:

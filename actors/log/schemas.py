@@ -208,7 +208,11 @@ class RegistrySchemaStore:
                     headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
                 ) as r,
             ):
-                body = await r.json(content_type=None)
+                text = await r.text()
+                try:
+                    body = json.loads(text)
+                except ValueError:
+                    raise SchemaUnavailable(f"{method} {path}: {r.status} {text[:200]!r}") from None
                 if r.status == 409 or r.status == 422:
                     raise SchemaRejected(f"{method} {path}: {r.status} {body}")
                 if r.status >= 400:
