@@ -1,0 +1,282 @@
+"""The PostgreSQL sink actor: log topics → tables, at-least-once, idempotent.
+
+Loop: fetch a batch with the sink's own consumer group → wait for the
+circuit breaker → write it (``PgClient.write``, one transaction per record
+kind) → commit the log offsets only once the database committed
+(``Delivered``). A retriable failure (``Errored``) keeps the same batch and
+retries it with an exponential delay; after ``breaker_failures`` in a row the
+breaker opens and the sink fetches nothing until a trial batch succeeds
+after the cooldown, so the log keeps the data and ``lag_records`` grows.
+Rows the database refuses as data errors are isolated by splitting the
+batch, written to ``dlq_topic`` with the reason (``Rejected``) and then
+committed; the rest of the batch is delivered. Any other error fails the
+actor (its supervisor restarts it; nothing was committed, so nothing is lost).
+
+Cancellation: a cancelled write is rolled back by the server; its offsets
+were not committed, so the batch is written again after the restart (the
+upsert absorbs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from otgate.actors.actor import Actor
+from otgate.actors.breaker import BreakerState, CircuitBreaker
+from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
+from otgate.actors.messages import Snapshot, State
+from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
+from otgate.actors.stage_codec import prepare
+from otgate.actors.validator.actor import DECODE_ERRORS
+from otgate.sinks.outcome import Outcome
+from otgate.sinks.postgres.client import (
+    PgClient,
+    aggregate_row,
+    is_data_error,
+    is_retriable,
+    reading_row,
+)
+from otgate.sinks.postgres.config import PostgresSink, topic_kind
+
+log = logging.getLogger("otgate.sinks.postgres")
+
+Item = tuple[LogRecord, Any, tuple]  # source record, decoded record, table row
+
+
+class _Retry(Exception):
+    """A retriable error while isolating rejected rows."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"[:300]
+
+
+class PostgresSinkActor(Actor):
+    """One PostgreSQL destination behind its own circuit breaker (see module doc)."""
+
+    kind = "sink.postgres"
+
+    def __init__(
+        self,
+        actor_id: str,
+        config: PostgresSink,
+        log_backend: LogBackend,
+        codec: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = anyio.sleep,
+    ) -> None:
+        super().__init__(actor_id)
+        self.config = config
+        self.log = log_backend
+        self.codec = codec
+        self._sleep = sleep
+        self.breaker = CircuitBreaker(
+            f"{actor_id}.breaker",
+            destination=config.redacted_dsn(),
+            failure_threshold=config.breaker_failures,
+            cooldown_s=config.breaker_cooldown_s,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.client = PgClient(config)
+        self.consumer: Any = None
+        self.kinds = {t: topic_kind(t) for t in config.topics}
+        self.pending = 0
+        self.delivered = 0
+        self.batches = 0
+        self.errored_batches = 0
+        self.rejected = 0
+        self.lag: float = float("nan")
+        self.last_batch_s = 0.0
+        self.busy_s = 0.0
+
+    async def setup(self) -> None:
+        self.consumer = self.log.consumer(self.config.consumer_group, self.config.topics)
+
+    async def teardown(self) -> None:
+        await self.client.close()
+        if self.consumer is not None:
+            await self.consumer.close()
+
+    async def main(self) -> None:
+        await prepare(self.codec, [self.config.dlq_topic])
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.breaker.run)
+            tg.start_soon(self._watch_lag)
+            await self._deliver_forever()
+
+    async def _deliver_forever(self) -> None:
+        batch: list[LogRecord] | None = None
+        failures = 0
+        while True:
+            if batch is None:
+                batch = await self.consumer.fetch(self.config.batch_size,
+                                                  self.config.fetch_timeout_s)
+                if not batch:
+                    batch = None
+                    continue
+                self.pending = len(batch)
+            await self.breaker.wait_allowed()
+            t0 = time.perf_counter()
+            outcome, error = await self.deliver(batch)
+            self.last_batch_s = time.perf_counter() - t0
+            self.busy_s += self.last_batch_s
+            if outcome is Outcome.DELIVERED:
+                offsets: dict[tuple[str, int], int] = {}
+                for rec in batch:
+                    offsets[(rec.topic, rec.partition)] = rec.offset + 1
+                await self.consumer.commit(offsets)
+                self.breaker.record_success()
+                self.delivered += len(batch)
+                self.batches += 1
+                if failures:
+                    log.warning("postgres_recovered sink_id=%s after_failures=%d",
+                                self.config.id, failures)
+                failures = 0
+                self.state = State.RUNNING
+                batch = None
+                self.pending = 0
+                continue
+            failures += 1
+            self.errored_batches += 1
+            self.state = State.DEGRADED
+            self.last_error = error
+            self.breaker.record_failure(error)
+            log.warning(
+                "postgres_write_failed sink_id=%s records=%d attempt=%d breaker=%s error=%s",
+                self.config.id, len(batch), failures, self.breaker.breaker_state.value, error,
+            )
+            if self.breaker.breaker_state is BreakerState.CLOSED:
+                delay = min(self.config.retry_initial_s * 2 ** (failures - 1),
+                            self.config.retry_max_s)
+                await self._sleep(delay)
+
+    async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
+        """Write one batch; DELIVERED (rejected rows dead-lettered) or ERRORED with the reason."""
+        groups: dict[str, list[Item]] = {"readings": [], "aggregates": []}
+        dead: list[DeadLetter] = []
+        for rec in batch:
+            kind = self.kinds.get(rec.topic) or topic_kind(rec.topic)
+            try:
+                try:
+                    obj = self.codec.decode(rec.topic, rec.value)
+                except SchemaUnavailable:
+                    obj = await self.codec.decode_async(rec.topic, rec.value)
+                row = reading_row(obj) if kind == "readings" else aggregate_row(obj)
+            except (*DECODE_ERRORS, AttributeError, SchemaUnavailable) as exc:
+                dead.append(self._dead(rec, None, "undecodable", _describe(exc)))
+                continue
+            groups[kind or "readings"].append((rec, obj, row))
+        for kind, items in groups.items():
+            if not items:
+                continue
+            try:
+                await self.client.write(kind, [row for _, _, row in items])
+            except Exception as exc:
+                if is_retriable(exc):
+                    return Outcome.ERRORED, _describe(exc)
+                if not is_data_error(exc):
+                    raise
+                try:
+                    refused = await self._isolate(kind, items)
+                except _Retry as r:
+                    return Outcome.ERRORED, str(r)
+                for rec, obj, err in refused:
+                    dead.append(self._dead(rec, obj, "rejected_by_database", err))
+        if dead:
+            topic = self.config.dlq_topic
+            await self.log.append(
+                topic, [(d.reading.asset_id.encode(), self.codec.encode(topic, d)) for d in dead]
+            )
+            self.rejected += len(dead)
+            log.warning("postgres_rows_rejected sink_id=%s count=%d first_error=%s",
+                        self.config.id, len(dead), dead[0].error)
+        return Outcome.DELIVERED, ""
+
+    async def _isolate(self, kind: str, items: list[Item]) -> list[tuple[LogRecord, Any, str]]:
+        """Split a refused batch until the refused rows are alone; write the rest."""
+        if len(items) == 1:
+            rec, obj, _ = items[0]
+            try:
+                await self.client.write(kind, [items[0][2]])
+                return []
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise _Retry(_describe(exc)) from exc
+                if not is_data_error(exc):
+                    raise
+                return [(rec, obj, _describe(exc))]
+        mid = len(items) // 2
+        out = []
+        for part in (items[:mid], items[mid:]):
+            try:
+                await self.client.write(kind, [row for _, _, row in part])
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise _Retry(_describe(exc)) from exc
+                if not is_data_error(exc):
+                    raise
+                out += await self._isolate(kind, part) if len(part) > 1 else [
+                    (part[0][0], part[0][1], _describe(exc))
+                ]
+        return out
+
+    def _dead(self, rec: LogRecord, obj: Any, reason: str, error: str) -> DeadLetter:
+        if isinstance(obj, Reading):
+            reading = obj
+        else:
+            reading = Reading(
+                asset_id=getattr(obj, "asset_id", ""),
+                parameter=getattr(obj, "parameter", ""),
+                value=None, quality=Quality.BAD,
+                device_time=getattr(obj, "window_start", None),
+                gateway_time=rec.timestamp_ns,
+            )
+        return DeadLetter(
+            reading=reading, reason=reason, stage=self.id, error=error,
+            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
+            gateway_time=now_ns(),
+        )
+
+    async def _watch_lag(self) -> None:
+        """Records in the log not yet confirmed by the database (needs ``watermarks``)."""
+        watermarks = getattr(self.log, "watermarks", None)
+        position = getattr(self.consumer, "position", None)
+        if watermarks is None or position is None:
+            return
+        while True:
+            high = 0
+            for topic in self.config.topics:
+                high += sum(n for _, n in (await watermarks(topic)).values())
+            pos = position()
+            if pos:
+                self.lag = float(high - sum(pos.values()) + self.pending)
+            await anyio.sleep(1.0)
+
+    def metrics(self) -> dict[str, float]:
+        m = {
+            "delivered_total": float(self.delivered),
+            "batches_total": float(self.batches),
+            "errored_batches_total": float(self.errored_batches),
+            "rejected_total": float(self.rejected),
+            "pending_records": float(self.pending),
+            "lag_records": self.lag,
+            "connected": 1.0 if self.client.connected else 0.0,
+            "connects_total": float(self.client.connects),
+            "last_batch_seconds": self.last_batch_s,
+            "busy_seconds_total": self.busy_s,
+        }
+        m.update(self.breaker.metrics())
+        return m
+
+    def snapshot(self) -> Snapshot:
+        snap = super().snapshot()
+        snap.children = [self.breaker.snapshot()]
+        return snap
