@@ -55,3 +55,14 @@ async def prepare(codec: Any, topics: Iterable[str]) -> None:
     fn = getattr(codec, "prepare", None)
     if fn is not None:
         await fn(topics)
+
+
+def stage_codec(ctx: Any) -> Any:
+    """The codec of a bulkhead: ``ctx.extras['codec']``, else a LogCodec on its schemas."""
+    codec = ctx.extras.get("codec")
+    if codec is None:
+        schemas = ctx.extras.get("schemas")
+        if schemas is None:
+            raise ValueError("BuildContext.extras needs 'codec' or 'schemas'")
+        codec = ctx.extras["codec"] = LogCodec(schemas)
+    return codec

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 Resolution = Literal["1s", "1min", "1h"]
+
+
+if TYPE_CHECKING:
+    from otgate.actors.context import BuildContext
 
 
 class AggregatorConfig(StrictStruct):
@@ -40,3 +44,13 @@ class AggregatorConfig(StrictStruct):
             raise ValueError("resolutions: at least one of '1s', '1min', '1h'")
         if len(set(self.resolutions)) != len(self.resolutions):
             raise ValueError(f"resolutions: duplicates in {self.resolutions}")
+
+    def build(self, ctx: BuildContext) -> Any:
+        """The stage actor on ``ctx.log`` (codec: ``ctx.extras['codec']`` or one built
+        from ``ctx.extras['schemas']``)."""
+        from otgate.actors.aggregator.actor import AggregatorActor
+        from otgate.actors.stage_codec import stage_codec
+
+        if ctx.log is None:
+            raise ValueError("the processing stage needs a log in its bulkhead")
+        return AggregatorActor("aggregator", self, ctx.log, stage_codec(ctx), ctx.state_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -58,6 +58,10 @@ class ParameterRule(StrictStruct):
             raise ValueError(f"rule for {self.parameter!r}: min ({self.min}) > max ({self.max})")
 
 
+if TYPE_CHECKING:
+    from otgate.actors.context import BuildContext
+
+
 class ValidatorConfig(StrictStruct):
     """The validator stage: ``*.raw`` → ``*.clean`` | ``dlq.*`` (``[processing.validator]``)."""
 
@@ -86,3 +90,13 @@ class ValidatorConfig(StrictStruct):
         for topic in self.inputs:
             if not topic.endswith(".raw"):
                 raise ValueError(f"inputs: {topic!r} must end with '.raw'")
+
+    def build(self, ctx: BuildContext) -> Any:
+        """The stage actor on ``ctx.log`` (codec: ``ctx.extras['codec']`` or one built
+        from ``ctx.extras['schemas']``)."""
+        from otgate.actors.validator.actor import ValidatorActor
+        from otgate.actors.stage_codec import stage_codec
+
+        if ctx.log is None:
+            raise ValueError("the processing stage needs a log in its bulkhead")
+        return ValidatorActor("validator", self, ctx.log, stage_codec(ctx))

@@ -92,12 +92,9 @@ class PostgresSink(StrictStruct, tag="postgres", tag_field="type"):
 
         if ctx.log is None:
             raise ValueError(f"sink {self.id}: no log in this bulkhead")
-        codec = ctx.extras.get("codec")
-        if codec is None:
-            from otgate.actors.stage_codec import LogCodec
+        from otgate.actors.stage_codec import stage_codec
 
-            codec = LogCodec(ctx.extras["schemas"])
-        return PostgresSinkActor(f"sink.{self.id}", self, ctx.log, codec)
+        return PostgresSinkActor(f"sink.{self.id}", self, ctx.log, stage_codec(ctx))
 
     def redacted_dsn(self) -> str:
         return redact_dsn(self.dsn)

@@ -1,7 +1,7 @@
 """PostgreSQL as a real peer for tests: the machine's server or a private cluster.
 
-``pg_server`` (session): 127.0.0.1:5432 when it answers (trust auth), else a
-private cluster (``initdb`` + ``pg_ctl``) in a temp dir on an ephemeral
+``pg_server`` (session): 127.0.0.1:5432 when it answers (trust auth) and
+``OTGATE_TEST_PG_PRIVATE`` is not set, else a private cluster (``initdb`` + ``pg_ctl``) in a temp dir on an ephemeral
 loopback port, stopped at the end. ``pg_dsn`` (session): a uniquely named
 database on that server, dropped at the end of the session.
 
@@ -108,7 +108,7 @@ def _shared_reachable() -> bool:
 @pytest.fixture(scope="session", name="pg_server")
 def pg_server_fixture() -> Iterator[str]:
     """An admin DSN (database ``postgres`` or ``test``) of a running server."""
-    if _shared_reachable():
+    if not os.environ.get("OTGATE_TEST_PG_PRIVATE") and _shared_reachable():
         yield SHARED
         return
     cluster = PgCluster().init()
