@@ -201,3 +201,42 @@ def test_many_points_respect_the_limit_exactly() -> None:
     reads = _plan(pts, max_registers_per_read=125)
     assert [(r.address, r.count) for r in reads] == [(0, 124), (124, 76)]
     assert sum(len(r.points) for r in reads) == 100
+
+
+def _batch_values(points: list[dict], regs: list[int]) -> list:
+    reads = _plan(points, max_gap=10)
+    assert len(reads) == 1
+    req = reads[0]
+    raw = req.unpack(registers_to_bytes(regs))
+    out = []
+    for pp, v in zip(req.points, raw, strict=True):
+        out.append(pp.post(v) if pp.post else v)
+    return [out, [pp.decode(registers_to_bytes(regs)) for pp in req.points]]
+
+
+@pytest.mark.parametrize("orders", [("big", "big"), ("little", "little"), ("big", "little")])
+def test_batch_unpack_matches_per_point_decoders(orders: tuple[str, str]) -> None:
+    bo, wo = orders
+    pts = [
+        {"parameter": "a", "address": 0, "type": "float32", "byte_order": bo, "word_order": wo},
+        {"parameter": "b", "address": 3, "type": "int16", "byte_order": bo, "scale": 0.5},
+        {"parameter": "c", "address": 4, "type": "bit", "bit": 4, "byte_order": bo},
+        {"parameter": "d", "address": 5, "type": "uint64", "byte_order": bo, "word_order": wo},
+        {"parameter": "e", "address": 9, "type": "string", "length": 2, "byte_order": bo},
+        {"parameter": "f", "address": 11, "type": "bool", "byte_order": bo},
+    ]
+    regs = [0x4120, 0x0001, 0xBEEF, 0xFF10, 0x0010, 1, 2, 3, 4, 0x4142, 0x4300, 0, 9]
+    batched, single = _batch_values(pts, regs)
+    assert batched == single
+    assert batched[2] is (bo == "big") and batched[5] is False  # 0x0010 bit 4
+
+
+def test_overlapping_points_fall_back_to_per_point_decoding() -> None:
+    pts = [
+        {"parameter": "word", "address": 0, "type": "uint16"},
+        {"parameter": "flag", "address": 0, "type": "bit", "bit": 15},
+        {"parameter": "f", "address": 0, "type": "float32"},
+    ]
+    batched, single = _batch_values(pts, [0xC000, 0])
+    assert batched == single
+    assert sorted(map(str, batched)) == sorted(map(str, [49152, True, -2.0]))

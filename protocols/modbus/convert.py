@@ -148,3 +148,73 @@ def encode_value(point: Point, value: Any) -> list[int]:
     if point.width > 1 and ((point.word_order is Order.LITTLE) != little_bytes):
         raw = _reverse_words(raw)
     return list(struct.unpack(f">{point.width}H", raw))
+
+
+Unpacker = Callable[[Any], Sequence[Any]]
+
+
+def _post(point: Point) -> Callable[[Any], Any] | None:
+    """Work left after a batch unpack for one point (None = the raw value is it)."""
+    t = point.type
+    if t is DataType.BOOL:
+        return lambda raw: raw != 0
+    if t is DataType.BIT:
+        mask = 1 << (point.bit or 0)
+        return lambda raw: (raw & mask) != 0
+    if t is DataType.STRING:
+        little = point.byte_order is Order.LITTLE
+
+        def text(raw: bytes) -> str | None:
+            if little:
+                raw = bytes(raw[i ^ 1] for i in range(len(raw)))
+            try:
+                return raw.decode("ascii").rstrip("\x00 ")
+            except UnicodeDecodeError:
+                return None
+
+        return text
+    scale, offset = point.scale, point.offset
+    if scale != 1.0 or offset != 0.0:
+        return lambda raw: raw * scale + offset
+    return None
+
+
+def _batchable(p: Point) -> bool:
+    if p.type is DataType.STRING:
+        return p.word_order is Order.BIG
+    # a value whose words must be reversed cannot be one struct field
+    return p.width == 1 or (p.word_order is Order.LITTLE) == (p.byte_order is Order.LITTLE)
+
+
+def request_unpacker(points: list[Point], start: int, is_bits: bool) -> tuple[Unpacker, list]:
+    """One call that turns a read's payload into the raw values of ``points``.
+
+    Returns ``(unpack, posts)``: ``unpack(payload)`` gives one value per
+    point, in order; ``posts[i]`` is the per-point finishing step or None.
+    The fast path is a single ``struct.unpack`` over the whole read (pad bytes
+    for gaps), used when the points do not overlap, share one byte order and
+    need no word reversal (the common case). Otherwise each point's own
+    decoder runs (``posts`` all None). Float NaN/inf checks are left to the
+    caller (a NaN is BAD).
+    """
+    if is_bits:
+        idx = [p.address - start for p in points]
+        return (lambda bits: [bits[i] for i in idx]), [None] * len(points)
+    order = {p.byte_order for p in points if p.type is not DataType.STRING}
+    fast = len(order) <= 1 and all(_batchable(p) for p in points)
+    pos = start
+    fmt = ["<" if order == {Order.LITTLE} else ">"]
+    if fast:
+        for p in points:
+            if p.address < pos:
+                fast = False  # overlapping points: decode one by one
+                break
+            if p.address > pos:
+                fmt.append(f"{2 * (p.address - pos)}x")
+            fmt.append(f"{2 * p.width}s" if p.type is DataType.STRING else _FMT[p.type])
+            pos = p.address + p.width
+    if fast:
+        unpack_from = struct.Struct("".join(fmt)).unpack_from
+        return unpack_from, [_post(p) for p in points]
+    decoders = [register_decoder(p, p.address - start) for p in points]
+    return (lambda b: [d(b) for d in decoders]), [None] * len(points)

@@ -10,11 +10,19 @@ configuration; every poll executes the same reads in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from otgate.actors.records import Classification
 from otgate.protocols.modbus.config import Point, PointGroup, PollSettings, Table
-from otgate.protocols.modbus.convert import Decoder, bit_decoder, register_decoder
+from otgate.protocols.modbus.convert import (
+    Decoder,
+    Unpacker,
+    bit_decoder,
+    register_decoder,
+    request_unpacker,
+)
 
 
 @dataclass(slots=True)
@@ -23,12 +31,11 @@ class PlannedPoint:
 
     point: Point
     asset_id: str
-    decode: Decoder
+    decode: Decoder  # payload -> value | None on its own (tests, slow path)
+    post: Callable[[Any], Any] | None = None  # finishing step after the batch unpack
+    on_change: bool = False  # EVENT / ALARM: emit only when (value, quality) changes
+    template: Any = None  # the session's Reading with this point's static fields
     last: object = None  # last emitted (value, quality) for EVENT / ALARM points
-
-    @property
-    def on_change(self) -> bool:
-        return self.point.classification is not Classification.TELEMETRY
 
 
 @dataclass(slots=True)
@@ -41,6 +48,7 @@ class ReadRequest:
     count: int
     timeout: float
     points: list[PlannedPoint] = field(default_factory=list)
+    unpack: Unpacker | None = None  # payload -> one raw value per point, in order
 
     @property
     def function_code(self) -> int:
@@ -78,9 +86,12 @@ def plan_reads(groups: list[PointGroup], settings: PollSettings) -> list[ReadReq
                 spans.append((p.address, end, [p]))
             for start, end, members in spans:
                 req = ReadRequest(group.unit_id, table, start, end - start, timeout)
-                for p in members:
+                req.unpack, posts = request_unpacker(members, start, table.is_bits)
+                for p, post in zip(members, posts, strict=True):
                     index = p.address - start
                     dec = bit_decoder(index) if table.is_bits else register_decoder(p, index)
-                    req.points.append(PlannedPoint(p, p.asset_id or group.asset_id or "", dec))
+                    on_change = p.classification is not Classification.TELEMETRY
+                    asset = p.asset_id or group.asset_id or ""
+                    req.points.append(PlannedPoint(p, asset, dec, post, on_change))
                 requests.append(req)
     return requests

@@ -31,11 +31,12 @@ import time
 from typing import Any
 
 import anyio
+from msgspec.structs import replace as _replace
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
-from otgate.actors.records import Classification, Quality, Reading, now_ns
+from otgate.actors.records import Quality, Reading, now_ns
 from otgate.protocols.modbus.config import Table
 from otgate.protocols.modbus.convert import registers_to_bytes
 from otgate.protocols.modbus.errors import Failure, classify, is_retriable
@@ -44,7 +45,6 @@ from otgate.protocols.modbus.planning import ReadRequest, plan_reads
 log = logging.getLogger("otgate.protocols.modbus")
 
 GOOD, BAD = Quality.GOOD, Quality.BAD
-TELEMETRY = Classification.TELEMETRY
 
 
 class Backoff:
@@ -76,6 +76,19 @@ class ModbusSession(Actor):
         self.seq = 0
         self.version = __version__
         self.units = {r.unit_id for r in self.requests}
+        for req in self.requests:
+            for pp in req.points:
+                p = pp.point
+                pp.template = Reading(
+                    asset_id=pp.asset_id,
+                    parameter=p.parameter,
+                    value=None,
+                    unit=p.unit,
+                    classification=p.classification,
+                    gateway_time=0,
+                    adapter_id=self.id,
+                    adapter_version=self.version,
+                )
         # unit -> (consecutive timeouts, monotonic time of the next probe)
         self.probation: dict[int, tuple[int, float]] = {}
         self.counters: dict[str, float] = {
@@ -173,7 +186,9 @@ class ModbusSession(Actor):
             backoff.reset()  # only a poll that kept its connection proves the peer is back
             self.state = State.DEGRADED if self.probation else State.RUNNING
             delay = interval - (time.monotonic() - started)
-            await anyio.sleep(delay if delay > 0 else 0)
+            if delay > 0:
+                await anyio.sleep(delay)
+            # else: poll again at once; the reads themselves are checkpoints
 
     async def _connect(self) -> bool:
         try:
@@ -249,12 +264,16 @@ class ModbusSession(Actor):
             if fc == 1
             else client.read_discrete_inputs
         )
+        # the budget is pymodbus' own response timeout (one asyncio.wait_for per
+        # request, which the client pays anyway); per unit, so set it per read
+        params = client.ctx.comm_params
+        if params.timeout_connect != req.timeout:
+            params.timeout_connect = req.timeout
         attempt = 0
         while True:
             self.counters["reads"] += 1
             try:
-                with anyio.fail_after(req.timeout):
-                    rr = await call(req.address, count=req.count, device_id=req.unit_id)
+                rr = await call(req.address, count=req.count, device_id=req.unit_id)
             except Exception as exc:  # classify() re-raises what it does not know
                 failure = classify(exc)
                 self._count_failure(failure, req, exc)
@@ -293,45 +312,40 @@ class ModbusSession(Actor):
         log.debug("modbus_read_failed adapter_id=%s %s", self.id, self.last_error)
 
     def _good(self, req: ReadRequest, payload: Any, now: int, out: list[Reading]) -> None:
+        try:
+            values = req.unpack(payload)  # type: ignore[misc]
+        except Exception as exc:  # an answer that does not fit its request
+            self._count_failure(Failure.GARBAGE, req, exc)
+            self._bad(req, now, out)
+            return
         seq = self.seq
-        aid, ver = self.id, self.version
         bad = 0
-        for pp in req.points:
-            p = pp.point
-            try:
-                v = pp.decode(payload)
-            except Exception:  # a decoder on a short/odd payload: treat as garbage
+        replace = _replace
+        for pp, v in zip(req.points, values, strict=True):
+            post = pp.post
+            if post is not None:
+                v = post(v)
+            if v.__class__ is float and v - v != 0.0:  # NaN or infinity
                 v = None
-            q = GOOD if v is not None else BAD
-            if q is BAD:
+            if v is None:
+                q = BAD
                 bad += 1
-            if p.classification is not TELEMETRY:
+            else:
+                q = GOOD
+            if pp.on_change:
                 state = (v, q)
                 if state == pp.last:
                     continue
                 pp.last = state
             seq += 1
-            out.append(
-                Reading(
-                    asset_id=pp.asset_id,
-                    parameter=p.parameter,
-                    value=v,
-                    unit=p.unit,
-                    quality=q,
-                    classification=p.classification,
-                    gateway_time=now,
-                    seq=seq,
-                    adapter_id=aid,
-                    adapter_version=ver,
-                )
-            )
+            out.append(replace(pp.template, value=v, quality=q, gateway_time=now, seq=seq))
         self.seq = seq
-        self.counters["bad_readings"] += bad
+        if bad:
+            self.counters["bad_readings"] += bad
 
     def _bad(self, req: ReadRequest, now: int, out: list[Reading]) -> None:
         for pp in req.points:
-            p = pp.point
-            if p.classification is not TELEMETRY:
+            if pp.on_change:
                 state = (None, BAD)
                 if state == pp.last:
                     continue
@@ -339,18 +353,7 @@ class ModbusSession(Actor):
             self.seq += 1
             self.counters["bad_readings"] += 1
             out.append(
-                Reading(
-                    asset_id=pp.asset_id,
-                    parameter=p.parameter,
-                    value=None,
-                    unit=p.unit,
-                    quality=BAD,
-                    classification=p.classification,
-                    gateway_time=now,
-                    seq=self.seq,
-                    adapter_id=self.id,
-                    adapter_version=self.version,
-                )
+                _replace(pp.template, value=None, quality=BAD, gateway_time=now, seq=self.seq)
             )
 
     async def _publish(self, out: list[Reading]) -> None:

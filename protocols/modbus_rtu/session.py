@@ -33,7 +33,7 @@ class ModbusRtuSession(ModbusSession):
                 parity=cfg.parity.value,
                 stopbits=cfg.stopbits,
                 name=cfg.id,
-                timeout=max(longest * 4, 2.0),  # backstop; each read has its unit's budget
+                timeout=longest,  # set per read to the unit's budget
                 retries=0,
                 reconnect_delay=0,
             )

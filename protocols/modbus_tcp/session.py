@@ -1,9 +1,10 @@
 """Modbus TCP session: the shared poller over one pymodbus TCP client.
 
-A timeout on TCP is treated as a dead connection (close, DEGRADED, reconnect
-with backoff): a device that stops answering on an open socket is usually
-rebooting or behind a broken link, and a late answer on a reused connection
-only confuses transaction matching.
+A timeout puts that unit on probation (a TCP gateway in front of several
+serial units keeps serving the others); when every unit of the connection
+is on probation the socket is considered dead (a device that stops
+answering on an open socket is usually rebooting or behind a broken link)
+and is closed and reopened with backoff.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ class ModbusTcpSession(ModbusSession):
     def _make_client(self) -> Any:
         cfg = self.cfg
         # pymodbus' own retry/reconnect is off: this session owns both policies.
-        # Its timeout is only a backstop; each read has its own budget.
         return harden(AsyncModbusTcpClient(
             cfg.host,
             port=cfg.port,
             name=cfg.id,
-            timeout=max(cfg.timeout * 4, 2.0),
+            timeout=cfg.timeout,  # set per read to the unit's budget
             retries=0,
             reconnect_delay=0,
         ))
