@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from otgate.actors.messages import Snapshot, State
+from otgate.actors.messages import InjectFault, Snapshot, State
 
 
 def describe(exc: BaseException) -> str:
@@ -16,6 +16,10 @@ def describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
+
+
+class FaultInjected(Exception):
+    """Raised inside an actor by the fault-injection harness (``InjectFault(crash)``)."""
 
 
 class MailboxFull(Exception):
@@ -115,6 +119,8 @@ class Actor:
 
     async def _serve_mailbox(self) -> None:
         async for message in self._receive:
+            if isinstance(message, InjectFault) and message.kind == "crash":
+                raise FaultInjected(f"{self.id}: injected crash")
             await self.handle(message)
             self.handled += 1
 

@@ -1,0 +1,12 @@
+"""The tagged unions of configurable parts. Adding a protocol or a sink is one
+package plus one line here; each member has ``build(ctx) -> Actor``."""
+
+from __future__ import annotations
+
+from otgate.protocols.modbus_rtu import ModbusRtuAdapter
+from otgate.protocols.modbus_tcp import ModbusTcpAdapter
+from otgate.protocols.mqtt import MqttSource
+from otgate.protocols.opcua import OpcUaSource
+from otgate.protocols.synthetic import SyntheticAdapter
+
+AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter

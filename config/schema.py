@@ -1,0 +1,137 @@
+"""The gateway's config tree: one TOML file decoded into these strict Structs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from otgate.actors.log.config import LogConfig
+from otgate.config.base import (
+    Identifier,
+    MiB,
+    PositiveSeconds,
+    StrictStruct,
+)
+from otgate.config.registry import AdapterConfig
+from otgate.supervisors.spec import OnExhausted, SupervisorFlags
+
+Listen = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$",
+        description="HOST:PORT (port 0 = ephemeral; IPv6 as [::1]:PORT)",
+    ),
+]
+
+
+class GatewaySection(StrictStruct):
+    """Identity, state and shutdown of this gateway."""
+
+    id: Identifier = "otgate"
+    """Gateway id, shown in /health and on every log line."""
+    state_dir: str = ""
+    """Where the log, caches and the last good config live. Empty: ``$STATE_DIRECTORY``
+    (systemd StateDirectory=) or ``./state`` next to the config file."""
+    secrets_dir: str = "/etc/otgate/secrets"
+    """Directory searched for ``${secret:NAME}`` after ``$CREDENTIALS_DIRECTORY``."""
+    shutdown_timeout: PositiveSeconds = 10.0
+    """Seconds each bulkhead gets to stop cleanly on SIGTERM before it is killed."""
+    fault_injection: bool = False
+    """Accept fault-injection commands (hang, leak, crash) on the status endpoint.
+    For test rigs and the ``otgate simulate`` harness; leave off in production."""
+
+
+class Token(StrictStruct):
+    """A bearer token for the status endpoint's mutating calls."""
+
+    token: str
+    """The token value; use a ``${secret:NAME}`` reference."""
+    role: str = "viewer"
+    """viewer | operator | engineer | admin."""
+
+    def __post_init__(self) -> None:
+        if self.role not in ("viewer", "operator", "engineer", "admin"):
+            raise ValueError(f"role: expected viewer|operator|engineer|admin, got {self.role!r}")
+
+
+class StatusSection(StrictStruct):
+    """The HTTP status endpoint."""
+
+    listen: Listen = "127.0.0.1:8787"
+    """Address to listen on. Loopback by default: the endpoint is for the operator on
+    this machine or a reverse proxy, not the plant network."""
+    tokens: list[Token] = []
+    """Tokens allowed to call mutating endpoints (restart, fault injection)."""
+
+
+class SupervisionSection(StrictStruct):
+    """Restart policy of the gateway root and of the supervisors inside bulkheads."""
+
+    gateway: SupervisorFlags = SupervisorFlags(
+        intensity=5, period=60.0, backoff_initial=0.05, on_exhausted=OnExhausted.FAIL_CHILD
+    )
+    """The root: over its intensity a bulkhead goes FAILED; the others keep running."""
+    bulkhead: SupervisorFlags = SupervisorFlags(intensity=10, period=60.0, backoff_initial=0.1)
+    """Inside a bulkhead (device sessions, sinks...): over intensity the bulkhead fails."""
+    heartbeat_interval: PositiveSeconds = 1.0
+    """Seconds between a bulkhead's heartbeats."""
+    heartbeat_timeout: PositiveSeconds = 3.0
+    """A bulkhead silent this long is hung: it is killed and restarted."""
+    start_timeout: PositiveSeconds = 30.0
+    """A bulkhead must report started within this many seconds."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+
+
+class BulkheadSection(StrictStruct):
+    """A process bulkhead: which parts share one OS process, and its limits.
+
+    Parts not named in any bulkhead each get their own process, named after
+    the part's id.
+    """
+
+    id: Identifier
+    """Bulkhead id."""
+    members: list[str]
+    """Ids of adapters/sinks that run in this process (e.g. one Modbus line)."""
+    memory_limit_mib: MiB | None = None
+    """Resident memory above which the supervisor kills and restarts the bulkhead."""
+    address_space_limit_mib: MiB | None = None
+    """RLIMIT_AS the process sets on itself: a backstop only (an idle one maps ~100 MiB)."""
+
+
+class Defaults(StrictStruct):
+    """Limits applied to bulkheads that set none themselves."""
+
+    memory_limit_mib: MiB | None = 512
+    """Default resident-memory limit per bulkhead."""
+
+
+class GatewayConfig(StrictStruct):
+    """The whole gateway."""
+
+    gateway: GatewaySection = GatewaySection()
+    status: StatusSection = StatusSection()
+    supervision: SupervisionSection = SupervisionSection()
+    log: LogConfig = LogConfig()
+    defaults: Defaults = Defaults()
+    adapters: list[AdapterConfig] = []
+    """Device connections, one session actor each."""
+    bulkheads: list[BulkheadSection] = []
+    """Process grouping and limits (optional)."""
+
+    def __post_init__(self) -> None:
+        ids = [a.id for a in self.adapters]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"adapters: duplicate id(s) {', '.join(dupes)}")
+        seen: dict[str, str] = {}
+        for b in self.bulkheads:
+            for m in b.members:
+                if m not in ids:
+                    raise ValueError(f"bulkheads: {b.id} names unknown member {m!r}")
+                if m in seen:
+                    raise ValueError(f"bulkheads: {m!r} is in both {seen[m]} and {b.id}")
+                seen[m] = b.id

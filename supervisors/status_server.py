@@ -1,0 +1,112 @@
+"""The HTTP status endpoint (aiohttp): health, metrics, operator actions.
+
+Read-only routes need no token. Mutating routes need ``Authorization: Bearer
+TOKEN`` with a role at least as strong as the route's: viewer < operator <
+engineer < admin.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from otgate.actors.messages import InjectFault
+from otgate.supervisors.metrics import render
+
+if TYPE_CHECKING:
+    from otgate.supervisors.gateway import Gateway
+
+log = logging.getLogger("otgate.status")
+ROLES = ("viewer", "operator", "engineer", "admin")
+FAULT_KINDS = ("hang", "leak", "crash", "exit")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class StatusServer:
+    def __init__(self, gateway: Gateway, listen: str) -> None:
+        self.gateway = gateway
+        self.listen = listen
+        self.url = ""
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/health/live", self.live),
+                web.get("/health/ready", self.ready),
+                web.get("/health", self.health),
+                web.get("/metrics", self.metrics),
+                web.post("/components/{id}/restart", self.restart),
+                web.post("/faults", self.fault),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> str:
+        await self._runner.setup()
+        host, port = split_listen(self.listen)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()  # port 0 picks one
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        self.url = f"http://{shown}:{bound[1]}"
+        log.info("status_listening url=%s", self.url)
+        return self.url
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+    # -- read-only ----------------------------------------------------------------
+    async def live(self, request: web.Request) -> web.Response:
+        # Answering at all proves the process loop turns.
+        return web.json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ok = self.gateway.ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.gateway.health())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = render(self.gateway.snapshot)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    # -- mutating -----------------------------------------------------------------
+    def _authorize(self, request: web.Request, needed: str) -> None:
+        header = request.headers.get("Authorization", "")
+        given = header.removeprefix("Bearer ").strip()
+        for tok in self.gateway.config.status.tokens:
+            if given and hmac.compare_digest(given, tok.token):
+                if ROLES.index(tok.role) >= ROLES.index(needed):
+                    return
+                raise web.HTTPForbidden(text=f"role {tok.role} cannot do this; needs {needed}")
+        raise web.HTTPUnauthorized(text="a bearer token is required")
+
+    async def restart(self, request: web.Request) -> web.Response:
+        self._authorize(request, "operator")
+        cid = request.match_info["id"]
+        try:
+            result = await self.gateway.restart(cid)
+        except KeyError:
+            raise web.HTTPNotFound(text=f"no bulkhead {cid!r}") from None
+        log.warning("operator_restart component=%s", cid)
+        return web.json_response({"result": result})
+
+    async def fault(self, request: web.Request) -> web.Response:
+        if not self.gateway.config.gateway.fault_injection:
+            raise web.HTTPForbidden(text="fault injection is disabled ([gateway] fault_injection)")
+        self._authorize(request, "admin")
+        body = await request.json()
+        kind, bulkhead = body.get("kind"), body.get("bulkhead")
+        if kind not in FAULT_KINDS:
+            raise web.HTTPBadRequest(text=f"kind: expected one of {', '.join(FAULT_KINDS)}")
+        try:
+            await self.gateway.inject(bulkhead, InjectFault(kind=kind, target=body.get("target")))
+        except KeyError:
+            raise web.HTTPNotFound(text=f"no running bulkhead {bulkhead!r}") from None
+        return web.json_response({"injected": kind, "bulkhead": bulkhead})
