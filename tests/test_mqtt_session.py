@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from otgate.protocols.mqtt import MqttSource
 from otgate.protocols.mqtt.session import MqttSession, leaf_error
 from peers.mosquitto import (
     MosquittoPeer,
+    make_tls,
     mosquitto_fixture,  # noqa: F401  (registers the fixture)
     start_peer,
 )
@@ -249,5 +251,31 @@ async def test_username_password(tmp_path):
                 await bad.run()
         assert isinstance(leaf_error(info.value), aiomqtt.MqttCodeError)
         assert bad.state is State.FAILED
+    finally:
+        peer.stop()
+
+
+async def test_tls_with_ca_verification(tmp_path):
+    tls = make_tls(tmp_path)
+    peer = start_peer(tmp_path, tls=tls)
+    try:
+        sink = Collector()
+        session = make_session(make_cfg(peer, tls={"ca_file": tls["ca"]}), sink, tmp_path)
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            await wait_until(lambda: session.state is State.RUNNING, what="TLS session")
+            tls_ctx = ssl.create_default_context(cafile=tls["ca"])
+            async with aiomqtt.Client(peer.host, peer.port, tls_context=tls_ctx) as pub:
+                await pub.publish("plant/secure/telemetry", doc(5.0), qos=1)
+            await wait_until(lambda: sink.last("secure", "temp") is not None, what="over TLS")
+            tg.cancel_scope.cancel()
+        plain = make_session(
+            make_cfg(peer, client_id="otgate-plain", connect_timeout_s=0.5), Collector(), tmp_path
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(plain.run)
+            await wait_until(lambda: plain.connect_failures >= 2, what="plain TCP refused")
+            assert plain.state is State.DEGRADED
+            tg.cancel_scope.cancel()
     finally:
         peer.stop()

@@ -267,3 +267,38 @@ async def test_username_password(tmp_path):
         assert type(leaf_error(info.value)).__name__ == "BadUserAccessDenied"
     finally:
         await peer.stop()
+
+
+async def test_security_policy_sign_and_encrypt_with_login(tmp_path):
+    peer = OpcUaPeer()
+    client_files = await peer.make_certificates(tmp_path)
+    peer.users = {"operator": "s3cret"}
+    await peer.start()
+    try:
+        sink = Collector()
+        cfg = make_cfg(
+            peer,
+            security_policy="Basic256Sha256",
+            security_mode="SignAndEncrypt",
+            username="operator",
+            password="s3cret",
+            **client_files,
+        )
+        session = make_session(cfg, sink, tmp_path)
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            await wait_until(lambda: sink.last("temp") is not None, what="values over encryption")
+            await peer.write("Temp", 24.0)
+            await wait_until(lambda: sink.last("temp").value == 24.0, what="update")
+            tg.cancel_scope.cancel()
+
+        plain = make_session(
+            make_cfg(peer, username="operator", password="s3cret"), Collector(), tmp_path
+        )
+        with pytest.raises(BaseException) as info:
+            with anyio.fail_after(15):
+                await plain.run()
+        assert plain.state is State.FAILED
+        assert "No matching endpoints" in str(leaf_error(info.value))
+    finally:
+        await peer.stop()

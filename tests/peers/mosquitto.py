@@ -68,6 +68,7 @@ class MosquittoPeer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.users: dict[str, str] | None = None
         self.extra_config: list[str] = []
+        self.tls: dict[str, str] | None = None  # from make_tls(): the listener speaks TLS only
 
     def _write_config(self) -> Path:
         lines = [
@@ -92,6 +93,12 @@ class MosquittoPeer:
                     capture_output=True,
                 )
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls['ca']}",
+                f"certfile {self.tls['cert']}",
+                f"keyfile {self.tls['key']}",
+            ]
         lines += self.extra_config
         path = self.workdir / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
@@ -136,6 +143,65 @@ class MosquittoPeer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def make_tls(directory: Path) -> dict[str, str]:
+    """A CA and a server certificate for 127.0.0.1 (PEM files); returns their paths."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("otgate test CA"))
+        .issuer_name(name("otgate test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {
+        "ca": directory / "ca.pem",
+        "cert": directory / "server.pem",
+        "key": directory / "server-key.pem",
+    }
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return {k: str(v) for k, v in paths.items()}
 
 
 def start_peer(tmp_path: Path, **attrs: object) -> MosquittoPeer:

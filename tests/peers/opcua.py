@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,31 @@ class OpcUaPeer:
         self.nodes: dict[str, Any] = {}
         self.users: dict[str, str] | None = None
         self.disable_subscriptions = False
+        self.secure_dir: Path | None = None  # set by make_certificates(): encrypted only
+
+    async def make_certificates(self, directory: Path) -> dict[str, str]:
+        """Self-signed server and client certificates; the server then offers
+        only Basic256Sha256 SignAndEncrypt. Returns the client's file paths."""
+        from asyncua.crypto.cert_gen import setup_self_signed_certificate
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        self.secure_dir = directory
+        for role, uri, usage in (
+            ("server", "urn:otgate:test:server", ExtendedKeyUsageOID.SERVER_AUTH),
+            ("client", "urn:otgate:client", ExtendedKeyUsageOID.CLIENT_AUTH),
+        ):
+            await setup_self_signed_certificate(
+                directory / f"{role}-key.pem",
+                directory / f"{role}-cert.der",
+                uri,
+                socket.gethostname(),
+                [usage],
+                {"commonName": f"otgate test {role}"},
+            )
+        return {
+            "certificate": str(directory / "client-cert.der"),
+            "private_key": str(directory / "client-key.pem"),
+        }
 
     def node_id(self, name: str) -> str:
         return f"ns=2;s={name}"
@@ -75,6 +101,11 @@ class OpcUaPeer:
             server.set_identity_tokens([ua.UserNameIdentityToken])
         await server.init()
         server.set_endpoint(self.url)
+        if self.secure_dir is not None:
+            server.set_application_uri("urn:otgate:test:server")
+            await server.load_certificate(str(self.secure_dir / "server-cert.der"))
+            await server.load_private_key(str(self.secure_dir / "server-key.pem"))
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         idx = await server.register_namespace(NS_URI)
         assert idx == 2, idx
         objects = server.nodes.objects
