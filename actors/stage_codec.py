@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from otgate.actors.log import avro
 from otgate.actors.log.publisher import Codec, Decoder
 from otgate.actors.log.schemas import SchemaStore, SchemaUnavailable
+from otgate.actors.log.topics import record_type
 
 
 class LogCodec:
@@ -22,14 +24,29 @@ class LogCodec:
     def __init__(self, schemas: SchemaStore) -> None:
         self._codec = Codec(schemas)
         self._decoder = Decoder(schemas)
-        self._prepared: set[str] = set()
+        self._headers: dict[str, bytes] = {}
 
     async def prepare(self, topics: Iterable[str]) -> None:
-        """Register (or load from the cache) each output topic's writer schema."""
+        """Register (or load from the cache) each topic's current writer schema."""
         for t in topics:
-            if t not in self._prepared:
-                await self._codec.prepare(t)
-                self._prepared.add(t)
+            if t not in self._headers:
+                self._headers[t] = avro.wire_header(await self._codec.prepare(t))
+
+    def passthrough(self, src_topic: str, dst_topic: str, value: bytes) -> bytes | None:
+        """``value`` re-headed for ``dst_topic`` without decoding and encoding again.
+
+        Only when it was written with ``src_topic``'s current schema and both
+        topics carry the same record type (e.g. an unchanged reading going from
+        ``telemetry.raw`` to ``telemetry.clean``); None otherwise. Both topics
+        must have been prepared.
+        """
+        src = self._headers.get(src_topic)
+        dst = self._headers.get(dst_topic)
+        if src is None or dst is None or value[:5] != src:
+            return None
+        if record_type(src_topic) is not record_type(dst_topic):
+            return None
+        return dst + value[5:]
 
     def encode(self, topic: str, obj: Any) -> bytes:
         return self._codec.encode(topic, obj)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-
 from otgate.actors.log.base import TopicSpec
 from otgate.actors.log.embedded import EmbeddedLog
 
@@ -44,5 +43,5 @@ async def wait_until(cond: Callable[[], Awaitable[bool]], deadline_s: float = 10
     file (the log, the database), which no in-process event can signal.
     """
     with anyio.fail_after(deadline_s):
-        while not await cond():  # noqa: ASYNC110
+        while not await cond():
             await anyio.sleep(0.02)

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import msgspec
-
 from otgate.actors.aggregator.windows import StreamKey
 
 

@@ -55,33 +55,41 @@ class WindowStats:
         self._rng: random.Random | None = None
 
     def add(self, value: object, quality: Quality) -> None:
+        """Add one reading (see ``add_fast`` for the pre-classified form)."""
+        x: float | None = None
+        if quality is not Quality.BAD and value is not None and not isinstance(value, bool | str):
+            x = float(value)  # type: ignore[arg-type]
+            if not math.isfinite(x):
+                x = None
+        self.add_fast(value, QUALITY_INDEX[quality], x)
+
+    def add_fast(self, value: object, qi: int, x: float | None) -> None:
+        """Add one reading: ``qi`` its quality's index, ``x`` its number (None: not counted)."""
         self.count += 1
         if self.first is None:
             self.first = value
         self.last = value
-        self.quality_counts[_QINDEX[quality]] += 1
-        if quality is Quality.BAD or value is None or isinstance(value, bool | str):
+        self.quality_counts[qi] += 1
+        if x is None:
             return
-        x = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(x):
-            return
-        self.n += 1
+        n = self.n = self.n + 1
         self.sum += x
         delta = x - self.mean
-        self.mean += delta / self.n
+        self.mean += delta / n
         self._m2 += delta * (x - self.mean)
         if x < self.min:
             self.min = x
         if x > self.max:
             self.max = x
-        if len(self._samples) < self.max_samples:
-            self._samples.append(x)
+        samples = self._samples
+        if len(samples) < self.max_samples:
+            samples.append(x)
         else:
             if self._rng is None:
                 self._rng = random.Random(self.seed)
-            j = self._rng.randrange(self.n)
+            j = self._rng.randrange(n)
             if j < self.max_samples:
-                self._samples[j] = x
+                samples[j] = x
 
     @property
     def stddev(self) -> float | None:
@@ -110,4 +118,5 @@ class WindowStats:
         return out
 
 
-_QINDEX = {q: i for i, q in enumerate(QUALITIES)}
+QUALITY_INDEX = {q: i for i, q in enumerate(QUALITIES)}
+"""Index of a quality in ``quality_counts`` (GOOD, SUSPECT, UNCERTAIN, BAD)."""

@@ -23,13 +23,14 @@ Restart safety, together with the actor (see ``actor.py``):
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from otgate.actors.aggregator.stats import WindowStats
-from otgate.actors.records import Reading
+from otgate.actors.aggregator.stats import QUALITY_INDEX, WindowStats
+from otgate.actors.records import Quality, Reading
 
 RESOLUTIONS_NS: dict[str, int] = {
     "1s": 1_000_000_000,
@@ -109,6 +110,14 @@ class Windows:
             a = self._assets[r.asset_id] = _Asset()
         a.last_arrival = self._clock()
         frontier = a.watermark - self.lateness_ns
+        quality = r.quality
+        qi = QUALITY_INDEX[quality]
+        value = r.value
+        x: float | None = None
+        if quality is not Quality.BAD and value is not None and not isinstance(value, bool | str):
+            x = float(value)
+            if not math.isfinite(x):
+                x = None
         for res, size in self._sizes:
             start = t - t % size
             end = start + size
@@ -131,7 +140,7 @@ class Windows:
                     a.next_close = end
             if tp not in w.first_offsets:
                 w.first_offsets[tp] = offset
-            w.stats.add(r.value, r.quality)
+            w.stats.add_fast(value, qi, x)
         if t > a.watermark:
             a.watermark = t
             if a.watermark - self.lateness_ns >= a.next_close:

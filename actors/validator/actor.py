@@ -27,7 +27,6 @@ from collections import defaultdict
 from typing import Any
 
 import msgspec
-
 from otgate.actors.actor import Actor
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
@@ -93,7 +92,7 @@ class ValidatorActor(Actor):
         return out
 
     async def main(self) -> None:
-        await prepare(self.codec, self.output_topics())
+        await prepare(self.codec, [*self.config.inputs, *self.output_topics()])
         while True:
             records = await self.consumer.fetch(self.config.batch_size, self.fetch_timeout_s)
             if records:
@@ -106,6 +105,7 @@ class ValidatorActor(Actor):
         commit: dict[tuple[str, int], int] = {}
         encode = self.codec.encode
         check = self.rules.check
+        passthrough = getattr(self.codec, "passthrough", None)
         events_topic = self.config.events_topic
         for rec in records:
             base = rec.topic[:-4] if rec.topic.endswith(".raw") else rec.topic
@@ -129,7 +129,10 @@ class ValidatorActor(Actor):
             key = rec.key if rec.key is not None else reading.asset_id.encode()
             if verdict.reading is not None:
                 topic = f"{base}.clean"
-                out[topic].append((key, encode(topic, verdict.reading)))
+                value = None
+                if verdict.reading is reading and passthrough is not None:
+                    value = passthrough(rec.topic, topic, rec.value)  # unchanged: no re-encode
+                out[topic].append((key, value or encode(topic, verdict.reading)))
             elif verdict.reject is not None:
                 dlq = f"dlq.{base}"
                 out[dlq].append((key, encode(dlq, self._dead(rec, reading, verdict.reject))))

@@ -6,7 +6,6 @@ import enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct
 
 Pattern = Annotated[
@@ -94,8 +93,8 @@ class ValidatorConfig(StrictStruct):
     def build(self, ctx: BuildContext) -> Any:
         """The stage actor on ``ctx.log`` (codec: ``ctx.extras['codec']`` or one built
         from ``ctx.extras['schemas']``)."""
-        from otgate.actors.validator.actor import ValidatorActor
         from otgate.actors.stage_codec import stage_codec
+        from otgate.actors.validator.actor import ValidatorActor
 
         if ctx.log is None:
             raise ValueError("the processing stage needs a log in its bulkhead")

@@ -5,8 +5,10 @@ GOOD < SUSPECT < UNCERTAIN < BAD, never better):
 
 1. shape: empty asset_id or parameter → rejected ("missing_asset_id" / ...).
 2. time: no device_time → device_time := gateway_time, quality ≥ UNCERTAIN;
-   clock_skew_ms filled in when missing; |skew| > max_clock_skew_s → a
-   ``clock_skew`` event (per asset, repeated at most every skew_event_interval_s).
+   skew = clock_skew_ms, else gateway_time - device_time; |skew| >
+   max_clock_skew_s → a ``clock_skew`` event (per asset, repeated at most
+   every skew_event_interval_s). A reading no rule changed is passed on as
+   the same object (the actor then copies its bytes instead of re-encoding).
 3. duplicate: an (asset, parameter, device_time) seen recently → on_duplicate.
 4. value: None → BAD (a failed read is data, not an error); NaN/±inf → BAD;
    a string or bool where a numeric rule applies → rejected ("not_numeric").
@@ -31,7 +33,6 @@ import math
 from dataclasses import dataclass, field
 
 import msgspec
-
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.actors.validator.config import OnDuplicate, OnViolation, ParameterRule, ValidatorConfig
 
@@ -120,7 +121,6 @@ class RuleSet:
             skew_ms = r.clock_skew_ms
             if skew_ms is None:
                 skew_ms = (r.gateway_time - device_time) // 1_000_000
-                changes["clock_skew_ms"] = skew_ms
             if abs(skew_ms) > self._max_skew_ms:
                 self._skew_event(r, device_time, skew_ms, verdict)
 
