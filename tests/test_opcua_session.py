@@ -302,3 +302,26 @@ async def test_security_policy_sign_and_encrypt_with_login(tmp_path):
         assert "No matching endpoints" in str(leaf_error(info.value))
     finally:
         await peer.stop()
+
+
+async def test_absolute_deadband_filters_small_changes(opcua_server, tmp_path):
+    cfg = make_cfg(opcua_server)
+    raw = msgspec.to_builtins(cfg)
+    raw["points"] = [
+        {**raw["points"][0], "deadband_type": "absolute", "deadband": 1.0},
+        raw["points"][2],
+    ]
+    sink = Collector()
+    session = make_session(msgspec.convert(raw, OpcUaSource), sink, tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(session.run)
+        await wait_until(lambda: sink.last("temp") is not None, what="initial")
+        # steps chosen so the result is the same whether the server compares with
+        # the last reported value (the spec) or the previous one (asyncua's server)
+        for value in (20.4, 21.5, 21.9, 23.0):
+            await opcua_server.write("Temp", value)
+            await opcua_server.write("Count", int(value * 10))  # a marker per step
+            await wait_until(lambda v=value: sink.last("count").value == int(v * 10), what="step")
+        await wait_until(lambda: sink.last("temp").value == 23.0, what="last big step")
+        assert [r.value for r in sink.of("temp")] == [20.0, 21.5, 23.0]
+        tg.cancel_scope.cancel()
