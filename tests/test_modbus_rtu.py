@@ -162,3 +162,19 @@ async def test_garbage_frame_on_the_line_marks_bad_then_recovers(modbus_rtu_serv
             what="recovery",
         )
         tg.cancel_scope.cancel()
+
+
+async def test_missing_serial_port_is_degraded_not_fatal(tmp_path: Path) -> None:
+    cfg = make_adapter(str(tmp_path / "ttyUSB9"), [
+        {"unit_id": 1, "asset_id": "a", "points": [{"parameter": "v", "address": 0}]}
+    ])
+    sink = Collector()
+    session = build(cfg, sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(session.run)
+        await sink.wait_for(lambda: session.state is State.DEGRADED, what="DEGRADED")
+        assert sink.latest("v").quality is Quality.BAD
+        await anyio.sleep(0.3)  # several reconnect attempts: still alive, BAD published once
+        assert session.state is State.DEGRADED
+        assert sum(1 for r in sink.readings if r.parameter == "v") == 1
+        tg.cancel_scope.cancel()

@@ -240,3 +240,63 @@ def test_overlapping_points_fall_back_to_per_point_decoding() -> None:
     batched, single = _batch_values(pts, [0xC000, 0])
     assert batched == single
     assert sorted(map(str, batched)) == sorted(map(str, [49152, True, -2.0]))
+
+
+EXAMPLE_TOML = """
+[[adapters]]
+type = "modbus_tcp"
+id = "press-plc"
+host = "127.0.0.1"
+port = 5020
+max_registers_per_read = 100
+
+  [[adapters.groups]]
+  unit_id = 1
+  asset_id = "press-1"
+
+    [[adapters.groups.points]]
+    parameter = "oil_temperature"
+    address = 0
+    type = "float32"
+    word_order = "little"
+    unit = "degC"
+
+    [[adapters.groups.points]]
+    parameter = "overtemp_trip"
+    address = 4
+    type = "bit"
+    bit = 0
+    classification = "ALARM"
+
+[[adapters]]
+type = "modbus_rtu"
+id = "rs485-line-1"
+port = "/dev/ttyUSB0"
+parity = "E"
+
+  [[adapters.groups]]
+  unit_id = 7
+  asset_id = "chiller-7"
+  timeout = 0.2
+
+    [[adapters.groups.points]]
+    parameter = "supply_temp"
+    table = "input"
+    address = 100
+    type = "int16"
+    scale = 0.1
+"""
+
+
+def test_example_toml_decodes_through_the_gateway_schema() -> None:
+    import tomllib
+
+    from otgate.config.load import decode
+    from otgate.protocols.modbus_rtu import ModbusRtuAdapter
+
+    cfg = decode(tomllib.loads(EXAMPLE_TOML))
+    tcp, rtu = cfg.adapters
+    assert isinstance(tcp, ModbusTcpAdapter) and isinstance(rtu, ModbusRtuAdapter)
+    assert tcp.groups[0].points[1].classification.value == "ALARM"
+    assert rtu.parity.value == "E" and rtu.groups[0].timeout == 0.2
+    assert len(plan_reads(tcp.groups, tcp)) == 1
