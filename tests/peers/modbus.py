@@ -76,7 +76,7 @@ class Collector:
     async def wait_for(self, predicate, deadline: float = 5.0, what: str = "condition") -> None:
         """Poll ``predicate()`` until true or fail after ``deadline`` seconds."""
         with anyio.move_on_after(deadline):
-            while not predicate():  # noqa: ASYNC110 (polling a condition with a deadline)
+            while not predicate():
                 await anyio.sleep(0.01)
             return
         raise AssertionError(f"timed out after {deadline}s waiting for {what}")
