@@ -21,7 +21,7 @@ def walk(node: Snapshot) -> Iterator[Snapshot]:
 def rollup(root: Snapshot) -> str:
     """HEALTHY: everything RUNNING. DEGRADED: something is not (a session cannot
     reach its device, a bulkhead restarts or FAILED) but most bulkheads move
-    data. UNHEALTHY: half or more of the bulkheads are down. FAILED: the root
+    data. UNHEALTHY: more than half of the bulkheads are down. FAILED: the root
     failed, or every bulkhead is FAILED."""
     if root.state is State.FAILED:
         return FAILED
@@ -29,7 +29,7 @@ def rollup(root: Snapshot) -> str:
     if bulkheads and all(b.state is State.FAILED for b in bulkheads):
         return FAILED
     down = sum(1 for b in bulkheads if b.state not in _UP)
-    if bulkheads and down * 2 >= len(bulkheads):
+    if bulkheads and down * 2 > len(bulkheads):
         return UNHEALTHY
     if root.state is not State.RUNNING or any(
         n.state is not State.RUNNING for n in walk(root) if n is not root
