@@ -8,7 +8,7 @@ import signal
 
 import psutil
 import pytest
-from peers.gateway import gateway, synthetic, wait_for  # noqa: F401
+from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 
 TOKEN = "t0ken-for-tests"
 HEADER = f"""
@@ -57,12 +57,17 @@ def test_hung_bulkhead_is_killed_and_restarted(gateway) -> None:
 
 
 def test_bulkhead_over_memory_limit_is_killed(gateway) -> None:
-    toml = HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2") + """
+    toml = (
+        HEADER
+        + synthetic("a", "pump-1")
+        + synthetic("b", "pump-2")
+        + """
 [[bulkheads]]
 id = "a"
 members = ["a"]
 memory_limit_mib = 200
 """
+    )
     gw = gateway(toml)
     wait_for(lambda: gw.health()["status"] == "HEALTHY", what="HEALTHY")
     pid_b = gw.component("b")["pid"]
@@ -73,15 +78,22 @@ memory_limit_mib = 200
 
 
 def test_crashing_in_process_actor_restarts_inside_its_bulkhead(gateway) -> None:
-    toml = HEADER + synthetic("s1", "pump-1") + synthetic("s2", "pump-2") + """
+    toml = (
+        HEADER
+        + synthetic("s1", "pump-1")
+        + synthetic("s2", "pump-2")
+        + """
 [[bulkheads]]
 id = "line"
 members = ["s1", "s2"]
 """
+    )
     gw = gateway(toml)
     wait_for(lambda: gw.health()["status"] == "HEALTHY", what="HEALTHY")
     pid = gw.component("line")["pid"]
-    assert gw.post("/faults", {"kind": "crash", "bulkhead": "line", "target": "s1"}, TOKEN)[0] == 200
+    assert (
+        gw.post("/faults", {"kind": "crash", "bulkhead": "line", "target": "s1"}, TOKEN)[0] == 200
+    )
 
     def s1_restarted():
         kids = {c["id"]: c for c in gw.component("line")["children"]}
@@ -94,7 +106,14 @@ members = ["s1", "s2"]
 
 
 def test_failed_bulkhead_degrades_gateway_until_operator_restart(gateway) -> None:
-    toml = HEADER.replace("[supervision]", "[supervision]\ngateway = { intensity = 1, period = 60.0, on_exhausted = \"fail_child\", backoff_initial = 0.01 }") + synthetic("a", "pump-1") + synthetic("b", "pump-2")
+    toml = (
+        HEADER.replace(
+            "[supervision]",
+            '[supervision]\ngateway = { intensity = 1, period = 60.0, on_exhausted = "fail_child", backoff_initial = 0.01 }',
+        )
+        + synthetic("a", "pump-1")
+        + synthetic("b", "pump-2")
+    )
     gw = gateway(toml)
     wait_for(lambda: gw.health()["status"] == "HEALTHY", what="HEALTHY")
     os.kill(gw.component("a")["pid"], signal.SIGKILL)
@@ -122,7 +141,8 @@ def test_sigterm_stops_everything_and_exits_zero(gateway) -> None:
     assert gw.stop(signal.SIGTERM) == 0
     wait_for(
         lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
-        timeout=10, what="every child process gone",
+        timeout=10,
+        what="every child process gone",
     )
     log = gw.log()
     assert log.index("gateway_stopping") < log.index("gateway_stopped")
@@ -135,7 +155,8 @@ def test_gateway_killed_with_sigkill_leaves_no_orphans(gateway) -> None:
     gw.stop(signal.SIGKILL)
     wait_for(
         lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
-        timeout=10, what="orphans to die with their parent",
+        timeout=10,
+        what="orphans to die with their parent",
     )
 
 
@@ -172,12 +193,14 @@ def test_health_and_metrics_show_the_tree(gateway) -> None:
     assert status == 200
     assert 'otgate_gateway_status{status="HEALTHY"} 1.0' in text
     assert 'otgate_component_restarts_total{id="a",kind="bulkhead",parent="gateway"} 0.0' in text
-    assert "otgate_heartbeat_age_seconds{bulkhead=\"a\"}" in text
+    assert 'otgate_heartbeat_age_seconds{bulkhead="a"}' in text
     assert "otgate_mailbox_depth" in text
 
 
 def test_fault_injection_is_refused_unless_enabled(gateway) -> None:
-    gw = gateway(HEADER.replace("fault_injection = true", "fault_injection = false") + synthetic("a", "p"))
+    gw = gateway(
+        HEADER.replace("fault_injection = true", "fault_injection = false") + synthetic("a", "p")
+    )
     assert gw.post("/faults", {"kind": "hang", "bulkhead": "a"}, TOKEN)[0] == 403
 
 

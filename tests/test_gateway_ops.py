@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from peers.gateway import gateway, synthetic, wait_for  # noqa: F401
+from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 from peers.notify_socket import notify_socket_fixture  # noqa: F401
 
 HEADER = """
@@ -23,7 +23,9 @@ heartbeat_timeout = 2.0
 def otgate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otgate.supervisors.cli", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -44,14 +46,23 @@ def test_sighup_restarts_only_changed_bulkheads(gateway, tmp_path) -> None:
     gw = gateway(HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2"))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
     pid_a, pid_b = gw.component("a")["pid"], gw.component("b")["pid"]
-    gw.config.write_text(HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2", 0.2) + synthetic("c", "pump-3"))
+    gw.config.write_text(
+        HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2", 0.2) + synthetic("c", "pump-3")
+    )
     gw.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: {c["id"] for c in gw.health()["components"]} == {"a", "b", "c"}, what="c added")
-    wait_for(lambda: gw.component("b")["pid"] != pid_b and gw.component("b")["state"] == "RUNNING", what="b restarted")
+    wait_for(
+        lambda: {c["id"] for c in gw.health()["components"]} == {"a", "b", "c"}, what="c added"
+    )
+    wait_for(
+        lambda: gw.component("b")["pid"] != pid_b and gw.component("b")["state"] == "RUNNING",
+        what="b restarted",
+    )
     assert gw.component("a")["pid"] == pid_a
-    wait_for(lambda: "config_reloaded added=1 changed=1 removed=0 unchanged=1" in gw.log(), what="log")
+    wait_for(
+        lambda: "config_reloaded added=1 changed=1 removed=0 unchanged=1" in gw.log(), what="log"
+    )
     # A broken file is refused; the running tree stays as it is.
-    gw.config.write_text(HEADER + "[[adapters]]\ntype = \"synthetic\"\nid = \"a\"\n")
+    gw.config.write_text(HEADER + '[[adapters]]\ntype = "synthetic"\nid = "a"\n')
     gw.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload_refused" in gw.log(), what="reload refused")
     assert "adapters[0]" in gw.log()
@@ -72,7 +83,9 @@ def test_last_good_config_boots_when_the_file_is_broken(gateway, tmp_path) -> No
 
 def test_bad_config_without_cache_exits_78_naming_the_path(tmp_path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('[[adapters]]\ntype = "synthetic"\nid = "a"\nasset_id = "x"\npoints = [{ parameter = "p", colour = 1 }]\n')
+    path.write_text(
+        '[[adapters]]\ntype = "synthetic"\nid = "a"\nasset_id = "x"\npoints = [{ parameter = "p", colour = 1 }]\n'
+    )
     result = otgate("run", "--config", str(path))
     assert result.returncode == 78
     assert "adapters[0].points[0]: Object contains unknown field `colour`" in result.stderr
@@ -84,7 +97,9 @@ def test_check_config_reports_paths_and_exit_codes(tmp_path) -> None:
     ok = otgate("check-config", str(good))
     assert ok.returncode == 0 and "OK" in ok.stdout
     bad = tmp_path / "bad.toml"
-    bad.write_text(HEADER + synthetic("a", "pump-1").replace('type = "synthetic"', 'type = "modbus_tcpp"'))
+    bad.write_text(
+        HEADER + synthetic("a", "pump-1").replace('type = "synthetic"', 'type = "modbus_tcpp"')
+    )
     res = otgate("check-config", str(bad))
     assert res.returncode == 1
     assert "adapters[0].type: Invalid value 'modbus_tcpp' (expected one of" in res.stderr
@@ -99,7 +114,11 @@ def test_secrets_resolve_and_never_show(gateway, tmp_path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "status_token").write_text("very-secret-value\n")
-    toml = HEADER + '[status]\ntokens = [{ token = "${secret:status_token}", role = "operator" }]\n' + synthetic("a", "p")
+    toml = (
+        HEADER
+        + '[status]\ntokens = [{ token = "${secret:status_token}", role = "operator" }]\n'
+        + synthetic("a", "p")
+    )
     gw = gateway(toml, env={"CREDENTIALS_DIRECTORY": str(creds)})
     wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
     assert gw.post("/components/a/restart", token="very-secret-value")[0] == 200

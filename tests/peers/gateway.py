@@ -45,9 +45,20 @@ class GatewayProcess:
     def start(self, *extra: str) -> GatewayProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otgate.supervisors.cli", "run", "--config", str(self.config),
-             "--status-listen", "127.0.0.1:0", *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            [
+                sys.executable,
+                "-m",
+                "otgate.supervisors.cli",
+                "run",
+                "--config",
+                str(self.config),
+                "--status-listen",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         self.url = wait_for(self._find_url, 30, "the status endpoint to listen")
         return self
@@ -73,11 +84,17 @@ class GatewayProcess:
         except ValueError:
             return status, body.decode()
 
-    def post(self, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, Any]:
+    def post(
+        self, path: str, body: dict | None = None, token: str | None = None
+    ) -> tuple[int, Any]:
         req = urllib.request.Request(
-            self.url + path, data=json.dumps(body or {}).encode(), method="POST",
-            headers={"Content-Type": "application/json",
-                     **({"Authorization": f"Bearer {token}"} if token else {})},
+            self.url + path,
+            data=json.dumps(body or {}).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {token}"} if token else {}),
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
@@ -108,12 +125,14 @@ class GatewayProcess:
         return rc
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+@pytest.fixture(name="gateway")
+def gateway_fixture(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     """Factory: ``gateway(toml_text, env=None)`` starts ``otgate run`` on it."""
     started: list[GatewayProcess] = []
 
-    def start(toml: str, env: dict[str, str] | None = None, name: str = "gateway") -> GatewayProcess:
+    def start(
+        toml: str, env: dict[str, str] | None = None, name: str = "gateway"
+    ) -> GatewayProcess:
         path = tmp_path / f"{name}.toml"
         path.write_text(toml)
         gw = GatewayProcess(path, env)
