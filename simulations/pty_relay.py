@@ -28,6 +28,7 @@ class PtyRelay:
         self.client_path = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes_relayed = 0
+        self.bytes_dropped = 0
 
     async def start(self) -> None:
         m1, s1 = os.openpty()
@@ -59,7 +60,11 @@ class PtyRelay:
             try:
                 n = os.write(dst, view)
             except BlockingIOError:
-                continue  # the pty buffer is tiny frames away from full; spin briefly
+                # nobody is reading the other end and its buffer is full: drop the
+                # rest, as a serial line drops bytes nobody listens to (never spin
+                # inside the event loop)
+                self.bytes_dropped += len(view)
+                return
             except OSError:
                 return
             view = view[n:]

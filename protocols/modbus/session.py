@@ -191,9 +191,15 @@ class ModbusSession(Actor):
             # else: poll again at once; the reads themselves are checkpoints
 
     async def _connect(self) -> bool:
+        # reads shrink pymodbus' timeout to each unit's budget; connecting gets its own
+        budget = max(self.cfg.timeout, 2.0)
+        self.client.ctx.comm_params.timeout_connect = budget
         try:
-            with anyio.fail_after(max(self.cfg.timeout, 1.0) * 3):
-                return bool(await self.client.connect())
+            with anyio.fail_after(budget + 1.0):
+                ok = bool(await self.client.connect())
+                if ok and not self.counters["reconnects"] and not self.counters["disconnects"]:
+                    log.info("adapter_connected adapter_id=%s", self.id)
+                return ok
         except (TimeoutError, OSError) as exc:
             self.last_error = f"connect: {type(exc).__name__}: {exc}"
             self.client.close()
