@@ -16,6 +16,8 @@ import msgspec
 class Quality(enum.Enum):
     """How far a value can be trusted, worst last."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
     GOOD = "GOOD"
     SUSPECT = "SUSPECT"
     UNCERTAIN = "UNCERTAIN"
@@ -24,6 +26,8 @@ class Quality(enum.Enum):
 
 class Classification(enum.Enum):
     """What a point means to the plant: a sample, a state change, or an alarm bit."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
 
     TELEMETRY = "TELEMETRY"
     EVENT = "EVENT"
@@ -64,6 +68,8 @@ def now_ns() -> int:
 class AlarmState(enum.Enum):
     """Alarm lifecycle (ISA-18.2): active or cleared, acknowledged or not."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
     ACTIVE_UNACKED = "ACTIVE_UNACKED"
     ACTIVE_ACKED = "ACTIVE_ACKED"
     CLEARED_UNACKED = "CLEARED_UNACKED"
@@ -74,6 +80,8 @@ class AlarmState(enum.Enum):
 
 class Severity(enum.Enum):
     """How urgent an alarm or a gateway event is, most urgent last."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
 
     INFO = "INFO"
     WARNING = "WARNING"

@@ -167,34 +167,32 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+# 14 low bits of a long, both bytes with the continuation bit (n >= 2**14) ...
+_LOW14 = [bytes(((i & 0x7F) | 0x80, ((i >> 7) & 0x7F) | 0x80)) for i in range(1 << 14)]
+# ... and the whole encoding of 0x80 <= n < 2**14.
+_SMALL14 = [bytes(((i & 0x7F) | 0x80, i >> 7)) if i >= 0x80 else b"" for i in range(1 << 14)]
+
+
 def zigzag(n: int) -> bytes:
-    """Avro ``long``: zigzag + varint. Large values (ns timestamps) reuse a
-    cached encoding of their high bits, which repeat within a batch."""
+    """Avro ``long``: zigzag + varint.
+
+    Values from 2**14 up are the encoding of their low 14 bits (a table)
+    followed by a cached encoding of the rest, which repeats within a batch
+    (timestamps of one poll, nearby sequence numbers)."""
     n = (n << 1) ^ (n >> 63)
     if n < 0x80:
         return _BYTE[n]
     if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    if n < 1 << 35:
-        return _varint(n)
-    high = n >> 35
-    tail = _TAILS.get(high)
-    if tail is None:
-        if len(_TAILS) > 4096:
-            _TAILS.clear()
-        tail = _TAILS[high] = _varint(high)
-    return (
-        bytes(
-            (
-                (n & 0x7F) | 0x80,
-                ((n >> 7) & 0x7F) | 0x80,
-                ((n >> 14) & 0x7F) | 0x80,
-                ((n >> 21) & 0x7F) | 0x80,
-                ((n >> 28) & 0x7F) | 0x80,
-            )
-        )
-        + tail
-    )
+        return _SMALL14[n]
+    return _LOW14[n & 0x3FFF] + (_TAILS.get(n >> 14) or _tail(n >> 14))
+
+
+def _tail(high: int) -> bytes:
+    """Varint of a long's bits above the low 14, cached (bounded)."""
+    if len(_TAILS) > 8192:
+        _TAILS.clear()
+    b = _TAILS[high] = _varint(high)
+    return b
 
 
 class _StrCache(dict):
@@ -208,11 +206,30 @@ class _StrCache(dict):
         return b
 
 
+class _RunCache(dict):
+    """Encoding of a run of consecutive string/enum fields, keyed by their values
+    (asset_id + parameter, unit + quality + classification...). Bounded."""
+
+    def __init__(self, encoders: list[Callable[[Any], bytes]]) -> None:
+        super().__init__()
+        self.encoders = encoders
+
+    def __missing__(self, key: tuple) -> bytes:
+        if len(self) > 65536:
+            self.clear()
+        b = self[key] = b"".join(e(x) for e, x in zip(self.encoders, key, strict=True))
+        return b
+
+
 class _Gen:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.env: dict[str, Any] = {
             "zz": zigzag,
+            "SM": _SMALL14,
+            "LO": _LOW14,
+            "TL": _TAILS,
+            "tail": _tail,
             "S": _StrCache(),
             "pd": _pack_double,
             "B": _BYTE,
@@ -229,8 +246,21 @@ class _Gen:
         if isinstance(t, mi.StructType):
             v = self.var()
             L(f"{ind}{v} = {expr}")
-            for f in t.fields:
-                self.emit(f.type, f"{v}.{f.name}", ind)
+            run: list[mi.Field] = []
+            for f in [*t.fields, None]:
+                if f is not None and isinstance(f.type, mi.StrType | mi.EnumType):
+                    run.append(f)
+                    continue
+                if len(run) == 1:
+                    self.emit(run[0].type, f"{v}.{run[0].name}", ind)
+                elif run:  # consecutive strings/enums: one cached lookup for the run
+                    cache = self.var("R")
+                    self.env[cache] = _RunCache([self._scalar(x.type) for x in run])
+                    key = ", ".join(f"{v}.{x.name}" for x in run)
+                    L(f"{ind}a({cache}[({key})])")
+                run = []
+                if f is not None:
+                    self.emit(f.type, f"{v}.{f.name}", ind)
         elif isinstance(t, mi.EnumType):
             tbl = self.var("E")
             self.env[tbl] = {
@@ -242,8 +272,14 @@ class _Gen:
             pass
         elif isinstance(t, mi.BoolType):
             L(f"{ind}a(B[1] if {expr} else B[0])")
-        elif isinstance(t, mi.IntType):
-            L(f"{ind}a(zz({expr}))")
+        elif isinstance(t, mi.IntType):  # zigzag() inlined: longs are most of the work
+            n = self.var("n")
+            L(f"{ind}{n} = {expr}")
+            L(f"{ind}{n} = ({n} << 1) ^ ({n} >> 63)")
+            L(f"{ind}if {n} < 0x4000:")
+            L(f"{ind}    a(SM[{n}] if {n} >= 0x80 else B[{n}])")
+            L(f"{ind}else:")
+            L(f"{ind}    a(LO[{n} & 0x3FFF]); a(TL.get({n} >> 14) or tail({n} >> 14))")
         elif isinstance(t, mi.FloatType):
             L(f"{ind}a(pd({expr}))")
         elif isinstance(t, mi.StrType):
@@ -282,6 +318,15 @@ class _Gen:
             L(f"{ind}    raise EncodeError(f'{{type({v}).__name__}} fits no branch of {expr}')")
         else:
             raise TypeError(f"no Avro mapping for {t!r}")
+
+    def _scalar(self, t: mi.Type) -> Callable[[Any], bytes]:
+        if isinstance(t, mi.StrType):
+            return self.env["S"].__getitem__
+        table = {
+            **{m: zigzag(i) for i, m in enumerate(t.cls)},
+            **{m.value: zigzag(i) for i, m in enumerate(t.cls)},
+        }
+        return table.__getitem__
 
     def _test(self, t: mi.Type, v: str) -> str:
         if isinstance(t, mi.NoneType):

@@ -1,5 +1,10 @@
 """The embedded log backend: a durable log in one SQLite file.
 
+Storage: like Kafka's segments, one row per appended batch and partition
+(``batches``: base/last offset, time, msgpack list of (key, value)); a batch
+larger than ``MAX_BATCH_BYTES`` is split over several rows. Consumers unpack
+rows and skip to their exact offset, so offsets stay per record.
+
 Durability: WAL journal, ``synchronous=FULL``; ``append`` returns after its
 transaction committed (the WAL fsync'd). Several OS processes (bulkheads) may
 append to the same file: every write transaction is ``BEGIN IMMEDIATE`` (the
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 from otgate.actors.log.base import LogRecord, TopicPartition, TopicSpec
 from otgate.actors.log.partition import partition_for
 
@@ -44,10 +50,10 @@ CREATE TABLE IF NOT EXISTS partitions(
     tid INTEGER NOT NULL, partition INTEGER NOT NULL,
     start_offset INTEGER NOT NULL DEFAULT 0, next_offset INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tid, partition)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records(
-    tid INTEGER NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
-    ts INTEGER NOT NULL, key BLOB, value BLOB NOT NULL,
-    PRIMARY KEY(tid, partition, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches(
+    tid INTEGER NOT NULL, partition INTEGER NOT NULL, base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL, ts INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    payload BLOB NOT NULL, PRIMARY KEY(tid, partition, base_offset)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_offsets(
     grp TEXT NOT NULL, tid INTEGER NOT NULL, partition INTEGER NOT NULL,
     offset INTEGER NOT NULL, PRIMARY KEY(grp, tid, partition)) WITHOUT ROWID;
@@ -55,6 +61,45 @@ CREATE TABLE IF NOT EXISTS schemas(
     id INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL, version INTEGER NOT NULL,
     schema TEXT NOT NULL, UNIQUE(subject, schema));
 """
+
+MAX_BATCH_BYTES = 1024 * 1024
+"""A larger append is stored as several batch rows."""
+
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder(list[tuple[bytes | None, bytes]]).decode
+
+# First batch holding ``offset`` or after it, then the following ones.
+_BATCHES_FROM = (
+    "SELECT base_offset, ts, payload FROM batches WHERE tid=? AND partition=? AND base_offset >="
+    " (SELECT COALESCE(MAX(base_offset), 0) FROM batches WHERE tid=? AND partition=?"
+    " AND base_offset <= ?) ORDER BY base_offset LIMIT ?"
+)
+
+
+def unpack_batches(
+    topic: str, partition: int, rows: list[tuple], offset: int, limit: int
+) -> list[LogRecord]:
+    """Records at or after ``offset`` from batch rows (base_offset, ts, payload)."""
+    out: list[LogRecord] = []
+    for base, ts, payload in rows:
+        recs = _unpack(payload)
+        skip = max(0, offset - base)
+        for i in range(skip, len(recs)):
+            if len(out) >= limit:
+                return out
+            k, v = recs[i]
+            out.append(
+                LogRecord(
+                    topic=topic,
+                    partition=partition,
+                    offset=base + i,
+                    key=k,
+                    value=v,
+                    timestamp_ns=ts,
+                )
+            )
+    return out
+
 
 POLL_S = 0.05
 """How often an idle consumer looks for records other processes wrote."""
@@ -83,6 +128,16 @@ def connect(path: Path, busy_timeout_s: float, *, readonly: bool = False) -> sql
         con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     return con
+
+
+def _payloads(recs: list[tuple[bytes | None, bytes]]) -> list[tuple[int, bytes]]:
+    """msgpack payloads ``(record count, bytes)`` of at most ~MAX_BATCH_BYTES each
+    (split in halves only when one payload would be larger)."""
+    payload = _pack(recs)
+    if len(payload) <= MAX_BATCH_BYTES or len(recs) == 1:
+        return [(len(recs), payload)]
+    half = len(recs) // 2
+    return _payloads(recs[:half]) + _payloads(recs[half:])
 
 
 class _Pending:
@@ -186,15 +241,19 @@ class EmbeddedLog:
 
     async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[LogRecord]:
         """Up to ``limit`` records of one partition from ``offset`` (no group, no commit)."""
-        rows = await self._read(
-            "SELECT r.offset, r.ts, r.key, r.value FROM records r JOIN topics t ON t.tid = r.tid"
-            " WHERE t.name=? AND r.partition=? AND r.offset>=? ORDER BY r.offset LIMIT ?",
-            (topic, partition, offset, limit),
-        )
-        return [
-            LogRecord(topic=topic, partition=partition, offset=o, key=k, value=v, timestamp_ns=ts)
-            for o, ts, k, v in rows
-        ]
+        tids = await self._read("SELECT tid FROM topics WHERE name=?", (topic,))
+        if not tids:
+            raise UnknownTopic(topic)
+        tid = tids[0][0]
+        out: list[LogRecord] = []
+        while len(out) < limit:
+            rows = await self._read(_BATCHES_FROM, (tid, partition, tid, partition, offset, 64))
+            got = unpack_batches(topic, partition, rows, offset, limit - len(out))
+            if not got:
+                break
+            out += got
+            offset = got[-1].offset + 1
+        return out
 
     async def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         def run() -> list[tuple]:
@@ -245,20 +304,28 @@ class EmbeddedLog:
                 except UnknownTopic as e:
                     item.error = e
                     continue
-                by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
-                for rec in item.records:
-                    by_part.setdefault(partition_for(rec[0], parts), []).append(rec)
+                if parts == 1:
+                    by_part = {0: list(item.records)}
+                else:
+                    by_part = {}
+                    for rec in item.records:
+                        by_part.setdefault(partition_for(rec[0], parts), []).append(rec)
                 for p, recs in by_part.items():
                     (nxt,) = con.execute(
                         "SELECT next_offset FROM partitions WHERE tid=? AND partition=?", (tid, p)
                     ).fetchone()
-                    rows = [(tid, p, nxt + i, now, k, v) for i, (k, v) in enumerate(recs)]
-                    con.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", rows)
-                    size = sum(len(v) + (len(k) if k else 0) for k, v in recs)
+                    base, total = nxt, 0
+                    for count, payload in _payloads(recs):
+                        con.execute(
+                            "INSERT INTO batches VALUES (?,?,?,?,?,?,?)",
+                            (tid, p, base, base + count - 1, now, len(payload), payload),
+                        )
+                        base += count
+                        total += len(payload)
                     con.execute(
                         "UPDATE partitions SET next_offset=?, bytes=bytes+? WHERE tid=? AND"
                         " partition=?",
-                        (nxt + len(recs), size, tid, p),
+                        (base, total, tid, p),
                     )
                 ok.append(item)
             con.execute("COMMIT")
@@ -390,19 +457,15 @@ class EmbeddedConsumer:
                 if len(out) >= max_records:
                     break
                 tp = tps[(self._rr + i) % len(tps)]
-                rows = con.execute(
-                    "SELECT offset, ts, key, value FROM records WHERE tid=? AND partition=?"
-                    " AND offset>=? ORDER BY offset LIMIT ?",
-                    (self._tids[tp[0]], tp[1], self._pos[tp], max_records - len(out)),
-                ).fetchall()
-                if rows:
-                    out += [
-                        LogRecord(
-                            topic=tp[0], partition=tp[1], offset=o, key=k, value=v, timestamp_ns=ts
-                        )
-                        for o, ts, k, v in rows
-                    ]
-                    self._pos[tp] = rows[-1][0] + 1
+                tid = self._tids[tp[0]]
+                while len(out) < max_records:
+                    pos = self._pos[tp]
+                    rows = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos, 16)).fetchall()
+                    got = unpack_batches(tp[0], tp[1], rows, pos, max_records - len(out))
+                    if not got:
+                        break
+                    out += got
+                    self._pos[tp] = got[-1].offset + 1
         finally:
             con.execute("COMMIT")
         self._rr += 1

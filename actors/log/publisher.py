@@ -114,18 +114,19 @@ class ReadingPublisher:
 
     def encode(self, readings: Sequence[Reading]) -> dict[str, list[tuple[bytes, bytes]]]:
         """Group and encode readings by raw topic: ``{topic: [(key, value)]}``."""
-        out: dict[str, list[tuple[bytes, bytes]]] = {}
+        by_cls: dict[Any, list[tuple[bytes, bytes]]] = {c: [] for c in self._encode}
         keys = self._keys
         enc_by_cls = self._encode
         for r in readings:
-            enc, header = enc_by_cls[r.classification]
+            c = r.classification
+            enc, header = enc_by_cls[c]
             key = keys.get(r.asset_id)
             if key is None:
                 if len(keys) > 100_000:
                     keys.clear()
                 key = keys[r.asset_id] = r.asset_id.encode()
-            out.setdefault(RAW_TOPIC[r.classification], []).append((key, enc(r, header)))
-        return out
+            by_cls[c].append((key, enc(r, header)))
+        return {RAW_TOPIC[c]: recs for c, recs in by_cls.items() if recs}
 
     async def publish(self, readings: list[Reading]) -> None:
         """Encode and durably append; returns once every reading is on the log.
