@@ -279,3 +279,29 @@ async def test_event_and_alarm_points_emit_on_change(modbus_server) -> None:
     assert events[0].classification is Classification.EVENT
     assert alarms[0].classification is Classification.ALARM
     assert sum(1 for r in sink.readings if r.parameter == "temp") == len(sink.batches)
+
+
+async def test_gateway_target_unreachable_puts_only_that_unit_on_probation(
+    modbus_server,
+) -> None:
+    """Exception 11 from a TCP gateway: unit 2 on probation, unit 1 flows, socket kept."""
+    modbus_server.store.set_registers(1, Table.HOLDING, 0, [5])
+    modbus_server.faults.exception_ranges[(2, 3)] = (0, 65535, 11)
+    groups = [
+        {"unit_id": 1, "asset_id": "a", "points": [{"parameter": "v", "address": 0}]},
+        {"unit_id": 2, "asset_id": "b", "points": [{"parameter": "v", "address": 0}]},
+    ]
+    cfg = make_adapter(modbus_server.port, groups, reconnect_min=0.5, reconnect_max=1.0)
+    sink = Collector()
+    session = build(cfg, sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(session.run)
+        await sink.wait_for(lambda: session.state is State.DEGRADED, what="DEGRADED")
+        await sink.wait_for(lambda: sum(1 for r in sink.readings if r.asset_id == "a") >= 5)
+        assert sink.latest("v", "b").quality is Quality.BAD
+        asked = modbus_server.store.count(unit=2)
+        assert asked <= 2  # probation: unit 2 is not asked every poll
+        assert session.metrics()["disconnects"] == 0
+        modbus_server.faults.exception_ranges.clear()
+        await sink.wait_for(lambda: session.state is State.RUNNING, deadline=5, what="RUNNING")
+        tg.cancel_scope.cancel()

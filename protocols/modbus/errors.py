@@ -16,12 +16,16 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 SERVER_BUSY = 6
 ACKNOWLEDGE = 5
 RETRIABLE_CODES = frozenset({SERVER_BUSY, ACKNOWLEDGE})
+GATEWAY_PATH_UNAVAILABLE = 10
+GATEWAY_TARGET_NO_RESPONSE = 11
+UNIT_UNAVAILABLE_CODES = frozenset({GATEWAY_PATH_UNAVAILABLE, GATEWAY_TARGET_NO_RESPONSE})
 
 
 class Failure(enum.Enum):
     """Why a read produced no values. Points of that read become BAD."""
 
     EXCEPTION = "exception"  # the device answered with an exception code
+    UNIT_UNAVAILABLE = "unit_unavailable"  # a TCP gateway says the unit behind it is gone
     TIMEOUT = "timeout"  # no answer within the request's budget
     DISCONNECTED = "disconnected"  # transport closed / not connected / refused
     GARBAGE = "garbage"  # an answer that does not fit the request
@@ -44,6 +48,11 @@ def classify(exc: BaseException) -> Failure:
 def is_retriable(failure: Failure, exception_code: int | None = None) -> bool:
     """True only for answers that ask the client to repeat the same request."""
     return failure is Failure.EXCEPTION and exception_code in RETRIABLE_CODES
+
+
+def exception_failure(code: int | None) -> Failure:
+    """Exception codes 10/11 come from a gateway whose target unit is gone."""
+    return Failure.UNIT_UNAVAILABLE if code in UNIT_UNAVAILABLE_CODES else Failure.EXCEPTION
 
 
 def is_connection_fault(failure: Failure) -> bool:

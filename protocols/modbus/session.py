@@ -8,6 +8,8 @@ Failure handling (the whitelist lives in ``errors.py``):
 
 * exception code → BAD for that read's points only; "server busy" (6) and
   "acknowledge" (5) are retried ``busy_retries`` times with backoff first;
+  10/11 (a TCP gateway's target unit is unreachable) put that unit on
+  probation like a timeout;
 * garbage (an answer that does not fit) or a NaN → BAD for those points;
 * disconnect → the session goes DEGRADED, publishes BAD once for every point,
   closes the client and reconnects with exponential backoff plus jitter, for
@@ -39,7 +41,12 @@ from otgate.actors.messages import State
 from otgate.actors.records import Quality, Reading, now_ns
 from otgate.protocols.modbus.config import Table
 from otgate.protocols.modbus.convert import registers_to_bytes
-from otgate.protocols.modbus.errors import Failure, classify, is_retriable
+from otgate.protocols.modbus.errors import (
+    Failure,
+    classify,
+    exception_failure,
+    is_retriable,
+)
 from otgate.protocols.modbus.planning import ReadRequest, plan_reads
 
 log = logging.getLogger("otgate.protocols.modbus")
@@ -242,12 +249,12 @@ class ModbusSession(Actor):
                 if payload is Failure.DISCONNECTED:
                     healthy = False
                     break
-                if payload is Failure.TIMEOUT:
+                if payload is Failure.TIMEOUT or payload is Failure.UNIT_UNAVAILABLE:
                     self._unit_failed(req.unit_id, time.monotonic())
                     for other in self.requests:  # the unit's other reads are skipped now
                         if other.unit_id == req.unit_id and other is not req:
                             self._bad(other, now, out)
-                    if self._reset_on_timeout():
+                    if payload is Failure.TIMEOUT and self._reset_on_timeout():
                         healthy = False
                         break
                 continue
@@ -293,9 +300,10 @@ class ModbusSession(Actor):
                     continue
                 self.counters["exceptions"] += 1
                 self.last_error = f"unit {req.unit_id} fc {fc} @{req.address}: exception {code}"
-                if self.probation and req.unit_id in self.probation:
+                failure = exception_failure(code)
+                if failure is Failure.EXCEPTION and self.probation and req.unit_id in self.probation:
                     self._unit_ok(req.unit_id)  # it answered: alive
-                return Failure.EXCEPTION
+                return failure
             if self.probation and req.unit_id in self.probation:
                 self._unit_ok(req.unit_id)
             if req.table is Table.HOLDING or req.table is Table.INPUT:
