@@ -46,6 +46,19 @@ from otgate.protocols.opcua.emitter import Emitter, PointMeta
 
 log = logging.getLogger("otgate.protocols.opcua")
 
+
+class _QuietLostConnection(logging.Filter):
+    """asyncua logs every lost connection as an ERROR traceback from its publish
+    loop; the session reports the loss itself (``adapter_disconnected``), so
+    those records are dropped. Other errors of that loop still get through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_QuietLostConnection())
+
 _CLIENT_HANDLE_BASE = 1000
 _MAX_ITEMS_PER_CREATE = 1000
 
