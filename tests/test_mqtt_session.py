@@ -279,3 +279,36 @@ async def test_tls_with_ca_verification(tmp_path):
             tg.cancel_scope.cancel()
     finally:
         peer.stop()
+
+
+@pytest.mark.parametrize("ack", ["after_log", "on_receipt"])
+async def test_qos1_messages_not_in_the_log_are_redelivered_after_a_crash(mosquitto, tmp_path, ack):
+    cfg = make_cfg(mosquitto, client_id=f"otgate-ack-{ack}", ack=ack)
+    stuck = anyio.Event()
+
+    async def log_never_accepts(batch: list[Reading]) -> None:
+        stuck.set()
+        await anyio.sleep_forever()
+
+    first = cfg.build(BuildContext(gateway_id="gw", publish=log_never_accepts, state_dir=tmp_path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await wait_until(lambda: first.state is State.RUNNING, what="first session")
+        await publish(mosquitto, [(f"plant/c{i}/telemetry", doc(float(i))) for i in range(5)])
+        with anyio.fail_after(10):
+            await stuck.wait()
+        tg.cancel_scope.cancel()  # the gateway dies before the log took the readings
+
+    sink = Collector()
+    second = make_session(cfg, sink, tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(second.run)
+        await wait_until(lambda: second.state is State.RUNNING, what="second session")
+        await publish(mosquitto, [("plant/marker/telemetry", doc(0.0))])
+        await wait_until(lambda: sink.last("marker", "temp") is not None, what="marker")
+        tg.cancel_scope.cancel()
+    redelivered = [i for i in range(5) if sink.last(f"c{i}", "temp") is not None]
+    if ack == "after_log":
+        assert redelivered == [0, 1, 2, 3, 4]
+    else:  # acknowledged on receipt: the broker forgot them, they are lost
+        assert redelivered == []

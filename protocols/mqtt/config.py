@@ -48,6 +48,18 @@ class TimeFormat(enum.Enum):
     ISO8601 = "iso8601"
 
 
+class AckPolicy(enum.Enum):
+    """When a QoS 1 message is acknowledged to the broker."""
+
+    AFTER_LOG = "after_log"
+    """After its readings were accepted by the durable log: at-least-once end to end
+    (a crash before that makes the broker redeliver). The broker's in-flight window
+    (mosquitto ``max_inflight_messages``, default 20) then bounds throughput."""
+    ON_RECEIPT = "on_receipt"
+    """As soon as the client reads it (paho's default): faster, but messages
+    received and not yet in the log are lost if the gateway process dies."""
+
+
 class MqttField(StrictStruct):
     """One value inside a JSON payload, mapped to one parameter."""
 
@@ -161,6 +173,8 @@ class MqttSource(StrictStruct, tag="mqtt", tag_field="type"):
     """User name (None = anonymous)."""
     password: str | None = None
     """Password, normally ``${secret:NAME}`` (resolved at load time; never logged)."""
+    ack: AckPolicy = AckPolicy.AFTER_LOG
+    """after_log | on_receipt: when QoS 1 messages are acknowledged."""
     tls: MqttTls | None = None
     """TLS settings; None = plain TCP."""
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30

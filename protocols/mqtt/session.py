@@ -12,11 +12,14 @@ drains what the client has queued, then awaits one ``publish``. A payload that
 does not fit its mapping gives BAD readings with a reason in the
 ``mqtt_bad_payload`` log event; the session keeps flowing.
 
-What can be lost: QoS 0 messages while disconnected; QoS 1 messages the
-client acknowledged (paho acknowledges on receipt) but had not yet published
-to the log when the process died; messages beyond ``max_queued_messages``
-while the log pushes back; everything queued when the broker itself restarts
-without persistence.
+QoS 1 messages are acknowledged after their readings were accepted by the
+log (``ack = "after_log"``, the default): a crash in between makes the broker
+redeliver them (duplicates are possible, loss is not). What can be lost: QoS 0
+messages while disconnected; with ``ack = "on_receipt"``, QoS 1 messages read
+but not yet in the log when the process dies; messages beyond
+``max_queued_messages`` while the log pushes back (only with on_receipt: with
+after_log the broker's in-flight window stops first); everything queued when
+the broker itself restarts without persistence.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
-from otgate.protocols.mqtt.config import MqttSource
+from otgate.protocols.mqtt.config import AckPolicy, MqttSource
 from otgate.protocols.mqtt.mapping import Router
 from otgate.protocols.opcua.emitter import Emitter
 
@@ -170,6 +173,10 @@ class MqttSession(Actor):
     async def _cycle(self, attempt: int, down_since: float) -> None:
         """Connect, subscribe, consume until the connection drops (raises MqttError)."""
         client = self._client()
+        manual_ack = self.cfg.ack is AckPolicy.AFTER_LOG
+        if manual_ack:
+            # aiomqtt has no option for it; paho's public switch on its client.
+            client._client.manual_ack_set(True)
         with anyio.fail_after(self.cfg.connect_timeout_s):
             await client.__aenter__()
         try:
@@ -188,7 +195,7 @@ class MqttSession(Actor):
                 attempt,
                 time.monotonic() - down_since,
             )
-            await self._consume(client)
+            await self._consume(client, manual_ack)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 try:
@@ -196,15 +203,25 @@ class MqttSession(Actor):
                 except aiomqtt.MqttError:
                     pass  # already disconnected: nothing to close
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
+    async def _consume(self, client: aiomqtt.Client, manual_ack: bool) -> None:
+        """Handle what the client has queued, publish it, then acknowledge it."""
         queue = client._queue  # aiomqtt has no public non-blocking get
+        paho = client._client
         handle = self._handle
-        async for message in messages:
+        pending_acks: list[tuple[int, int]] = []
+        async for message in client.messages:
             handle(message)
+            if manual_ack and message.qos:
+                pending_acks.append((message.mid, message.qos))
             while not queue.empty() and not self.emitter.full:
-                handle(queue.get_nowait())
+                message = queue.get_nowait()
+                handle(message)
+                if manual_ack and message.qos:
+                    pending_acks.append((message.mid, message.qos))
             await self.emitter.flush()
+            for mid, qos in pending_acks:
+                paho.ack(mid, qos)
+            pending_acks.clear()
 
     def _handle(self, message: aiomqtt.Message) -> None:
         self.messages += 1
