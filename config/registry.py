@@ -8,5 +8,8 @@ from otgate.protocols.modbus_tcp import ModbusTcpAdapter
 from otgate.protocols.mqtt import MqttSource
 from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.synthetic import SyntheticAdapter
+from otgate.simulations.parts import SimulatorConfig
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
+
+__all__ = ["AdapterConfig", "SimulatorConfig"]

@@ -12,7 +12,7 @@ from otgate.config.base import (
     PositiveSeconds,
     StrictStruct,
 )
-from otgate.config.registry import AdapterConfig
+from otgate.config.registry import AdapterConfig, SimulatorConfig
 from otgate.supervisors.spec import OnExhausted, SupervisorFlags
 
 Listen = Annotated[
@@ -119,14 +119,21 @@ class GatewayConfig(StrictStruct):
     defaults: Defaults = Defaults()
     adapters: list[AdapterConfig] = []
     """Device connections, one session actor each."""
+    simulators: list[SimulatorConfig] = []
+    """Simulated devices this gateway starts itself (demo plant, soak tests)."""
     bulkheads: list[BulkheadSection] = []
     """Process grouping and limits (optional)."""
 
+    def part_ids(self) -> list[str]:
+        """Ids of every part that runs as an actor, simulators first (devices up
+        before the sessions that read them)."""
+        return [s.id for s in self.simulators] + [a.id for a in self.adapters]
+
     def __post_init__(self) -> None:
-        ids = [a.id for a in self.adapters]
+        ids = self.part_ids()
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"adapters: duplicate id(s) {', '.join(dupes)}")
+            raise ValueError(f"duplicate part id(s) {', '.join(dupes)}")
         seen: dict[str, str] = {}
         for b in self.bulkheads:
             for m in b.members:

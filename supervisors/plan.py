@@ -29,8 +29,8 @@ class BulkheadPlan:
 
 
 def parts(cfg: GatewayConfig) -> dict[str, Any]:
-    """Every part that runs as an actor inside a bulkhead, by id, in config order."""
-    return {a.id: a for a in cfg.adapters}
+    """Every part that runs as an actor inside a bulkhead, by id, in start order."""
+    return {p.id: p for p in (*cfg.simulators, *cfg.adapters)}
 
 
 def plan_bulkheads(cfg: GatewayConfig) -> list[BulkheadPlan]:
