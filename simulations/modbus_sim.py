@@ -81,9 +81,9 @@ class Faults(StrictStruct, kw_only=True):
     garbage_probability: Probability = 0.0
     """Share of replies corrupted on the wire."""
     disconnect_every_s: PositiveSeconds | None = None
-    """Close every client connection this often (TCP)."""
+    """Close every client connection this often (TCP only)."""
     reboot_every_s: PositiveSeconds | None = None
-    """Stop the server this often, for ``reboot_down_s`` (TCP)."""
+    """Reboot this often: TCP stops listening, RTU units fall silent, for ``reboot_down_s``."""
     reboot_down_s: PositiveSeconds = 2.0
     """Seconds a reboot keeps the server away."""
 
@@ -111,7 +111,8 @@ class ModbusRtuSimConfig(StrictStruct, kw_only=True):
     devices: list[SimDevice] = []
     """Simulated unit ids on the line."""
     faults: Faults = Faults()
-    """Fault injection (disconnect/reboot do not apply to a serial line)."""
+    """Fault injection (on a serial line a reboot silences every unit for
+    ``reboot_down_s``; ``disconnect_every_s`` does not apply)."""
     baudrate: Annotated[int, msgspec.Meta(gt=0)] = 19200
     """Nominal baud rate (a pty does not throttle; the value is only configured)."""
     update_interval: PositiveSeconds = 0.5
@@ -329,7 +330,14 @@ class ModbusSimulator:
             self.relay = None
 
     async def reboot(self, down_s: float) -> None:
-        """Stop serving for ``down_s`` seconds, then listen again on the same port."""
+        """TCP: stop serving for ``down_s`` seconds, then listen again on the same
+        port. RTU: every unit on the line stays silent for ``down_s`` seconds."""
+        if self.relay is not None:
+            silent = set(self.store.tables) - self.faults.dead_units
+            self.faults.dead_units |= silent
+            await anyio.sleep(down_s)
+            self.faults.dead_units -= silent
+            return
         await self.stop()
         await anyio.sleep(down_s)
         await self.start_tcp(self.host, self.port)
@@ -372,6 +380,10 @@ async def _fault_schedule(sim: ModbusSimulator, faults: Faults) -> None:
                     await sim.reboot(down)
 
             tg.start_soon(reboots, faults.reboot_every_s, faults.reboot_down_s)
+
+
+def _no_disconnects(faults: Faults) -> Faults:
+    return msgspec.structs.replace(faults, disconnect_every_s=None)
 
 
 async def run_modbus_tcp_simulator(
@@ -423,6 +435,7 @@ async def run_modbus_rtu_simulator(
         log.info("sim_started kind=modbus_rtu path=%s units=%d", path, len(cfg.devices))
         async with anyio.create_task_group() as tg:
             tg.start_soon(feeder.run, cfg.update_interval)
+            tg.start_soon(_fault_schedule, sim, _no_disconnects(cfg.faults))
             task_status.started(path)
     finally:
         with anyio.CancelScope(shield=True):

@@ -147,3 +147,29 @@ async def test_rtu_simulator_reports_its_client_path() -> None:
             what="temp moving over RTU",
         )
         tg.cancel_scope.cancel()
+
+
+async def test_rtu_reboot_silences_the_line_then_recovers() -> None:
+    sink = Collector()
+    cfg = msgspec.convert(
+        {"devices": [{"unit_id": 5, "points": SIM_POINTS}], "update_interval": 0.02,
+         "faults": {"reboot_every_s": 0.5, "reboot_down_s": 0.4}},
+        ModbusRtuSimConfig,
+    )
+    async with anyio.create_task_group() as tg:
+        path = await tg.start(run_modbus_rtu_simulator, cfg)
+        adapter = msgspec.convert(
+            {"type": "modbus_rtu", "id": "rtu", "port": path, "poll_interval": 0.05,
+             "timeout": 0.1, "reconnect_min": 0.05, "reconnect_max": 0.1,
+             "groups": [{"unit_id": 5, "asset_id": "line", "points": gateway_points()}]},
+            ModbusRtuAdapter,
+        )
+        session = adapter.build(ctx(sink))
+        await tg.start(session.run)
+        await sink.wait_for(lambda: session.state is State.DEGRADED, what="silent line")
+        assert sink.latest("temp").quality is Quality.BAD
+        await sink.wait_for(lambda: session.state is State.RUNNING, what="line back")
+        mark = len(sink.readings)
+        await sink.wait_for(lambda: any(r.parameter == "temp" and r.quality is Quality.GOOD
+                                        for r in sink.since(mark)), what="GOOD again")
+        tg.cancel_scope.cancel()
