@@ -35,6 +35,7 @@ class LogCodec:
         self._codec = Codec(schemas)
         self._decoder = Decoder(schemas)
         self._headers: dict[str, bytes] = {}
+        self._pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._schemas = schemas
         self._fast: dict[tuple[str, bytes], Callable[[bytes, int], Any] | None] = {}
 
@@ -52,13 +53,17 @@ class LogCodec:
         ``telemetry.raw`` to ``telemetry.clean``); None otherwise. Both topics
         must have been prepared.
         """
-        src = self._headers.get(src_topic)
-        dst = self._headers.get(dst_topic)
-        if src is None or dst is None or value[:5] != src:
+        pair = self._pairs.get((src_topic, dst_topic))
+        if pair is None:
+            src = self._headers.get(src_topic)
+            dst = self._headers.get(dst_topic)
+            same = record_type(src_topic) is record_type(dst_topic)
+            if src is None or dst is None or not same:
+                return None
+            pair = self._pairs[(src_topic, dst_topic)] = (src, dst)
+        if value[:5] != pair[0]:
             return None
-        if record_type(src_topic) is not record_type(dst_topic):
-            return None
-        return dst + value[5:]
+        return pair[1] + value[5:]
 
     def encode(self, topic: str, obj: Any) -> bytes:
         return self._codec.encode(topic, obj)

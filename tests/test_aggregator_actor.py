@@ -121,6 +121,6 @@ async def test_late_reading_counted_not_aggregated(tmp_path):
         out = await windows_1s(lg)
         assert out[0].max == 100.0  # 0.95 came 0.35 s late: within the 0.5 s lateness
         assert out[0].count == 11
-        assert agg.metrics()["late_total.1s"] == 1.0  # 0.99 came after [0,1) closed
+        assert agg.metrics()["late_1s_total"] == 1.0  # 0.99 came after [0,1) closed
     finally:
         await lg.close()

@@ -253,7 +253,7 @@ class AggregatorActor(Actor):
             "busy_seconds_total": self.busy_s,
         }
         for res, n in w.late.items():
-            m[f"late_total.{res}"] = float(n)
+            m[f"late_{res}_total"] = float(n)
         return m
 
 

@@ -178,7 +178,7 @@ class ValidatorActor(Actor):
             "busy_seconds_total": self.busy_s,
         }
         for topic, n in self.written.items():
-            m[f"written_total.{topic}"] = float(n)
+            m[f"written_{topic.replace('.', '_')}_total"] = float(n)
         for name, n in self.rules.counts.items():
             m[f"rule_{name}_total"] = float(n)
         return m
