@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,8 @@ def connect(path: Path, busy_timeout_s: float, *, readonly: bool = False) -> sql
         )
     con.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     if not readonly:
+        # only takes effect on a new file; lets retention give space back
+        con.execute("PRAGMA auto_vacuum=INCREMENTAL")
         con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     return con
@@ -153,8 +155,15 @@ class _Pending:
 class EmbeddedLog:
     """``LogBackend`` on SQLite (see the module docstring for the semantics)."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 30.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.path = Path(path)
+        self.clock = clock  # record timestamps (ns); tests age records with it
         self.busy_timeout_s = busy_timeout_s
         self._con: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
@@ -275,11 +284,18 @@ class EmbeddedLog:
         return t
 
     # -- append -----------------------------------------------------------------
-    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        """Durably append; returns after the commit. Waits while the disk tier blocks."""
+    async def append(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes]],
+        *,
+        bypass_block: bool = False,
+    ) -> None:
+        """Durably append; returns after the commit. Waits while the disk tier blocks
+        (``bypass_block`` is for the gateway's own overflow/alarm events)."""
         if not records:
             return
-        if not self._unblocked.is_set():
+        if not bypass_block and not self._unblocked.is_set():
             await self._unblocked.wait()
         item = _Pending(topic, records)
         self._pending.append(item)
@@ -295,7 +311,7 @@ class EmbeddedLog:
     def _write(self, batch: list[_Pending]) -> None:
         con = self._db()
         ok: list[_Pending] = []
-        now = time.time_ns()
+        now = self.clock()
         try:
             con.execute("BEGIN IMMEDIATE")
             for item in batch:

@@ -13,7 +13,8 @@ from typing import Any
 from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.kafka import KafkaLog
-from otgate.actors.log.publisher import Decoder, ReadingPublisher
+from otgate.actors.log.publisher import Codec, Decoder, ReadingPublisher
+from otgate.actors.log.retention import Retention, event_writer
 from otgate.actors.log.schemas import EmbeddedSchemaStore, RegistrySchemaStore, SchemaStore
 from otgate.actors.log.topics import topic_specs
 
@@ -70,3 +71,14 @@ async def open_publisher(cfg: LogConfig, state_dir: Path, log: Any) -> ReadingPu
 
 def decoder(cfg: LogConfig, state_dir: Path, log: Any) -> Decoder:
     return Decoder(schema_store(cfg, state_dir, log))
+
+
+async def open_retention(cfg: LogConfig, state_dir: Path, log: Any) -> Retention | None:
+    """The retention / disk-tier task of an embedded log (run ``.run`` in one
+    process's task group; other writer processes run ``DiskGuard``). None for
+    Kafka: the broker applies retention itself."""
+    if not isinstance(log, EmbeddedLog):
+        return None
+    codec = Codec(schema_store(cfg, state_dir, log))
+    await codec.prepare("logs.gateway")
+    return Retention(log, cfg, emit=event_writer(log, codec))
