@@ -24,6 +24,7 @@ the broker itself restarts without persistence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
@@ -177,8 +178,17 @@ class MqttSession(Actor):
         if manual_ack:
             # aiomqtt has no option for it; paho's public switch on its client.
             client._client.manual_ack_set(True)
-        with anyio.fail_after(self.cfg.connect_timeout_s):
-            await client.__aenter__()
+        try:
+            # aiomqtt bounds the CONNACK wait with ``timeout`` (raising MqttError);
+            # the outer limit only guards the executor-thread TCP connect.
+            with anyio.fail_after(self.cfg.connect_timeout_s * 2):
+                await client.__aenter__()
+        except BaseException:
+            # A failed or cancelled connect can leave paho's socket open; paho's
+            # own disconnect() closes it through its normal path.
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+            raise
         try:
             with anyio.fail_after(self.cfg.connect_timeout_s):
                 await client.subscribe([(s.topic, s.qos) for s in self.cfg.subscriptions])

@@ -27,6 +27,7 @@ _RETRIABLE_STATUS = {
     ua.StatusCodes.BadShutdown,
     ua.StatusCodes.BadTimeout,
     ua.StatusCodes.BadTooManySessions,
+    ua.StatusCodes.BadTooManySubscriptions,  # stale sessions of ours not yet expired
     ua.StatusCodes.BadTooManyOperations,
     ua.StatusCodes.BadServerNotConnected,
     ua.StatusCodes.BadSessionIdInvalid,

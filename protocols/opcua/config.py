@@ -118,7 +118,7 @@ class OpcUaSource(StrictStruct, tag="opcua", tag_field="type"):
     """Default server-side queue size of monitored items (values between publishes)."""
     client_queue_size: Annotated[int, msgspec.Meta(ge=100)] = 50_000
     """Notifications buffered in the client while the log pushes back; past that the
-    oldest are dropped (counted in ``notifications_dropped``)."""
+    oldest are dropped (``client_queue_high_water`` shows how close it came)."""
     poll_interval_s: PositiveSeconds = 1.0
     """Polling mode: seconds between reads of all points."""
     max_nodes_per_read: Annotated[int, msgspec.Meta(ge=1)] = 500
