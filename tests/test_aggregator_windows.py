@@ -163,3 +163,54 @@ def test_to_aggregate_fields():
     for name, want in (("stddev", 1.0), ("p50", 3.0), ("count_suspect", 1)):
         if hasattr(agg, name):
             assert getattr(agg, name) == pytest.approx(want)
+
+
+def test_persisted_window_state_roundtrip_skips_replayed_records():
+    w = make(res=("1s", "1min"))
+    w.persisted = frozenset({"1min"})
+    for i in range(25):  # 0.0 .. 2.4 s
+        w.add(rd(i * 0.1, float(i)), TP, i)
+    w.closed()
+    w.checkpointed = {TP: 25}
+    # committed: held by the open 1 s window [1,2) (offset 10), not by the minute window
+    assert w.commit_offsets({TP: 25}) == {TP: 10}
+    state = w.export_state()
+    assert len(state) == 1
+    w2 = make(res=("1s", "1min"))
+    w2.persisted = frozenset({"1min"})
+    w2.high_water = dict(w.high_water)
+    assert w2.import_state(state) == 1
+    for i in range(10, 30):  # replay from the commit, then 5 new records
+        w2.add(rd(i * 0.1, float(i)), TP, i)
+    assert w2.replayed_into_restored == 15 and w2.already_emitted == 0
+    w2.add(rd(41.0, 0.0), TP, 30)  # closes the minute [T0 - 20 s, T0 + 40 s)
+    closed = w2.closed()
+    (minute,) = [x for x in closed if x.resolution == "1min"]
+    assert minute.stats.count == 30 and minute.stats.sum == sum(range(30))
+    ones = [(x.start, x.stats.count) for x in closed if x.resolution == "1s"]
+    assert ones == [(T0 + S, 10), (T0 + 2 * S, 10)]  # rebuilt complete by the replay
+
+
+def test_persisted_window_held_back_until_first_checkpoint():
+    w = make(res=("1min",))
+    w.persisted = frozenset({"1min"})
+    w.add(rd(0.1), TP, 7)
+    assert w.commit_offsets({TP: 8}) == {TP: 7}  # no checkpoint yet
+    w.checkpointed = {TP: 8}
+    assert w.commit_offsets({TP: 8}) == {TP: 8}
+    other = ("telemetry.clean", 1)  # a partition the checkpoint did not know
+    w.add(rd(0.2), other, 3)
+    assert w.commit_offsets({TP: 8, other: 4}) == {TP: 8, other: 3}
+
+
+def test_stats_state_roundtrip_continues_the_reservoir_identically():
+    a = WindowStats(max_samples=16, seed=7)
+    for i in range(100):
+        a.add(float(i), Quality.GOOD)
+    b = WindowStats.from_state(a.state(), 16)
+    for st in (a, b):
+        for i in range(100, 300):
+            st.add(float(i), Quality.SUSPECT)
+    assert a.percentiles() == b.percentiles()
+    assert (a.count, a.n, a.mean, a.stddev, a.quality_counts) == (
+        b.count, b.n, b.mean, b.stddev, b.quality_counts)

@@ -1,31 +1,41 @@
 """The aggregator actor: ``telemetry.clean`` → ``telemetry.1s`` / ``1min`` / ``1h``.
 
-Restart scheme (no window emitted twice, none lost):
+Restart scheme (no window emitted twice, none lost or partial):
 
-1. *Input offsets* are committed only up to the first record of the oldest
-   window still open (``Windows.commit_offsets``). After a crash the log
-   replays every record of every window that was open, so each is rebuilt
-   complete. The price: a restart re-reads up to one longest window (1 h) of
-   input.
-2. *Emitted windows* are remembered as a high-water mark per (asset,
-   parameter, resolution): the start of the last window emitted. A rebuilt
-   window at or below it is skipped. The marks live in
-   ``<state_dir>/<actor id>.hwm.json`` **and** are recoverable from the output
-   topics themselves, which are the truth: a second consumer group
-   ``<group>.emitted`` reads our own outputs. At a checkpoint the actor reads
-   that group to the end (everything it appended so far is reflected in the
-   in-memory marks), saves the marks (fsync + rename), then commits the
-   ``.emitted`` offsets. At start it loads the file and folds in every
-   aggregate written after the committed ``.emitted`` offsets, i.e. exactly
-   those appended after the last checkpoint, before it consumes any input.
-   A crash at any point leaves the file at or behind the committed offsets'
-   coverage, never ahead of what is on the log.
+1. *Emitted windows* are remembered as a high-water mark per (asset,
+   parameter, resolution): the start of the last window emitted (windows of
+   one stream close in start order). A rebuilt or restored window at or below
+   it is skipped, never emitted twice. The output topics are the truth for
+   the marks: a second consumer group ``<group>.emitted`` reads our own
+   outputs. At a checkpoint the actor reads that group to the end
+   (everything it appended so far is already in the in-memory marks), saves
+   the checkpoint file, then commits the ``.emitted`` offsets. At start it
+   loads the file and folds in every aggregate written after the committed
+   ``.emitted`` offsets (those appended after the last checkpoint) before it
+   consumes any input. A crash at any point leaves the file at or behind
+   what is on the log, and the fold closes the gap.
+2. *Short windows* (shorter than ``persist_from``, e.g. 1 s) are rebuilt by
+   replay: the input commit never passes the first record of an open short
+   window, so after a crash the log replays every record of each.
+3. *Persisted windows* (``persist_from`` and longer: 1 min, 1 h) are saved
+   with their statistics in the checkpoint, each with the last offset it
+   included per partition (``through``), together with the input positions
+   at that moment. Between checkpoints the input commit is also held back to
+   those positions. After a crash the windows are restored, replayed records
+   at or below ``through`` are skipped for them, later ones are added, so
+   each record counts once. A restart therefore replays about one checkpoint
+   interval plus one short window of input, not up to an hour. With
+   ``persist_from = None`` every window is rebuilt as in 2.
+
+File: ``<state_dir>/<actor id>.ckpt`` (msgpack, fsync + rename; see
+``checkpoint.py``). Its size grows with the open persisted windows (each
+keeps up to ``max_samples`` values for the percentiles).
 
 Order per loop: fetch → add to windows → take closed windows → append them →
-commit input offsets (held back as in 1) → checkpoint when due. A failed
-append raises; the supervisor restarts the actor, which recovers as above.
-Late readings (their window already closed) are counted, not aggregated; they
-stay in ``telemetry.clean``.
+commit input offsets (held back as in 2 and 3) → checkpoint when due. A
+failed append raises; the supervisor restarts the actor, which recovers as
+above. Late readings (their window already closed) are counted, not
+aggregated; they stay in ``telemetry.clean``.
 
 ``codec`` is duck-typed: ``encode(topic, record)`` / ``decode(topic, value)``.
 """
@@ -37,10 +47,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from otgate.actors.actor import Actor
 from otgate.actors.aggregator import checkpoint
 from otgate.actors.aggregator.config import AggregatorConfig
-from otgate.actors.aggregator.windows import Window, Windows
+from otgate.actors.aggregator.windows import RESOLUTIONS_NS, Window, Windows
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import Aggregate, DeadLetter, Quality, Reading, now_ns
@@ -48,6 +59,14 @@ from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 log = logging.getLogger("otgate.aggregator")
+
+
+def persisted_resolutions(config: AggregatorConfig) -> frozenset[str]:
+    """The configured resolutions at least as long as ``persist_from``."""
+    if config.persist_from is None:
+        return frozenset()
+    floor = RESOLUTIONS_NS[config.persist_from]
+    return frozenset(r for r in config.resolutions if RESOLUTIONS_NS[r] >= floor)
 
 _FIELDS = frozenset(Aggregate.__struct_fields__)
 
@@ -114,7 +133,7 @@ class AggregatorActor(Actor):
         self.config = config
         self.log = log_backend
         self.codec = codec
-        self.hwm_path = Path(state_dir) / f"{actor_id}.hwm.json"
+        self.ckpt_path = Path(state_dir) / f"{actor_id}.ckpt"
         self.fetch_timeout_s = fetch_timeout_s
         self._clock = clock
         self.windows = Windows(
@@ -122,6 +141,7 @@ class AggregatorActor(Actor):
             lateness_ns=int(config.watermark_lateness_s * 1e9),
             idle_timeout_s=config.idle_timeout_s,
             max_samples=config.max_samples,
+            persisted=persisted_resolutions(config),
             clock=clock,
             wall_ns=wall_ns,
         )
@@ -134,10 +154,14 @@ class AggregatorActor(Actor):
         self.undecodable = 0
         self.recovered_marks = 0
         self.checkpoints = 0
+        self.checkpoint_bytes = 0
+        self.restored_windows = 0
+        self._restored = checkpoint.Checkpoint()
         self.busy_s = 0.0
 
     async def setup(self) -> None:
-        self.windows.high_water = checkpoint.load(self.hwm_path)
+        self._restored = checkpoint.load(self.ckpt_path)
+        self.windows.high_water = self._restored.high_water()
         self.consumer = self.log.consumer(self.config.group, [self.config.input])
         self.emitted_consumer = self.log.consumer(
             f"{self.config.group}.emitted", list(self.outputs.values())
@@ -164,10 +188,12 @@ class AggregatorActor(Actor):
                 next_idle = now + 0.5
             if now >= next_checkpoint:
                 await self.checkpoint()
+                await self.emit_and_commit()  # the commit may move up to the checkpoint
                 next_checkpoint = now + interval
 
     async def recover(self) -> None:
-        """Fold every aggregate written after the last checkpoint into the marks."""
+        """Fold aggregates written after the last checkpoint into the marks, then
+        restore the persisted windows not emitted since."""
         hw = self.windows.high_water
         positions: dict[tuple[str, int], int] = {}
         while records := await self.emitted_consumer.fetch(10_000, 0.05):
@@ -178,12 +204,16 @@ class AggregatorActor(Actor):
                 if agg.window_start > hw.get(key, -(1 << 62)):
                     hw[key] = agg.window_start
                     self.recovered_marks += 1
-        checkpoint.save(self.hwm_path, hw)
+        restored = self._restored
+        self.restored_windows = self.windows.import_state(restored.windows)
+        if restored.positions:
+            self.windows.checkpointed = restored.position_map()
+        checkpoint.save(self.ckpt_path, hw, restored.windows, self.windows.checkpointed)
         if positions:
             await self.emitted_consumer.commit(positions)
         log.info(
-            "aggregator_recovered aggregator_id=%s marks=%d folded=%d",
-            self.id, len(hw), self.recovered_marks,
+            "aggregator_recovered aggregator_id=%s marks=%d folded=%d windows_restored=%d",
+            self.id, len(hw), self.recovered_marks, self.restored_windows,
         )
 
     async def process(self, records: list[LogRecord]) -> None:
@@ -230,14 +260,21 @@ class AggregatorActor(Actor):
             self._committed.update(changed)
 
     async def checkpoint(self) -> None:
-        """Save the marks, then mark our outputs up to here as covered by the file."""
+        """Save marks, persisted windows and positions; then mark our outputs up to
+        here as covered by the file, and let the input commit move up to here."""
         positions: dict[tuple[str, int], int] = {}
         while records := await self.emitted_consumer.fetch(10_000, 0):
             for rec in records:
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
-        checkpoint.save(self.hwm_path, self.windows.high_water)
+        here = dict(self.position)
+        self.checkpoint_bytes = await anyio.to_thread.run_sync(
+            checkpoint.save, self.ckpt_path, dict(self.windows.high_water),
+            self.windows.export_state(), here,
+        )
         if positions:
             await self.emitted_consumer.commit(positions)
+        if self.windows.persisted:
+            self.windows.checkpointed = here
         self.checkpoints += 1
 
     def metrics(self) -> dict[str, float]:
@@ -250,6 +287,9 @@ class AggregatorActor(Actor):
             "windows_deduplicated_total": float(w.deduplicated),
             "replayed_into_emitted_total": float(w.already_emitted),
             "checkpoints_total": float(self.checkpoints),
+            "checkpoint_bytes": float(self.checkpoint_bytes),
+            "restored_windows": float(self.restored_windows),
+            "replayed_into_restored_total": float(w.replayed_into_restored),
             "busy_seconds_total": self.busy_s,
         }
         for res, n in w.late.items():

@@ -1,47 +1,67 @@
-"""The persisted high-water marks of emitted windows (one small file per aggregator).
+"""The aggregator's checkpoint file: emitted-window marks, persisted windows, positions.
 
-File format: msgspec JSON ``{"version": 1, "marks": [[asset, parameter,
-resolution, window_start], ...]}``, written to a temporary file, fsync'd and
-renamed over the old one, so a crash leaves either the old or the new file.
-A missing file is an empty map; an unreadable one raises (never silently
-reset: that could emit windows twice).
+Format: msgpack ``{"version": 2, "marks": [[asset, parameter, resolution,
+window_start], ...], "windows": Windows.export_state(), "positions":
+[[topic, partition, next_offset], ...]}``, written to a temporary file,
+fsync'd and renamed over the old one (then the directory fsync'd), so a
+crash leaves either the old or the new file. A missing file is an empty
+checkpoint; an unreadable one raises (never silently reset: that could emit
+windows twice).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
-from otgate.actors.aggregator.windows import StreamKey
+from otgate.actors.aggregator.windows import StreamKey, TopicPartition
 
 
-class _File(msgspec.Struct):
-    version: int
-    marks: list[tuple[str, str, str, int]]
+class Checkpoint(msgspec.Struct):
+    version: int = 2
+    marks: list[tuple[str, str, str, int]] = []
+    windows: list[list[Any]] = []
+    positions: list[tuple[str, int, int]] = []
+
+    def high_water(self) -> dict[StreamKey, int]:
+        return {(a, p, r): s for a, p, r, s in self.marks}
+
+    def position_map(self) -> dict[TopicPartition, int]:
+        return {(t, p): o for t, p, o in self.positions}
 
 
 class CheckpointError(Exception):
-    """The high-water file exists but cannot be read."""
+    """The checkpoint file exists but cannot be read."""
 
 
-def load(path: Path) -> dict[StreamKey, int]:
+def load(path: Path) -> Checkpoint:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return Checkpoint()
     try:
-        f = msgspec.json.decode(data, type=_File)
+        return msgspec.msgpack.decode(data, type=Checkpoint)
     except msgspec.DecodeError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    return {(a, p, r): s for a, p, r, s in f.marks}
 
 
-def save(path: Path, marks: dict[StreamKey, int]) -> None:
+def save(
+    path: Path,
+    marks: dict[StreamKey, int],
+    windows: list[list[Any]] | None = None,
+    positions: dict[TopicPartition, int] | None = None,
+) -> int:
+    """Write atomically; returns the file size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    body = msgspec.json.encode(
-        _File(version=1, marks=[(a, p, r, s) for (a, p, r), s in marks.items()])
+    body = msgspec.msgpack.encode(
+        Checkpoint(
+            marks=[(a, p, r, s) for (a, p, r), s in marks.items()],
+            windows=windows or [],
+            positions=[(t, p, o) for (t, p), o in (positions or {}).items()],
+        )
     )
     with open(tmp, "wb") as fh:
         fh.write(body)
@@ -53,3 +73,4 @@ def save(path: Path, marks: dict[StreamKey, int]) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    return len(body)

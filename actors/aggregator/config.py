@@ -33,8 +33,14 @@ class AggregatorConfig(StrictStruct):
     "is past their end plus the lateness."
     max_samples: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
     "Values kept per window for p50/p95/p99; beyond it a deterministic reservoir sample."
-    checkpoint_interval_s: PositiveSeconds = 5.0
-    "How often the emitted-window high-water marks are saved under the state directory."
+    persist_from: Resolution | None = "1min"
+    "Windows this long and longer are saved with their statistics at each checkpoint, so they "
+    "do not hold back the input commit (a restart replays ~one checkpoint interval plus one "
+    "short window instead of up to 1 h). None: every window is rebuilt by replaying its input."
+    checkpoint_interval_s: PositiveSeconds = 10.0
+    "How often the checkpoint (emitted-window marks, persisted windows) is saved under the "
+    "state directory; its size grows with open persisted windows (up to 8 bytes x max_samples "
+    "each)."
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
     "Records fetched per batch."
 

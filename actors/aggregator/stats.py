@@ -10,8 +10,10 @@ the same records in the same order after a restart yields the same result.
 
 from __future__ import annotations
 
+import array
 import math
 import random
+from typing import Any
 
 from otgate.actors.records import Quality
 
@@ -90,6 +92,27 @@ class WindowStats:
             j = self._rng.randrange(n)
             if j < self.max_samples:
                 samples[j] = x
+
+    def state(self) -> list[Any]:
+        """Everything needed to continue this window after a restart (msgpack-able)."""
+        rng = self._rng.getstate() if self._rng is not None else None
+        return [
+            self.count, self.n, self.mean, self._m2, self.min, self.max, self.sum,
+            self.first, self.last, list(self.quality_counts), self.seed,
+            array.array("d", self._samples).tobytes(),
+            [rng[0], list(rng[1]), rng[2]] if rng is not None else None,
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any], max_samples: int) -> WindowStats:
+        st = cls(max_samples, state[10])
+        (st.count, st.n, st.mean, st._m2, st.min, st.max, st.sum, st.first, st.last) = state[:9]
+        st.quality_counts = list(state[9])
+        st._samples = array.array("d", state[11]).tolist()
+        if state[12] is not None:
+            st._rng = random.Random()
+            st._rng.setstate((state[12][0], tuple(state[12][1]), state[12][2]))
+        return st
 
     @property
     def stddev(self) -> float | None:

@@ -12,9 +12,13 @@ A reading whose window already closed (or was already emitted, see
 it stays in ``telemetry.clean``, so nothing is lost.
 
 Restart safety, together with the actor (see ``actor.py``):
-* ``commit_offsets`` never commits past the first record of any open window,
-  so after a restart the log replays every record of every window that was
-  open, and those windows are rebuilt complete.
+* ``commit_offsets`` never commits past the first record of an open window
+  that is not persisted, nor (with persisted resolutions) past the
+  positions of the last checkpoint, so after a restart the log replays every
+  record that is not in a restored window.
+* a persisted window (``persisted`` resolutions) records per partition the
+  last offset it included (``through``); a replayed record at or below it is
+  skipped for that window, so restored windows count each record once.
 * ``high_water[(asset, parameter, resolution)]`` is the start of the last
   window emitted for that stream. Windows per stream close in start order, so
   a rebuilt window whose start is ``<= high_water`` was already emitted and is
@@ -28,6 +32,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from otgate.actors.aggregator.stats import QUALITY_INDEX, WindowStats
 from otgate.actors.records import Quality, Reading
@@ -54,6 +59,7 @@ class Window:
     stats: WindowStats
     unit: str = ""
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    through: dict[TopicPartition, int] | None = None  # persisted windows: last offset added
 
     @property
     def stream(self) -> StreamKey:
@@ -78,6 +84,7 @@ class Windows:
         lateness_ns: int,
         idle_timeout_s: float,
         max_samples: int = 4096,
+        persisted: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -88,6 +95,9 @@ class Windows:
         self.lateness_ns = lateness_ns
         self.idle_timeout_s = idle_timeout_s
         self.max_samples = max_samples
+        self.persisted = persisted
+        self.checkpointed: dict[TopicPartition, int] | None = None
+        self.replayed_into_restored = 0
         self._clock = clock
         self._wall_ns = wall_ns
         self._assets: dict[str, _Asset] = {}
@@ -135,9 +145,15 @@ class Windows:
                 w = a.windows[wkey] = Window(
                     r.asset_id, r.parameter, res, start, end,
                     WindowStats(self.max_samples, seed), r.unit,
+                    through={} if res in self.persisted else None,
                 )
                 if end < a.next_close:
                     a.next_close = end
+            if w.through is not None:
+                if offset <= w.through.get(tp, -1):
+                    self.replayed_into_restored += 1  # already in the restored state
+                    continue
+                w.through[tp] = offset
             if tp not in w.first_offsets:
                 w.first_offsets[tp] = offset
             w.stats.add_fast(value, qi, x)
@@ -189,15 +205,78 @@ class Windows:
         return out
 
     def commit_offsets(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Offsets safe to commit: the position, held back to each open window's first record."""
+        """Offsets safe to commit (see the module doc).
+
+        The position, held back to the first record of every open (or closed
+        but not yet emitted) window that is not persisted; with persisted
+        resolutions, also held back to the positions of the last checkpoint
+        (records after it are not in the saved state yet) — before the first
+        checkpoint, to the persisted windows' first records.
+        """
         out = dict(positions)
-        for a in self._assets.values():
-            for w in a.windows.values():
-                for tp, off in w.first_offsets.items():
-                    if tp in out and off < out[tp]:
-                        out[tp] = off
-        for w in self._ready:  # closed but not yet emitted: still hold back
+
+        def hold(w: Window) -> None:
             for tp, off in w.first_offsets.items():
                 if tp in out and off < out[tp]:
                     out[tp] = off
+
+        ckpt = self.checkpointed
+        for a in self._assets.values():
+            for w in a.windows.values():
+                if w.through is None or ckpt is None:
+                    hold(w)
+                else:  # a partition the last checkpoint did not know yet
+                    for tp, off in w.first_offsets.items():
+                        if tp not in ckpt and tp in out and off < out[tp]:
+                            out[tp] = off
+        for w in self._ready:
+            hold(w)
+        if ckpt is not None and self.persisted:
+            for tp, off in ckpt.items():
+                if tp in out and off < out[tp]:
+                    out[tp] = off
         return out
+
+    # -- persisted state ------------------------------------------------------
+    def export_state(self) -> list[list[Any]]:
+        """The open persisted windows with their statistics (msgpack-able)."""
+        return [
+            [
+                w.asset_id, w.parameter, w.resolution, w.start, w.end, w.unit,
+                [[t, p, o] for (t, p), o in w.first_offsets.items()],
+                [[t, p, o] for (t, p), o in w.through.items()],
+                w.stats.state(),
+            ]
+            for a in self._assets.values()
+            for w in a.windows.values()
+            if w.through is not None
+        ]
+
+    def import_state(self, windows: list[list[Any]]) -> int:
+        """Restore ``export_state`` output, skipping windows already emitted.
+
+        Call after ``high_water`` is complete. Watermarks are not restored:
+        they rebuild from the replayed records, so replayed records of
+        windows that closed before the restart count as already emitted,
+        not as late.
+        """
+        n = 0
+        for asset_id, param, res, start, end, unit, firsts, through, st in windows:
+            if res not in self.persisted:
+                continue
+            hw = self.high_water.get((asset_id, param, res))
+            if hw is not None and start <= hw:
+                continue
+            a = self._assets.get(asset_id)
+            if a is None:
+                a = self._assets[asset_id] = _Asset()
+            a.last_arrival = self._clock()
+            a.windows[(param, res, start)] = Window(
+                asset_id, param, res, start, end,
+                WindowStats.from_state(st, self.max_samples), unit,
+                first_offsets={(t, p): o for t, p, o in firsts},
+                through={(t, p): o for t, p, o in through},
+            )
+            a.next_close = min(a.next_close, end)
+            n += 1
+        return n
