@@ -9,7 +9,12 @@ from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality
 from otgate.protocols.opcua import OpcUaSource
-from otgate.simulations.opcua_sim import OpcUaSimConfig, OpcUaSimulator, run_opcua_simulator
+from otgate.simulations.opcua_sim import (
+    OpcUaFaults,
+    OpcUaSimConfig,
+    OpcUaSimulator,
+    run_opcua_simulator,
+)
 from test_opcua_session import Collector, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -109,4 +114,43 @@ async def test_bad_status_and_slow_reply_faults(tmp_path):
         await wait_until(lambda: session.polls >= 3, what="polls")
         assert sink.last("Ramp").quality is Quality.BAD and sink.last("Ramp").value is None
         assert handle[0].requests_slowed >= 3
+        tg.cancel_scope.cancel()
+
+
+async def test_slow_server_degrades_the_session_until_it_answers_in_time(tmp_path):
+    handle: list[OpcUaSimulator] = []
+    sink = Collector()
+    cfg = sim_cfg(slow_reply_s=2.0, slow_probability=1.0)
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(
+            lambda task_status: run_opcua_simulator(cfg, task_status=task_status, handle=handle)
+        )
+        raw = msgspec.to_builtins(session_cfg(url, ["Ramp"], mode="polling"))
+        raw.update(request_timeout_s=0.5, connect_timeout_s=1.0)
+        session = msgspec.convert(raw, OpcUaSource).build(
+            BuildContext(gateway_id="gw", publish=sink.publish, state_dir=tmp_path)
+        )
+        await tg.start(session.run)
+        await wait_until(lambda: session.connect_failures >= 2, what="timeouts")
+        assert session.state is State.DEGRADED and session.connects == 0
+        assert sink.last("Ramp") is None
+        handle[0].faults = OpcUaFaults()  # the server recovers
+        await wait_until(lambda: session.state is State.RUNNING, within=15, what="recovered")
+        await wait_until(lambda: sink.last("Ramp") is not None, what="values")
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.slow  # each asyncua server restart costs ~2 s
+async def test_scheduled_restarts_are_ridden_out(tmp_path):
+    sink = Collector()
+    cfg = sim_cfg(restart_every_s=1.0, restart_down_s=0.2)
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(run_opcua_simulator, cfg)
+        session = session_cfg(url, ["Ramp"]).build(
+            BuildContext(gateway_id="gw", publish=sink.publish, state_dir=tmp_path)
+        )
+        await tg.start(session.run)
+        await wait_until(lambda: session.connects >= 3, within=20, what="two restarts survived")
+        n = len(sink.of("Ramp"))
+        await wait_until(lambda: len(sink.of("Ramp")) > n, what="values after restarts")
         tg.cancel_scope.cancel()

@@ -96,6 +96,7 @@ class OpcUaSession(Actor):
             PointMeta(p.asset_id, p.parameter, p.unit, p.classification) for p in cfg.points
         ]
         self.node_ids: list[ua.NodeId] = []
+        self._nodes: list[Any] = []
         self.mode_active: Mode | None = None
         self.connects = 0
         self.connect_failures = 0
@@ -237,6 +238,8 @@ class OpcUaSession(Actor):
                 self.mode_active = Mode.SUBSCRIPTION
                 return lambda: self._consume(sub)
         self.mode_active = Mode.POLLING
+        self._nodes = [client.get_node(n) for n in self.node_ids]
+        await self._read_all(client)  # connected means "the server answers reads"
         return lambda: self._poll(client)
 
     async def _subscribe(self, client: Client) -> Any:
@@ -337,34 +340,39 @@ class OpcUaSession(Actor):
             if status is not None and not status.is_good():
                 raise ConnectionLost(f"subscription status {status.name}")
 
-    async def _poll(self, client: Client) -> None:
-        """Read every point each ``poll_interval_s`` (drift-free schedule)."""
+    async def _read_all(self, client: Client) -> None:
+        """One poll: read every point (``max_nodes_per_read`` per request), publish."""
         cfg = self.cfg
         use_source = cfg.timestamp.value == "source"
-        nodes = [client.get_node(n) for n in self.node_ids]
+        nodes = self._nodes
         step = cfg.max_nodes_per_read
-        next_at = time.monotonic()
+        for start in range(0, len(nodes), step):
+            values = await client.read_attributes(nodes[start : start + step])
+            for offset, dv in enumerate(values):
+                index = start + offset
+                value, quality, device_time, reason = unpack(dv, use_source)
+                if reason is not None:
+                    log.warning(
+                        "opcua_bad_value adapter_id=%s node_id=%s reason=%s",
+                        self.id,
+                        cfg.points[index].node_id,
+                        reason,
+                    )
+                self.emitter.add(self.points[index], value, quality, device_time)
+        self.polls += 1
+        await self.emitter.flush()
+
+    async def _poll(self, client: Client) -> None:
+        """Poll every ``poll_interval_s`` (drift-free; the first poll ran in ``_open``)."""
+        interval = self.cfg.poll_interval_s
+        next_at = time.monotonic() + interval
         while True:
-            for start in range(0, len(nodes), step):
-                values = await client.read_attributes(nodes[start : start + step])
-                for offset, dv in enumerate(values):
-                    index = start + offset
-                    value, quality, device_time, reason = unpack(dv, use_source)
-                    if reason is not None:
-                        log.warning(
-                            "opcua_bad_value adapter_id=%s node_id=%s reason=%s",
-                            self.id,
-                            cfg.points[index].node_id,
-                            reason,
-                        )
-                    self.emitter.add(self.points[index], value, quality, device_time)
-            self.polls += 1
-            await self.emitter.flush()
-            next_at += cfg.poll_interval_s
             now = time.monotonic()
             if next_at < now:  # overran: skip missed ticks instead of bursting
                 next_at = now
             await anyio.sleep(next_at - now)
+            await self._read_all(client)
+            next_at += interval
 
 
 def _describe(exc: BaseException) -> str:
