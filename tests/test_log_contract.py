@@ -229,3 +229,68 @@ async def test_writer_killed_mid_batch_loses_no_acked_record(spec: dict, log) ->
     seqs = [check_value(r.value)[1] for r in recs]  # raises on a torn record
     assert seqs == list(range(len(seqs))), "gap or reorder in the writer's records"
     assert len(seqs) >= acked, f"lost acknowledged records: {acked} acked, {len(seqs)} read"
+
+
+CONCURRENT = r"""
+import sys, json, anyio
+spec = json.loads(sys.argv[1])
+sys.path.insert(0, spec["tests"])
+from test_log_contract import make, value
+async def main():
+    log = make(spec)
+    await log.start()
+    w = spec["writer"]
+    for i in range(0, spec["n"], 50):
+        await log.append(spec["topic"], [(w.encode(), value(w, i + j)) for j in range(50)])
+    await log.close()
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+async def test_embedded_several_processes_append_to_one_partition(tmp_path: Path) -> None:
+    """Bulkheads are processes: offsets stay dense and unique, each writer's
+    records stay in its order, nothing is lost."""
+    spec = _spec("embedded", tmp_path, None)
+    lg = make(spec)
+    await lg.start()
+    topic = topic_name()
+    await lg.ensure_topics([TopicSpec(name=topic, partitions=1)])
+    n, writers = 2000, 3
+    procs = [
+        await anyio.open_process(
+            [
+                sys.executable,
+                "-c",
+                CONCURRENT,
+                json.dumps(
+                    {
+                        **spec,
+                        "topic": topic,
+                        "writer": f"w{k}",
+                        "n": n,
+                        "tests": str(Path(__file__).parent),
+                    }
+                ),
+            ]
+        )
+        for k in range(writers)
+    ]
+    try:
+        with anyio.fail_after(120):
+            for p in procs:
+                assert await p.wait() == 0
+        c = lg.consumer("check", [topic])
+        recs = await consume(c, n * writers)
+        await c.close()
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        await lg.close()
+    assert [r.offset for r in recs] == list(range(n * writers))
+    per: dict[str, list[int]] = {}
+    for r in recs:
+        k, i = check_value(r.value)
+        per.setdefault(k, []).append(i)
+    assert per == {f"w{k}": list(range(n)) for k in range(writers)}

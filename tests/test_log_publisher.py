@@ -226,3 +226,29 @@ async def test_read_while_another_process_writes_and_after_it_died(tmp_path) -> 
     assert time.monotonic() - t0 < 30
     assert len(rows) >= acked
     assert [r["seq"] for r in rows] == list(range(len(rows)))
+
+
+def test_otgate_log_commands_with_a_config_file(tmp_path, capsys) -> None:
+    """The real entry point: ``otgate log ... --config gateway.toml``."""
+    from otgate.supervisors.cli import main
+
+    (tmp_path / "gateway.toml").write_text('[gateway]\nstate_dir = "st"\n\n[log]\n')
+    cfg = LogConfig()
+
+    async def fill() -> None:
+        log = await open_log(cfg, tmp_path / "st")
+        pub = await open_publisher(cfg, tmp_path / "st", log)
+        await pub.publish(readings(30))
+        await log.close()
+
+    anyio.run(fill)
+    conf = str(tmp_path / "gateway.toml")
+    assert main(["log", "read", "alarms.raw", "--config", conf, "--json"]) == 0
+    objs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    want = [r for r in readings(30) if r.classification is Classification.ALARM]
+    assert want
+    assert [o["seq"] for o in objs] == [r.seq for r in want]
+    assert objs[0]["classification"] == "ALARM"
+    assert main(["log", "topics", "--config", conf]) == 0
+    out = capsys.readouterr().out
+    assert "telemetry.raw" in out and "dlq.events" in out
