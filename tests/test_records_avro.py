@@ -8,7 +8,7 @@ import io
 import fastavro
 import msgspec
 import pytest
-from otgate.actors.log import avro
+from otgate.actors.log import avro, compat
 from otgate.actors.records import (
     Aggregate,
     Alarm,
@@ -186,7 +186,7 @@ ReadingBroken = _broken()
 def test_reader_of_v2_reads_v1_records() -> None:
     v1 = avro.avro_schema(Reading)
     v2 = avro.avro_schema(ReadingV2)
-    assert avro.backward_problems(v2, v1) == []
+    assert compat.backward_problems(v2, v1) == []
     r = readings()[0]
     body = avro.split_wire(avro.compile_encoder(Reading)(r, avro.wire_header(1)))[1]
     data = avro.decode_body(body, avro.parse(v1), avro.parse(v2))
@@ -195,7 +195,7 @@ def test_reader_of_v2_reads_v1_records() -> None:
 
 
 def test_backward_check_names_the_breaking_field() -> None:
-    problems = avro.backward_problems(avro.avro_schema(ReadingBroken), avro.avro_schema(Reading))
+    problems = compat.backward_problems(avro.avro_schema(ReadingBroken), avro.avro_schema(Reading))
     assert problems == ["site: new field without a default"]
     # and fastavro agrees it cannot resolve
     body = avro.split_wire(avro.compile_encoder(Reading)(readings()[0], avro.wire_header(1)))[1]
