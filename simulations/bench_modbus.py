@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import anyio
@@ -38,7 +39,7 @@ TITLE = "protocols: device sessions against their simulators"
 
 DEVICES = 20
 POINTS = 100
-ROUNDS = 2
+ROUNDS = 3
 
 
 def device_points() -> list[dict[str, Any]]:
@@ -188,12 +189,12 @@ async def run(report: Any, args: argparse.Namespace) -> None:
     """Run the Modbus TCP bench and add its rows to ``report``."""
     quick = getattr(args, "quick", False)
     units = 5 if quick else DEVICES
-    seconds = 1.5 if quick else 5.0
+    seconds = 1.0 if quick else 4.0
     report.progress(f"modbus: starting simulator ({units} devices x {POINTS} points)")
     proc, port = await _start_simulator(units)
     try:
         # interleave ceiling and gateway rounds so drift in a shared machine's
-        # load hits both alike; each number is the mean over its rounds
+        # load hits both alike; each number is the median of its rounds
         ceil, gw = [], []
         for i in range(ROUNDS):
             report.progress(f"modbus: round {i + 1}/{ROUNDS}: bare client ceiling, {seconds:.0f} s")
@@ -203,10 +204,10 @@ async def run(report: Any, args: argparse.Namespace) -> None:
             pps, cpu, totals = await _gateway(port, units, seconds)
             gw.append((pps, cpu))
             report.progress(f"modbus: gateway {pps:,.0f} points/s")
-        ceil_pps = sum(c[0] for c in ceil) / ROUNDS
-        ceil_cpu = sum(c[1] for c in ceil) / ROUNDS
-        gw_pps = sum(g[0] for g in gw) / ROUNDS
-        gw_cpu = sum(g[1] for g in gw) / ROUNDS
+        ceil_pps = median(c[0] for c in ceil)
+        ceil_cpu = median(c[1] for c in ceil)
+        gw_pps = median(g[0] for g in gw)
+        gw_cpu = median(g[1] for g in gw)
     finally:
         proc.terminate()
         with anyio.move_on_after(5):
