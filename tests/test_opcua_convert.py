@@ -66,6 +66,7 @@ def test_unpack_bad_values() -> None:
         "not_finite",
     )
     assert unpack(ua.DataValue(ua.Variant([1, 2])), True)[3] == "unsupported_type:list"
+    assert unpack(ua.DataValue(ua.Variant(ua.LocalizedText("open"))), True)[0] == "open"
     bad = ua.DataValue(ua.Variant(3.0), StatusCode=ua.StatusCode(ua.StatusCodes.BadOutOfService))
     assert unpack(bad, True)[:2] == (None, Quality.BAD)
 

@@ -54,6 +54,8 @@ def unpack(
         device_time = to_ns(dv.ServerTimestamp)
     variant = dv.Value
     raw: Any = variant.Value if variant is not None else None
+    if isinstance(raw, ua.LocalizedText):  # text variables often use it
+        raw = raw.Text
     if quality is Quality.BAD:
         return None, quality, device_time, None
     value, reason = coerce_value(raw)
