@@ -300,3 +300,14 @@ def test_example_toml_decodes_through_the_gateway_schema() -> None:
     assert tcp.groups[0].points[1].classification.value == "ALARM"
     assert rtu.parity.value == "E" and rtu.groups[0].timeout == 0.2
     assert len(plan_reads(tcp.groups, tcp)) == 1
+
+
+def test_raw_register_response_keeps_bytes_and_lists_on_demand() -> None:
+    from otgate.protocols.modbus.client import RawHoldingRegisters
+
+    rr = RawHoldingRegisters()
+    rr.decode(bytes([4, 0x12, 0x34, 0xAB, 0xCD]))
+    assert rr.raw == bytes.fromhex("1234abcd")
+    assert rr.registers == [0x1234, 0xABCD]
+    with pytest.raises(Exception, match="byte_count"):
+        rr.decode(bytes([9, 1, 2]))

@@ -40,7 +40,6 @@ from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality, Reading, now_ns
 from otgate.protocols.modbus.config import Table
-from otgate.protocols.modbus.convert import registers_to_bytes
 from otgate.protocols.modbus.errors import (
     Failure,
     classify,
@@ -307,11 +306,11 @@ class ModbusSession(Actor):
             if self.probation and req.unit_id in self.probation:
                 self._unit_ok(req.unit_id)
             if req.table is Table.HOLDING or req.table is Table.INPUT:
-                regs = rr.registers
-                if len(regs) != req.count:
-                    self._count_failure(Failure.GARBAGE, req, f"{len(regs)} registers")
+                raw = rr.raw  # client.RawHoldingRegisters / RawInputRegisters
+                if len(raw) != 2 * req.count:
+                    self._count_failure(Failure.GARBAGE, req, f"{len(raw)} bytes")
                     return Failure.GARBAGE
-                return registers_to_bytes(regs)
+                return raw
             bits = rr.bits
             if len(bits) < req.count:
                 self._count_failure(Failure.GARBAGE, req, f"{len(bits)} bits")
