@@ -294,3 +294,52 @@ async def test_embedded_several_processes_append_to_one_partition(tmp_path: Path
         k, i = check_value(r.value)
         per.setdefault(k, []).append(i)
     assert per == {f"w{k}": list(range(n)) for k in range(writers)}
+
+
+@pytest.mark.anyio
+async def test_append_waits_while_the_log_cannot_take_records(spec: dict, log, request) -> None:
+    """Backpressure: a stalled log (broker frozen / write lock held by another
+    process) makes append wait, never drop; it completes once the log moves."""
+    import sqlite3
+
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=1)])
+    await log.append(topic, [(b"k", value("k", 0))])  # metadata loaded, partitions known
+    blocker: sqlite3.Connection | None = None
+    broker = request.getfixturevalue("broker") if spec["kind"] == "kafka" else None
+    if broker is not None:
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+    else:
+        blocker = sqlite3.connect(spec["path"], isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    done = anyio.Event()
+    try:
+
+        async def producer() -> None:
+            await log.append(topic, [(b"k", value("k", i)) for i in range(1, 101)])
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            with anyio.move_on_after(1.0):
+                await done.wait()
+            assert not done.is_set(), "append returned while the log was stalled"
+            if broker is not None:
+                os.kill(broker.proc.pid, signal.SIGCONT)
+                broker = None
+            else:
+                assert blocker is not None
+                blocker.execute("ROLLBACK")
+            with anyio.fail_after(30):
+                await done.wait()
+    finally:
+        if broker is not None:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        if blocker is not None:
+            blocker.close()
+    c = log.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    try:
+        recs = await consume(c, 101)
+    finally:
+        await c.close()
+    assert [check_value(r.value)[1] for r in recs] == list(range(101))

@@ -107,6 +107,9 @@ class LogConfig(StrictStruct):
     """Kafka backend: how long an append waits for the broker's acks=all answer."""
     client_id: str = "otgate"
     """Kafka backend: client id the broker sees."""
+    replication_factor: PositiveInt = 1
+    """Kafka backend: replicas of the topics the gateway creates (1 on a
+    single-node Redpanda on the industrial PC)."""
 
     # schemas
     registry_url: str | None = None

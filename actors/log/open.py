@@ -35,6 +35,7 @@ def make_log(cfg: LogConfig, state_dir: Path) -> Any:
             max_batch_bytes=cfg.max_batch_bytes,
             request_timeout_s=cfg.request_timeout_s,
             client_id=cfg.client_id,
+            replication_factor=cfg.replication_factor,
         )
     return EmbeddedLog(resolve(state_dir, cfg.path), busy_timeout_s=cfg.busy_timeout_s)
 
