@@ -214,3 +214,30 @@ def test_disk_tiers_must_be_ordered() -> None:
         msgspec.convert({"disk_tiers": {"alert_pct": 85, "drop_raw_pct": 80}}, LogConfig)
     with pytest.raises(msgspec.ValidationError, match="never evicted"):
         msgspec.convert({"topics": {"alarms.raw": {"retention_s": 10}}}, LogConfig)
+
+
+@pytest.mark.anyio
+async def test_log_maintenance_actor_applies_retention(tmp_path) -> None:
+    from otgate.actors.log.actor import LogMaintenance
+    from otgate.actors.messages import State
+
+    cfg = msgspec.convert(
+        {"retention_interval_s": 0.05, "topics": {"events.raw": {"retention_bytes": 2000}}},
+        LogConfig,
+    )
+    lg, _codec, dec = await setup(tmp_path, cfg, Clock())
+    try:
+        await fill(lg, "events.raw", 5, per=10)
+        actor = LogMaintenance("log-maint", lg, cfg, tmp_path)
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            with anyio.fail_after(10):  # the overflow event lands in logs.gateway
+                while not any(e.kind == "log_overflow" for e in await gateway_events(lg, dec)):
+                    await anyio.sleep(0.02)
+            assert actor.state in (State.RUNNING, State.DEGRADED)  # real disk usage
+            assert actor.metrics()["log_evicted_records"] > 0
+            tg.cancel_scope.cancel()
+        start, nxt = await starts(lg, "events.raw")
+        assert nxt == 50 and start > 0
+    finally:
+        await lg.close()
