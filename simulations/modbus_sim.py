@@ -119,6 +119,9 @@ class ModbusRtuSimConfig(StrictStruct, kw_only=True):
     """Seconds between signal updates."""
     seed: int = 0
     """Seed of the signal and fault random generators."""
+    link: str = ""
+    """If set, a symlink at this path points to the client-side pty (like socat's
+    ``link=``), so a gateway config can name a stable serial port; removed on stop."""
 
 
 @dataclass
@@ -343,8 +346,8 @@ class ModbusSimulator:
         await self.start_tcp(self.host, self.port)
 
     # -- RTU ------------------------------------------------------------------
-    async def start_rtu(self, baudrate: int) -> str:
-        self.relay = PtyRelay(corrupt=self.store.take_garbage)
+    async def start_rtu(self, baudrate: int, link: str = "") -> str:
+        self.relay = PtyRelay(corrupt=self.store.take_garbage, link=link)
         await self.relay.start()
         self.server = ModbusSerialServer(
             self.store,
@@ -429,7 +432,7 @@ async def run_modbus_rtu_simulator(
     feeder = SignalFeeder(sim.store, cfg.devices, cfg.seed)
     feeder.update()
     try:
-        path = await sim.start_rtu(cfg.baudrate)
+        path = await sim.start_rtu(cfg.baudrate, cfg.link)
         if handle is not None:
             handle.append(sim)
         log.info("sim_started kind=modbus_rtu path=%s units=%d", path, len(cfg.devices))

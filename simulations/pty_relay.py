@@ -6,7 +6,8 @@ port; the relay copies bytes between the two master ends. Doing it in-process
 wire faults: ``corrupt()`` is asked once per server→client chunk and, when
 True, the chunk's last byte (the RTU CRC) is flipped so the client drops the
 frame. Both slave fds stay open in the relay so a side that closes and
-reopens its port does not make the masters fail with EIO.
+reopens its port does not make the masters fail with EIO. ``link`` names a
+stable symlink to the client side (removed on close).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable
 class PtyRelay:
     """Two pty pairs joined back to back; ``server_path`` ↔ ``client_path``."""
 
-    def __init__(self, corrupt: Callable[[], bool] | None = None) -> None:
+    def __init__(self, corrupt: Callable[[], bool] | None = None, link: str = "") -> None:
         self.corrupt = corrupt
+        self.link = link
         self._fds: list[int] = []
         self.server_path = ""
         self.client_path = ""
@@ -39,9 +41,20 @@ class PtyRelay:
             os.set_blocking(fd, False)
         self._fds = [m1, s1, m2, s2]
         self.server_path, self.client_path = os.ttyname(s1), os.ttyname(s2)
+        if self.link:
+            self.client_path = self._make_link(self.client_path)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(m1, self._pump, m1, m2, True)
         self._loop.add_reader(m2, self._pump, m2, m1, False)
+
+    def _make_link(self, target: str) -> str:
+        """Point ``link`` at ``target`` atomically; never clobber a regular file."""
+        if os.path.lexists(self.link) and not os.path.islink(self.link):
+            raise FileExistsError(f"{self.link} exists and is not a symlink")
+        tmp = f"{self.link}.{os.getpid()}.tmp"
+        os.symlink(target, tmp)
+        os.replace(tmp, self.link)
+        return self.link
 
     def _pump(self, src: int, dst: int, from_server: bool) -> None:
         try:
@@ -78,3 +91,6 @@ class PtyRelay:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds = []
+        if self.link and os.path.islink(self.link):
+            with contextlib.suppress(OSError):
+                os.unlink(self.link)

@@ -125,15 +125,17 @@ async def test_slow_replies_and_random_exceptions() -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_rtu_simulator_reports_its_client_path() -> None:
+async def test_rtu_simulator_reports_its_client_path(tmp_path: Path) -> None:
     sink = Collector()
+    link = tmp_path / "ttyDEMO0"
     cfg = msgspec.convert(
-        {"devices": [{"unit_id": 5, "points": SIM_POINTS}], "update_interval": 0.02},
+        {"devices": [{"unit_id": 5, "points": SIM_POINTS}], "update_interval": 0.02,
+         "link": str(link)},
         ModbusRtuSimConfig,
     )
     async with anyio.create_task_group() as tg:
         path = await tg.start(run_modbus_rtu_simulator, cfg)
-        assert await anyio.Path(path).exists()
+        assert path == str(link) and await anyio.Path(path).exists()
         adapter = msgspec.convert(
             {"type": "modbus_rtu", "id": "rtu", "port": path, "poll_interval": 0.05,
              "timeout": 0.3,
@@ -147,6 +149,7 @@ async def test_rtu_simulator_reports_its_client_path() -> None:
             what="temp moving over RTU",
         )
         tg.cancel_scope.cancel()
+    assert not link.is_symlink()  # removed on stop
 
 
 async def test_rtu_reboot_silences_the_line_then_recovers() -> None:
