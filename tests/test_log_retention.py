@@ -241,3 +241,28 @@ async def test_log_maintenance_actor_applies_retention(tmp_path) -> None:
         assert nxt == 50 and start > 0
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_lock_timeout_is_a_retriable_append_error(tmp_path) -> None:
+    import sqlite3
+
+    from otgate.actors.log.embedded import UnknownTopic, is_retriable
+
+    lg = EmbeddedLog(tmp_path / "l.sqlite", busy_timeout_s=0.2)
+    await lg.start()
+    await lg.ensure_topics(topic_specs(LogConfig()))
+    holder = sqlite3.connect(lg.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process keeps the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError) as e:
+            await lg.append("events.raw", [(b"k", b"v")])
+        assert is_retriable(e.value)
+        holder.execute("ROLLBACK")
+        await lg.append("events.raw", [(b"k", b"v")])  # and a retry goes through
+        with pytest.raises(UnknownTopic) as u:
+            await lg.append("no.such.topic", [(b"k", b"v")])
+        assert not is_retriable(u.value)
+    finally:
+        holder.close()
+        await lg.close()

@@ -112,6 +112,17 @@ class UnknownTopic(KeyError):
     """Append or consume on a topic that ``ensure_topics`` never created."""
 
 
+def is_retriable(exc: BaseException) -> bool:
+    """Errors where retrying the append later can help: another process held
+    the write lock past ``busy_timeout``, or the disk was full (retention and
+    the block tier free space). Everything else (corrupt file, unknown topic)
+    is permanent."""
+    if isinstance(exc, sqlite3.OperationalError):
+        msg = str(exc).lower()
+        return "locked" in msg or "busy" in msg or "disk is full" in msg
+    return False
+
+
 def connect(path: Path, busy_timeout_s: float, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the log's pragmas (WAL, synchronous=FULL, busy timeout)."""
     if readonly:
