@@ -23,6 +23,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -41,6 +42,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 log = logging.getLogger("otgate.simulations.modbus")
+
+REQUEST_LOG_SIZE = 100_000
 
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1, description="probability, 0-1")]
 _FC_TABLE = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 5: Table.COIL, 6: Table.HOLDING,
@@ -159,7 +162,7 @@ class SimStore(ModbusServerContext):
     Subclasses ``ModbusServerContext`` on its "custom context" path: the server
     then calls ``async_getValues`` / ``async_setValues`` of this object for
     every request. Every served request is appended to ``requests`` as
-    ``(unit, function_code, address, count)``.
+    ``(unit, function_code, address, count)`` (the newest ``REQUEST_LOG_SIZE``).
     """
 
     def __init__(self, unit_ids: list[int], faults: RuntimeFaults, seed: int = 0) -> None:
@@ -168,7 +171,9 @@ class SimStore(ModbusServerContext):
         self.old_simulator = True
         self.faults = faults
         self.rng = random.Random(seed)
-        self.requests: list[tuple[int, int, int, int]] = []
+        # bounded: a demo simulator runs for days; ``served`` counts them all
+        self.requests: deque[tuple[int, int, int, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.served = 0
         self.tables: dict[int, dict[Table, Any]] = {}
         for u in unit_ids:
             self.add_unit(u)
@@ -205,6 +210,7 @@ class SimStore(ModbusServerContext):
         if device_id in f.dead_units or device_id not in self.tables:
             raise NoSuchIdException(f"unit {device_id}")  # server stays silent
         self.requests.append((device_id, func_code, address, count))
+        self.served += 1
         rng = self.rng
         if f.slow_probability and rng.random() < f.slow_probability:
             await anyio.sleep(f.slow_reply_s)
