@@ -57,7 +57,7 @@ async def test_rtu_reads_types_and_batches(modbus_rtu_server) -> None:
             {"parameter": f"ir{i}", "address": i, "table": "input"} for i in range(3)
         ] + [{"parameter": "coil", "address": 4, "table": "coil", "type": "bool"}]},
     ]
-    cfg = make_adapter(modbus_rtu_server.path, groups, poll_interval=10.0)
+    cfg = make_adapter(modbus_rtu_server.path, groups, poll_interval=10.0, request_gap=0.003)
     sink = Collector()
     session = build(cfg, sink)
     async with anyio.create_task_group() as tg:

@@ -81,6 +81,7 @@ class ModbusSession(Actor):
         self.client: Any = None
         self.seq = 0
         self.version = __version__
+        self.request_gap: float = getattr(cfg, "request_gap", 0.0)
         self.units = {r.unit_id for r in self.requests}
         for req in self.requests:
             for pp in req.points:
@@ -282,7 +283,10 @@ class ModbusSession(Actor):
         if params.timeout_connect != req.timeout:
             params.timeout_connect = req.timeout
         attempt = 0
+        gap = self.request_gap
         while True:
+            if gap:
+                await anyio.sleep(gap)
             self.counters["reads"] += 1
             try:
                 rr = await call(req.address, count=req.count, device_id=req.unit_id)

@@ -6,7 +6,7 @@ import enum
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
-from otgate.config.base import Identifier
+from otgate.config.base import Identifier, NonNegativeSeconds
 from otgate.protocols.modbus.config import PointGroup, PollSettings
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ class ModbusRtuAdapter(PollSettings, tag="modbus_rtu", tag_field="type", kw_only
     """Parity: ``N``, ``E`` or ``O``."""
     stopbits: Literal[1, 2] = 1
     """Stop bits."""
+    request_gap: NonNegativeSeconds = 0.0
+    """Silence kept on the line before each request (some RS-485 devices and
+    converters need a few ms to turn the line around); 0 = none."""
     groups: list[PointGroup] = []
     """Point groups, one per unit id on the line."""
 
