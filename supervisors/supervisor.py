@@ -128,11 +128,11 @@ class Supervisor:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                for child in list(self._children):
-                    await self._start_child(child)
-                self.state = State.RUNNING
-                task_status.started()
                 try:
+                    for child in list(self._children):
+                        await self._start_child(child)
+                    self.state = State.RUNNING
+                    task_status.started()
                     await self._loop()
                 finally:
                     with anyio.CancelScope(shield=True):
@@ -201,10 +201,7 @@ class Supervisor:
     async def _child_task(self, child: _Child, generation: int) -> None:
         error: BaseException | None = None
         try:
-            # Shielded from the parent's cancellation: only this supervisor stops a
-            # child, through child.scope, so stops go leaves-first in reverse order.
-            with anyio.CancelScope(shield=True) as scope:
-                child.scope = scope
+            with child.scope as scope:
                 try:
                     await child.obj.run(task_status=_Status(child.ready))
                 except Exception as exc:
@@ -232,6 +229,11 @@ class Supervisor:
             await self._events_send.send(_Exit(child.spec.id, child.generation, exc, False))
             return
         child.kind = getattr(child.obj, "kind", "actor")
+        # Shielded from the parent's cancellation: only this supervisor stops a
+        # child, through child.scope, so stops go leaves-first in reverse order.
+        # Created here, not in the task, so a stop that comes before the task
+        # first runs still reaches it.
+        child.scope = anyio.CancelScope(shield=True)
         self._tg.start_soon(self._child_task, child, child.generation)
         with anyio.move_on_after(child.spec.start_timeout):
             await child.ready.wait()

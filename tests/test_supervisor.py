@@ -217,3 +217,21 @@ async def test_stop_is_leaves_first_and_bounded() -> None:
         await tg.start(sup.run)
         tg.cancel_scope.cancel()
     assert order == ["z", "y", "x"]
+
+
+async def test_stop_during_start_reaches_children_not_yet_running() -> None:
+    counter = Counter()
+
+    class SlowStart(TickingActor):
+        async def setup(self) -> None:
+            await anyio.sleep(0.05)
+            await super().setup()
+
+    specs = [ChildSpec(id=n, start=lambda n=n: SlowStart(n, counter)) for n in ("x", "y")]
+    sup = Supervisor("root", specs, SupervisorFlags())
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sup.run)
+            await anyio.sleep(0.01)  # x is starting, y not scheduled yet
+            tg.cancel_scope.cancel()
+    assert sup.state is State.STOPPED
