@@ -14,7 +14,9 @@ and RTU sessions.
   bytes as ``raw`` instead of unpacking every register into a Python list
   (pymodbus does that with one ``struct.unpack`` per register), because the
   session unpacks a whole read with one precompiled struct anyway.
-  ``registers`` stays available, computed on first access.
+  ``registers`` stays available, computed on access; ``str()`` (which
+  pymodbus calls on every decoded PDU for a debug line, even with debug
+  logging off) no longer formats the register list.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ class _RawRegisters:
     @registers.setter
     def registers(self, value: list[int]) -> None:
         self.raw = struct.pack(f">{len(value)}H", *value)
+
+    def __str__(self) -> str:
+        # pymodbus formats every decoded PDU for a debug line even when debug
+        # logging is off; keep that cheap (no register list)
+        return (
+            f"{type(self).__name__}(dev_id={self.dev_id}, "  # type: ignore[attr-defined]
+            f"transaction_id={self.transaction_id}, bytes={len(self.raw)})"  # type: ignore[attr-defined]
+        )
 
 
 class RawHoldingRegisters(_RawRegisters, ReadHoldingRegistersResponse):
