@@ -13,7 +13,8 @@ Failure handling (the whitelist lives in ``errors.py``):
 * garbage (an answer that does not fit) or a NaN → BAD for those points;
 * disconnect → the session goes DEGRADED, publishes BAD once for every point,
   closes the client and reconnects with exponential backoff plus jitter, for
-  ever (never needs a restart); back to RUNNING on the first good connect;
+  ever (never needs a restart); back to RUNNING after the first poll on the
+  new connection;
 * timeout → that unit goes on probation: its points go BAD, it is skipped
   and re-probed after a backoff (its own timeout budget, so a dead unit on a
   shared line or behind a TCP gateway does not stall the others), and the
