@@ -6,13 +6,14 @@ from typing import Annotated
 
 import msgspec
 from otgate.actors.log.config import LogConfig
+from otgate.actors.processing import ProcessingConfig
 from otgate.config.base import (
     Identifier,
     MiB,
     PositiveSeconds,
     StrictStruct,
 )
-from otgate.config.registry import AdapterConfig, SimulatorConfig
+from otgate.config.registry import AdapterConfig, SimulatorConfig, SinkConfig
 from otgate.supervisors.spec import OnExhausted, SupervisorFlags
 
 Listen = Annotated[
@@ -109,6 +110,10 @@ class Defaults(StrictStruct):
     """Default resident-memory limit per bulkhead."""
 
 
+PROCESSING_ID = "processing"
+LOG_ID = "log"
+
+
 class GatewayConfig(StrictStruct):
     """The whole gateway."""
 
@@ -119,6 +124,10 @@ class GatewayConfig(StrictStruct):
     defaults: Defaults = Defaults()
     adapters: list[AdapterConfig] = []
     """Device connections, one session actor each."""
+    processing: ProcessingConfig | None = None
+    """Validator and aggregator (``[processing]``); absent = raw topics only."""
+    sinks: list[SinkConfig] = []
+    """Destinations fed from the log, each with its own consumer group and breaker."""
     simulators: list[SimulatorConfig] = []
     """Simulated devices this gateway starts itself (demo plant, soak tests)."""
     bulkheads: list[BulkheadSection] = []
@@ -127,10 +136,15 @@ class GatewayConfig(StrictStruct):
     def part_ids(self) -> list[str]:
         """Ids of every part that runs as an actor, simulators first (devices up
         before the sessions that read them)."""
-        return [s.id for s in self.simulators] + [a.id for a in self.adapters]
+        ids = [s.id for s in self.simulators] + [a.id for a in self.adapters]
+        if self.processing is not None:
+            ids.append(PROCESSING_ID)
+        return ids + [s.id for s in self.sinks]
 
     def __post_init__(self) -> None:
         ids = self.part_ids()
+        if LOG_ID in ids:
+            raise ValueError(f"part id {LOG_ID!r} is reserved for the log's retention bulkhead")
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate part id(s) {', '.join(dupes)}")

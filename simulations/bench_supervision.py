@@ -116,7 +116,7 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
                 ready_ms.append((time.perf_counter() - t0) * 1000)
 
                 def reading(cid=cid):
-                    kids = _node(url, cid)["children"]
+                    kids = [k for k in _node(url, cid)["children"] if k["id"] == cid]
                     return kids and kids[0]["metrics"].get("readings_published", 0) > 0
 
                 _poll(reading, interval=0.01)
@@ -135,7 +135,7 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
             time.sleep(2.0)  # let the restarted bulkheads settle before measuring
             root = psutil.Process(proc.pid)
             family = [root, *root.children(recursive=True)]
-            bulkheads = {c["pid"] for c in _health(url)["components"]}
+            bulkheads = {c["pid"] for c in _health(url)["components"] if c["id"] != "log"}
             uss = [p.memory_full_info().uss for p in family if p.pid in bulkheads]
             others = [p for p in family if p.pid not in bulkheads]
             report.progress(f"measuring idle CPU for {idle_s:.0f} s")

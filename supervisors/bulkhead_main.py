@@ -22,6 +22,7 @@ import anyio
 import msgspec
 from otgate.actors.actor import describe
 from otgate.actors.context import BuildContext
+from otgate.actors.log.config import Backend
 from otgate.actors.messages import (
     Heartbeat,
     InjectFault,
@@ -30,7 +31,7 @@ from otgate.actors.messages import (
     Stop,
     Stopped,
 )
-from otgate.config.schema import GatewayConfig
+from otgate.config.schema import LOG_ID, GatewayConfig
 from otgate.supervisors.channel import Channel, ChannelClosed
 from otgate.supervisors.plan import digest, parts, plan_bulkheads
 from otgate.supervisors.spec import ChildSpec
@@ -73,7 +74,7 @@ def bulkhead_main(bulkhead_id: str, config_json: bytes, sock: socket.socket) -> 
 def _specs(bulkhead_id: str, cfg: GatewayConfig, ctx: BuildContext) -> list[ChildSpec]:
     plan = next(p for p in plan_bulkheads(cfg) if p.id == bulkhead_id)
     all_parts = parts(cfg)
-    return [
+    specs = [
         ChildSpec(
             id=m,
             start=lambda part=all_parts[m]: part.build(ctx),
@@ -82,16 +83,34 @@ def _specs(bulkhead_id: str, cfg: GatewayConfig, ctx: BuildContext) -> list[Chil
         )
         for m in plan.members
     ]
+    if cfg.log.backend is Backend.EMBEDDED and LOG_ID not in plan.members:
+        # Every writer watches the disk tiers: at 95 % full its appends block.
+        specs.insert(0, ChildSpec(id="disk-guard", start=lambda: _guard(cfg, ctx)))
+    return specs
+
+
+def _guard(cfg: GatewayConfig, ctx: BuildContext):
+    from otgate.actors.log.actor import LogMaintenance
+
+    return LogMaintenance("disk-guard", ctx.log, cfg.log, ctx.state_dir, role="guard")
 
 
 async def _open_context(cfg: GatewayConfig) -> tuple[BuildContext, object]:
-    from otgate.actors.log.open import open_log, open_publisher
+    from otgate.actors.log.open import open_log, open_publisher, schema_store
 
     state_dir = Path(cfg.gateway.state_dir)
     backend = await open_log(cfg.log, state_dir)
-    publisher = await open_publisher(cfg.log, state_dir, backend)
+    try:
+        publisher = await open_publisher(cfg.log, state_dir, backend)
+    except BaseException:
+        await backend.close()
+        raise
     ctx = BuildContext(
-        gateway_id=cfg.gateway.id, publish=publisher.publish, state_dir=state_dir, log=backend
+        gateway_id=cfg.gateway.id,
+        publish=publisher.publish,
+        state_dir=state_dir,
+        log=backend,
+        extras={"schemas": schema_store(cfg.log, state_dir, backend)},
     )
     return ctx, backend
 

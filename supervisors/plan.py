@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from otgate.config.schema import GatewayConfig
+from otgate.actors.context import BuildContext
+from otgate.actors.log.config import Backend, LogConfig
+from otgate.actors.processing import ProcessingConfig
+from otgate.config.schema import LOG_ID, PROCESSING_ID, GatewayConfig
+from otgate.supervisors.spec import ChildSpec, Strategy, SupervisorFlags
+from otgate.supervisors.supervisor import Supervisor
 
 
 def digest(*parts: Any) -> str:
@@ -17,6 +22,38 @@ def digest(*parts: Any) -> str:
     for part in parts:
         h.update(msgspec.json.encode(part))
     return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ProcessingPart:
+    """The validator and aggregator under one rest_for_one supervisor: when the
+    validator restarts, the aggregator behind it restarts too."""
+
+    cfg: ProcessingConfig
+    flags: SupervisorFlags
+    id: str = PROCESSING_ID
+
+    def build(self, ctx: BuildContext) -> Supervisor:
+        stages = [a.id for a in self.cfg.build(ctx)]  # no I/O: just the enabled stages' ids
+        specs = [
+            ChildSpec(id=name, start=lambda i=i: self.cfg.build(ctx)[i])
+            for i, name in enumerate(stages)
+        ]
+        flags = msgspec.structs.replace(self.flags, strategy=Strategy.REST_FOR_ONE)
+        return Supervisor(self.id, specs, flags)
+
+
+@dataclass(frozen=True)
+class LogRetentionPart:
+    """The embedded log's retention and disk tiers, in a bulkhead of their own."""
+
+    cfg: LogConfig
+    id: str = LOG_ID
+
+    def build(self, ctx: BuildContext) -> Any:
+        from otgate.actors.log.actor import LogMaintenance
+
+        return LogMaintenance("retention", ctx.log, self.cfg, ctx.state_dir, role="retention")
 
 
 @dataclass(frozen=True)
@@ -29,8 +66,15 @@ class BulkheadPlan:
 
 
 def parts(cfg: GatewayConfig) -> dict[str, Any]:
-    """Every part that runs as an actor inside a bulkhead, by id, in start order."""
-    return {p.id: p for p in (*cfg.simulators, *cfg.adapters)}
+    """Every part that runs as an actor inside a bulkhead, by id, in start order:
+    simulated devices, sessions, processing, sinks, then the log's retention."""
+    found: list[Any] = [*cfg.simulators, *cfg.adapters]
+    if cfg.processing is not None:
+        found.append(ProcessingPart(cfg.processing, cfg.supervision.bulkhead))
+    found += cfg.sinks
+    if cfg.log.backend is Backend.EMBEDDED:
+        found.append(LogRetentionPart(cfg.log))
+    return {p.id: p for p in found}
 
 
 def plan_bulkheads(cfg: GatewayConfig) -> list[BulkheadPlan]:

@@ -186,9 +186,11 @@ def test_health_and_metrics_show_the_tree(gateway) -> None:
     assert gw.get("/health/live") == (200, {"live": True})
     doc = gw.health()
     assert doc["gateway"] == "gw-test" and doc["status"] == "HEALTHY"
-    (bulkhead,) = doc["components"]
+    assert [c["id"] for c in doc["components"]] == ["a", "log"]  # log = retention bulkhead
+    bulkhead = doc["components"][0]
     assert {"id", "kind", "state", "pid", "restarts", "last_error", "children"} <= bulkhead.keys()
-    assert bulkhead["children"][0]["kind"] == "session"
+    kinds = {c["id"]: c["kind"] for c in bulkhead["children"]}
+    assert kinds == {"disk-guard": "log_maintenance", "a": "session"}
     status, text = gw.get("/metrics")
     assert status == 200
     assert 'otgate_gateway_status{status="HEALTHY"} 1.0' in text

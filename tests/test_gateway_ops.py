@@ -51,7 +51,7 @@ def test_sighup_restarts_only_changed_bulkheads(gateway, tmp_path) -> None:
     )
     gw.proc.send_signal(signal.SIGHUP)
     wait_for(
-        lambda: {c["id"] for c in gw.health()["components"]} == {"a", "b", "c"}, what="c added"
+        lambda: {c["id"] for c in gw.health()["components"]} == {"a", "b", "c", "log"}, what="c added"
     )
     wait_for(
         lambda: gw.component("b")["pid"] != pid_b and gw.component("b")["state"] == "RUNNING",
@@ -59,7 +59,7 @@ def test_sighup_restarts_only_changed_bulkheads(gateway, tmp_path) -> None:
     )
     assert gw.component("a")["pid"] == pid_a
     wait_for(
-        lambda: "config_reloaded added=1 changed=1 removed=0 unchanged=1" in gw.log(), what="log"
+        lambda: "config_reloaded added=1 changed=1 removed=0 unchanged=2" in gw.log(), what="log"
     )
     # A broken file is refused; the running tree stays as it is.
     gw.config.write_text(HEADER + '[[adapters]]\ntype = "synthetic"\nid = "a"\n')
@@ -78,7 +78,7 @@ def test_last_good_config_boots_when_the_file_is_broken(gateway, tmp_path) -> No
     wait_for(lambda: broken.get("/health/ready")[0] == 200, what="ready from cache")
     assert "config_invalid_using_last_good" in broken.log()
     assert "gateway.id: Expected `str`, got `int`" in broken.log()
-    assert [c["id"] for c in broken.health()["components"]] == ["a"]
+    assert [c["id"] for c in broken.health()["components"]] == ["a", "log"]
 
 
 def test_bad_config_without_cache_exits_78_naming_the_path(tmp_path) -> None:
