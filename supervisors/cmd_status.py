@@ -42,7 +42,7 @@ def render(doc: dict[str, Any]) -> str:
     def add(node: dict[str, Any], depth: int) -> None:
         m = node.get("metrics", {})
         beat = node.get("heartbeat_age_s")
-        rate = m.get("readings_published") or m.get("points_published") or m.get("records_out")
+        rate = m.get("readings_published") or m.get("consumed_total")
         rows.append(
             [
                 f"{_MARK.get(node['state'], '  ')} " + "  " * depth + node["id"],
@@ -69,7 +69,7 @@ def render(doc: dict[str, Any]) -> str:
         "RESTARTS",
         "BEAT",
         "RSS",
-        "READINGS",
+        "RECORDS",
         "LAST ERROR",
     ]
     widths = [

@@ -102,7 +102,7 @@ class ModbusSession(Actor):
         self.counters: dict[str, float] = {
             "polls": 0,
             "reads": 0,
-            "readings": 0,
+            "readings_published": 0,
             "bad_readings": 0,
             "exceptions": 0,
             "busy_retries": 0,
@@ -375,5 +375,5 @@ class ModbusSession(Actor):
             )
 
     async def _publish(self, out: list[Reading]) -> None:
-        self.counters["readings"] += len(out)
+        self.counters["readings_published"] += len(out)
         await self.publish(out)
