@@ -23,8 +23,16 @@ class SimulationFile(StrictStruct):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="run simulated devices (Modbus, OPC UA, MQTT)")
-    p.add_argument("file", type=Path, help="TOML file with [[simulators]] tables")
+    p = sub.add_parser(
+        "simulate", help="run simulated devices, or a fault-injection scenario (--scenario)"
+    )
+    p.add_argument("file", type=Path, nargs="?", help="TOML file with [[simulators]] tables")
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        help="run a 'nothing lost' scenario (simulations/scenarios/*.toml) and check it",
+    )
+    p.add_argument("--workdir", type=Path, help="scenario: keep logs and state here")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="print the final table as JSON")
     p.set_defaults(func=run)
@@ -42,6 +50,13 @@ def load(path: Path) -> SimulationFile:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario is not None:
+        from otgate.simulations.harness.cmd import run_scenario_command
+
+        return run_scenario_command(args)
+    if args.file is None:
+        print("otgate simulate: give a FILE of [[simulators]] or --scenario FILE", file=sys.stderr)
+        return 2
     import anyio
     from otgate.config.load import ConfigError
     from otgate.simulations.report import Report

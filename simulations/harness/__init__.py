@@ -1,0 +1,1 @@
+"""The "nothing lost" fault-injection harness (``otgate simulate --scenario``)."""

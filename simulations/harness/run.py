@@ -1,0 +1,291 @@
+"""Run a scenario: PostgreSQL, an MQTT broker, counting devices, a real
+``otgate run``, the fault timeline; then drain and check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+from otgate.actors.log.config import LogConfig
+from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
+from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
+from otgate.simulations.harness.scenario import Fault, FaultKind, Scenario
+from otgate.simulations.mqtt_sim import MqttBrokerConfig, run_mqtt_broker
+from otgate.simulations.postgres_server import PostgresServer
+from otgate.simulations.report import Report
+
+_URL = re.compile(r"status_listening url=(http://\S+?)\"")
+TABLE = "public.otgate_readings"
+_TIMED = {
+    FaultKind.DEVICE_REBOOT,
+    FaultKind.GARBAGE_FRAMES,
+    FaultKind.POSTGRES_STOP,
+    FaultKind.GATEWAY_KILL,
+}
+
+
+def gateway_toml(
+    sc: Scenario,
+    state_dir: Path,
+    token: str,
+    broker_port: int,
+    modbus: list[ModbusCounter],
+    dsn: str,
+) -> str:
+    d = sc.devices
+    out = [
+        f"""
+[gateway]
+id = "harness-{sc.name}"
+state_dir = "{state_dir}"
+fault_injection = true
+shutdown_timeout = 5.0
+[status]
+tokens = [{{ token = "{token}", role = "admin" }}]
+[supervision]
+heartbeat_interval = 0.5
+heartbeat_timeout = 2.0
+gateway = {{ intensity = 50, period = 60.0, on_exhausted = "fail_child", backoff_initial = 0.05 }}
+[processing.validator]
+[processing.aggregator]
+enabled = {str(sc.aggregator).lower()}
+[[sinks]]
+type = "postgres"
+id = "pg"
+dsn = "{dsn}"
+topics = ["telemetry.clean"{', "telemetry.1s"' if sc.aggregator else ""}]
+breaker_cooldown_s = 1.0
+"""
+    ]
+    if d.mqtt:
+        out.append(f"""
+[[adapters]]
+type = "mqtt"
+id = "mqtt-devices"
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "harness-gateway"
+clean_session = false
+[[adapters.subscriptions]]
+topic = "harness/+/seq"
+qos = 1
+asset_from_topic = 1
+time_path = "ts"
+time_format = "epoch_ms"
+fields = [{{ path = "seq", parameter = "seq" }}]
+""")
+    for dev in modbus:
+        out.append(f"""
+[[adapters]]
+type = "modbus_tcp"
+id = "{dev.id}"
+host = "127.0.0.1"
+port = {dev.port}
+poll_interval = {d.modbus_poll_s}
+timeout = 0.5
+[[adapters.groups]]
+unit_id = 1
+asset_id = "{dev.id}"
+points = [{{ parameter = "counter", address = 1, type = "uint32" }}]
+""")
+    return "".join(out)
+
+
+class Gateway:
+    """``otgate run`` as a child process the harness can kill and restart."""
+
+    def __init__(self, config: Path, token: str) -> None:
+        self.config = config
+        self.token = token
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.starts = 0
+
+    def start(self) -> None:
+        log = self.config.with_suffix(f".{self.starts}.log")
+        self.starts += 1
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otgate.supervisors.cli",
+                "run",
+                "--config",
+                str(self.config),
+                "--status-listen",
+                "127.0.0.1:0",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while not (m := _URL.search(log.read_text(errors="replace"))):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.url = m.group(1)
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
+            return json.load(resp)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health/ready", timeout=5) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def bulkhead_pid(self, bulkhead: str) -> int:
+        return next(c["pid"] for c in self.health()["components"] if c["id"] == bulkhead)
+
+    def fault(self, kind: str, bulkhead: str) -> None:
+        req = urllib.request.Request(
+            self.url + "/faults",
+            method="POST",
+            data=json.dumps({"kind": kind, "bulkhead": bulkhead}).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(req, timeout=5).close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(10)
+        self._log.close()
+        return rc
+
+
+async def _apply(
+    fault: Fault,
+    t0: float,
+    gw: Gateway,
+    pg: PostgresServer,
+    modbus: dict[str, ModbusCounter],
+    report: Report,
+) -> None:
+    await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
+    k_timed = fault.kind in _TIMED
+    report.progress(
+        f"fault {fault.kind.value} {fault.target}"
+        + (f" for {fault.duration_s:g}s" if k_timed else "")
+    )
+    k = fault.kind
+    if k is FaultKind.KILL_BULKHEAD:
+        os.kill(await anyio.to_thread.run_sync(gw.bulkhead_pid, fault.target), signal.SIGKILL)
+    elif k is FaultKind.HANG_BULKHEAD:
+        await anyio.to_thread.run_sync(gw.fault, "hang", fault.target)
+    elif k is FaultKind.POSTGRES_STOP:
+        await anyio.to_thread.run_sync(pg.stop, "immediate")
+        await anyio.sleep(fault.duration_s)
+        await anyio.to_thread.run_sync(pg.start)
+    elif k is FaultKind.GATEWAY_KILL:
+        await anyio.to_thread.run_sync(gw.kill)
+        await anyio.sleep(fault.duration_s)
+        await anyio.to_thread.run_sync(gw.start)
+    else:
+        dev = modbus.get(fault.target) or next(iter(modbus.values()))
+        assert dev.sim is not None
+        if k is FaultKind.DEVICE_DISCONNECT:
+            dev.sim.drop_connections()
+        elif k is FaultKind.DEVICE_REBOOT:
+            await dev.sim.reboot(fault.duration_s)
+        elif k is FaultKind.GARBAGE_FRAMES:
+            dev.sim.faults.garbage_probability = 0.3
+            await anyio.sleep(fault.duration_s)
+            dev.sim.faults.garbage_probability = 0.0
+    if k_timed:
+        report.progress(f"fault {fault.kind.value} over")
+
+
+async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str, Stream]:
+    """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in."""
+    pg = PostgresServer()
+    await anyio.to_thread.run_sync(pg.init)
+    await anyio.to_thread.run_sync(pg.start)
+    report.progress(f"PostgreSQL on 127.0.0.1:{pg.port}")
+    token = secrets.token_hex(16)
+    mqtt = [MqttCounter(f"mqtt-{i}", 0, sc.devices.mqtt_interval_s) for i in range(sc.devices.mqtt)]
+    modbus = {
+        f"modbus-{i}": ModbusCounter(f"modbus-{i}", sc.devices.modbus_rate_per_s)
+        for i in range(sc.devices.modbus)
+    }
+    streams = {d.id: Stream(d.id, "mqtt") for d in mqtt}
+    streams.update({d.id: Stream(d.id, "modbus") for d in modbus.values()})
+    config = workdir / "gateway.toml"
+    state_dir = workdir / "state"
+    gw = Gateway(config, token)
+    try:
+        async with anyio.create_task_group() as tg:
+            broker_port = await tg.start(run_mqtt_broker, MqttBrokerConfig()) if mqtt else 0
+            until = time.monotonic() + 3600  # devices: the real end is set below
+            for dev in modbus.values():
+                await tg.start(dev.run, until)
+            config.write_text(
+                gateway_toml(sc, state_dir, token, broker_port, list(modbus.values()), pg.dsn())
+            )
+            await anyio.to_thread.run_sync(gw.start)
+            with anyio.fail_after(60):
+                while not await anyio.to_thread.run_sync(gw.ready):
+                    await anyio.sleep(0.1)
+            report.progress(f"gateway ready at {gw.url}; producing for {sc.duration_s:g}s")
+            t0 = time.monotonic()
+            end = t0 + sc.duration_s
+            async with anyio.create_task_group() as producers:
+                for m in mqtt:
+                    m.port = broker_port
+                    producers.start_soon(m.run, end)
+                for fault in sc.faults:
+                    producers.start_soon(_apply, fault, t0, gw, pg, modbus, report)
+                await anyio.sleep(sc.duration_s)
+                for dev in modbus.values():  # stop counting: production ends
+                    dev.produced = dev.value()
+            for dev in modbus.values():
+                streams[dev.id].produced = dev.produced
+            for m in mqtt:
+                streams[m.id].produced = m.produced
+            report.progress("production over; draining")
+            await _drain(sc, state_dir, pg, streams, report)
+            tg.cancel_scope.cancel()
+    finally:
+        rc = await anyio.to_thread.run_sync(gw.stop) if gw.proc and gw.proc.poll() is None else None
+        report.progress(f"gateway stopped (exit {rc})")
+        await anyio.to_thread.run_sync(pg.cleanup)
+    return streams
+
+
+async def _drain(
+    sc: Scenario, state_dir: Path, pg: PostgresServer, streams: dict[str, Stream], report: Report
+) -> None:
+    deadline = time.monotonic() + sc.drain_timeout_s
+    log_cfg = LogConfig()
+    while True:
+        await read_from_log(log_cfg, state_dir, streams)
+        await anyio.to_thread.run_sync(read_from_postgres, pg.dsn(), TABLE, streams)
+        if settled(streams) or time.monotonic() > deadline:
+            return
+        missing = sum(len(s.lost) for s in streams.values())
+        report.progress(f"waiting for {missing} readings to arrive")
+        await anyio.sleep(1.0)

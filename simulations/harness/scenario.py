@@ -1,0 +1,73 @@
+"""A scenario: counting devices, the gateway that reads them, and a timeline
+of faults. Decoded strictly from TOML like the gateway config."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
+
+
+class FaultKind(enum.Enum):
+    KILL_BULKHEAD = "kill_bulkhead"  # SIGKILL one bulkhead (target = bulkhead id)
+    HANG_BULKHEAD = "hang_bulkhead"  # block its event loop (target = bulkhead id)
+    DEVICE_DISCONNECT = "device_disconnect"  # Modbus device drops its connections
+    DEVICE_REBOOT = "device_reboot"  # Modbus device away for duration_s
+    GARBAGE_FRAMES = "garbage_frames"  # Modbus replies corrupted for duration_s
+    POSTGRES_STOP = "postgres_stop"  # PostgreSQL down for duration_s
+    GATEWAY_KILL = "gateway_kill"  # SIGKILL the gateway, restart after duration_s
+
+
+class Fault(StrictStruct):
+    """One fault on the timeline."""
+
+    at_s: NonNegativeSeconds
+    """Seconds after the devices started."""
+    kind: FaultKind
+    """What to break."""
+    target: str = ""
+    """Bulkhead or device id, where the kind needs one."""
+    duration_s: NonNegativeSeconds = 3.0
+    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill)."""
+
+
+class Devices(StrictStruct):
+    """The counting devices: every value they produce is a sequence number."""
+
+    mqtt: Annotated[int, msgspec.Meta(ge=0, le=50)] = 2
+    """MQTT devices publishing ``{"seq": n, "ts": ms}`` at QoS 1."""
+    mqtt_interval_s: PositiveSeconds = 0.05
+    """Seconds between one MQTT device's messages."""
+    modbus: Annotated[int, msgspec.Meta(ge=0, le=20)] = 1
+    """Modbus TCP devices whose register counts up (polled by the gateway)."""
+    modbus_rate_per_s: PositiveSeconds = 5.0
+    """Counter increments per second."""
+    modbus_poll_s: PositiveSeconds = 0.1
+    """The gateway's poll interval."""
+
+
+class Scenario(StrictStruct):
+    """A run of the harness."""
+
+    name: Identifier
+    """Shown in the report."""
+    duration_s: PositiveSeconds = 20.0
+    """How long the devices produce."""
+    drain_timeout_s: PositiveSeconds = 60.0
+    """After production stops: how long delivery may take to catch up."""
+    devices: Devices = Devices()
+    """What produces."""
+    faults: list[Fault] = []
+    """The timeline."""
+    aggregator: bool = True
+    """Run the aggregator too (its 1 s windows go to PostgreSQL as well)."""
+
+    def __post_init__(self) -> None:
+        for i, f in enumerate(self.faults):
+            if f.at_s + f.duration_s > self.duration_s + self.drain_timeout_s:
+                raise ValueError(f"faults[{i}]: ends after the scenario")
+            needs_target = (FaultKind.KILL_BULKHEAD, FaultKind.HANG_BULKHEAD)
+            if f.kind in needs_target and not f.target:
+                raise ValueError(f"faults[{i}]: {f.kind.value} needs a target bulkhead")
