@@ -1,0 +1,176 @@
+"""``otgate bench pipeline``: points/s end to end and gateway CPU per point.
+
+A real ``otgate run`` with 20 simulated devices (synthetic sources, 100
+points each) feeding raw → validator → clean → aggregator → 1 s windows →
+PostgreSQL sink, against a private PostgreSQL. The offered rate is pushed
+above what the pipeline can carry; the rate that lands in PostgreSQL over the
+measuring window is the end-to-end throughput. CPU is counted per bulkhead
+(user + system) — that breakdown is where the time goes. PostgreSQL's own
+CPU is reported separately (it shares the machine, it is not gateway CPU).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import psycopg
+from otgate.simulations.bench_supervision import _health, _poll
+from otgate.simulations.postgres_server import PostgresServer
+
+TITLE = "otgate bench pipeline"
+_URL = re.compile(r"status_listening url=(http://\S+?)\"")
+DEVICES, POINTS = 20, 100
+
+
+def _config(state: Path, dsn: str, interval: float) -> str:
+    points = ", ".join(
+        f'{{ parameter = "p{j:03d}", signal = {{ kind = "sine", amplitude = 10.0, period_s = 30.0, noise = 0.1 }} }}'
+        for j in range(POINTS)
+    )
+    out = [
+        f"""
+[gateway]
+id = "bench-pipeline"
+state_dir = "{state}"
+[supervision]
+heartbeat_interval = 1.0
+[defaults]
+memory_limit_mib = 2048
+[processing.validator]
+[processing.aggregator]
+[[sinks]]
+type = "postgres"
+id = "pg"
+dsn = "{dsn}"
+topics = ["telemetry.clean", "telemetry.1s"]
+[[bulkheads]]
+id = "devices"
+members = [{", ".join(f'"dev{i:02d}"' for i in range(DEVICES))}]
+"""
+    ]
+    for i in range(DEVICES):
+        out.append(f"""
+[[adapters]]
+type = "synthetic"
+id = "dev{i:02d}"
+asset_id = "asset-{i:02d}"
+interval = {interval}
+points = [{points}]
+""")
+    return "".join(out)
+
+
+def _cpu(pids: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, p in pids.items():
+        try:
+            t = p.cpu_times()
+            out[name] = t.user + t.system + getattr(t, "children_user", 0) * 0
+        except psutil.Error:
+            out[name] = 0.0
+    return out
+
+
+def _rows(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM public.otgate_readings").fetchone()[0]
+
+
+def _measure(report, window: float, interval: float) -> None:
+    pg = PostgresServer()
+    pg.init()
+    pg.start()
+    with tempfile.TemporaryDirectory(prefix="otgate-bench-") as tmp:
+        cfg = Path(tmp) / "bench.toml"
+        cfg.write_text(_config(Path(tmp) / "state", pg.dsn(), interval))
+        log = Path(tmp) / "gateway.log"
+        logf = open(log, "wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otgate.supervisors.cli",
+                "run",
+                "--config",
+                str(cfg),
+                "--status-listen",
+                "127.0.0.1:0",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = _poll(lambda: (m := _URL.search(log.read_text())) and m.group(1), 60, 0.05)
+            _poll(lambda: _health(url)["status"] == "HEALTHY", 60, 0.1)
+            offered = DEVICES * POINTS / interval
+            report.progress(f"gateway up; offering {offered:,.0f} points/s; warming up 5 s")
+            time.sleep(5)
+            procs = {c["id"]: psutil.Process(c["pid"]) for c in _health(url)["components"]}
+            root = psutil.Process(proc.pid)
+            procs["root + fork server"] = root
+            extra = [p for p in root.children() if p.pid not in {q.pid for q in procs.values()}]
+            pg_procs = [p for p in psutil.process_iter() if _is_pg(p, pg.port)]
+            c0, r0, t0 = _cpu(procs), _rows(pg.dsn()), time.monotonic()
+            e0 = sum(_cpu({str(p.pid): p for p in extra}).values())
+            g0 = sum(_cpu({str(p.pid): p for p in pg_procs}).values())
+            report.progress(f"measuring for {window:g} s")
+            time.sleep(window)
+            c1, r1, t1 = _cpu(procs), _rows(pg.dsn()), time.monotonic()
+            e1 = sum(_cpu({str(p.pid): p for p in extra}).values())
+            g1 = sum(_cpu({str(p.pid): p for p in pg_procs}).values())
+            elapsed = t1 - t0
+            landed = (r1 - r0) / elapsed
+            cpu = {k: c1[k] - c0[k] for k in procs}
+            cpu["root + fork server"] += e1 - e0
+            total = sum(cpu.values())
+            report.add(
+                stage="END TO END (rows landed in PostgreSQL)",
+                points_per_s=landed,
+                cpu_s=total,
+                us_per_point=total / max(1, r1 - r0) * 1e6,
+                goal="≥50k/s, ≤20 µs",
+                ratio=landed / 50_000,
+            )
+            for name, sec in sorted(cpu.items(), key=lambda kv: -kv[1]):
+                report.add(
+                    stage=f"  bulkhead {name}",
+                    cpu_s=sec,
+                    us_per_point=sec / max(1, r1 - r0) * 1e6,
+                    share=f"{sec / total:.0%}" if total else "",
+                )
+            report.add(stage="offered by the devices", points_per_s=offered)
+            report.add(
+                stage="PostgreSQL server (not gateway CPU)",
+                cpu_s=g1 - g0,
+                us_per_point=(g1 - g0) / max(1, r1 - r0) * 1e6,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            logf.close()
+            pg.cleanup()
+
+
+def _is_pg(p: psutil.Process, port: int) -> bool:
+    try:
+        return p.name().startswith("postgres") and any(
+            str(port) in a for a in p.parent().cmdline() + p.cmdline()
+        )
+    except psutil.Error:
+        return False
+
+
+async def run(report, args) -> None:
+    window = 10.0 if args.quick else 30.0
+    await anyio.to_thread.run_sync(_measure, report, window, 0.02)
