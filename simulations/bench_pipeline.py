@@ -131,13 +131,17 @@ def _measure(report, window: float, interval: float) -> None:
             cpu = {k: c1[k] - c0[k] for k in procs}
             cpu["root + fork server"] += e1 - e0
             total = sum(cpu.values())
+            # Gateway CPU of the path raw → clean → 1 s → PostgreSQL: every bulkhead
+            # but the simulated devices (their sampling and raw publish are the source).
+            path = total - cpu["devices"]
+            n = max(1, r1 - r0)
             report.add(
-                stage="END TO END (rows landed in PostgreSQL)",
+                stage="END TO END raw → PostgreSQL",
                 points_per_s=landed,
-                cpu_s=total,
-                us_per_point=total / max(1, r1 - r0) * 1e6,
-                goal="≥50k/s, ≤20 µs",
-                ratio=landed / 50_000,
+                cpu_s=path,
+                us_per_point=path / n * 1e6,
+                goal="≥50k/s ≤20µs",
+                ratio=f"{landed / 50_000:.2f} / {path / n * 1e6 / 20:.2f}",
             )
             for name, sec in sorted(cpu.items(), key=lambda kv: -kv[1]):
                 report.add(
