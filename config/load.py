@@ -37,7 +37,7 @@ class Loaded:
 _AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
 
 
-def _path_first(message: str) -> str:
+def path_first(message: str) -> str:
     """msgspec says ``Expected `int`, got `str` - at `$.a[0].b` ``; we say ``a[0].b: ...``."""
     m = _AT.match(message)
     if not m:
@@ -45,16 +45,27 @@ def _path_first(message: str) -> str:
     path = m.group("path").lstrip(".") or "(top level)"
     msg = m.group("msg")
     if path.endswith(".type") and msg.startswith("Invalid value"):
-        msg += f" (expected one of {', '.join(_adapter_types())})"
+        tags = _tags(path.split("[", 1)[0])
+        if tags:
+            msg += f" (expected one of {', '.join(tags)})"
     return f"{path}: {msg}"
 
 
-def _adapter_types() -> list[str]:
+def _tags(section: str) -> list[str]:
+    """The ``type`` values a tagged section (adapters, sinks, simulators) accepts."""
     from typing import get_args
 
-    from otgate.config.registry import AdapterConfig
+    from otgate.config import registry
 
-    return sorted(msgspec.inspect.type_info(t).tag for t in get_args(AdapterConfig))
+    union = {
+        "adapters": registry.AdapterConfig,
+        "sinks": registry.SinkConfig,
+        "simulators": registry.SimulatorConfig,
+    }.get(section)
+    if union is None:
+        return []
+    members = get_args(union) or (union,)
+    return sorted(msgspec.inspect.type_info(t).tag for t in members)
 
 
 def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
@@ -62,7 +73,7 @@ def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
     try:
         return msgspec.convert(tree, GatewayConfig, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(source, [_path_first(str(exc))]) from None
+        raise ConfigError(source, [path_first(str(exc))]) from None
 
 
 def parse(raw: bytes, source: str) -> dict:

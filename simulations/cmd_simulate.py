@@ -39,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load(path: Path) -> SimulationFile:
-    from otgate.config.load import ConfigError, _path_first, parse
+    from otgate.config.load import ConfigError, path_first, parse
 
     tree = parse(path.read_bytes(), str(path))
     tree = {"simulators": tree.get("simulators", [])}
     try:
         return msgspec.convert(tree, SimulationFile, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(path), [_path_first(str(exc))]) from None
+        raise ConfigError(str(path), [path_first(str(exc))]) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,13 +13,13 @@ from otgate.simulations.report import Report
 
 
 def load_scenario(path: Path) -> Scenario:
-    from otgate.config.load import ConfigError, _path_first, parse
+    from otgate.config.load import ConfigError, path_first, parse
 
     tree = parse(path.read_bytes(), str(path))
     try:
         return msgspec.convert(tree, Scenario, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(path), [_path_first(str(exc))]) from None
+        raise ConfigError(str(path), [path_first(str(exc))]) from None
 
 
 def summary(streams) -> dict[str, float]:
