@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load(path: Path) -> SimulationFile:
-    from otgate.config.load import ConfigError, path_first, parse
+    from otgate.config.load import ConfigError, parse, path_first
 
     tree = parse(path.read_bytes(), str(path))
     tree = {"simulators": tree.get("simulators", [])}

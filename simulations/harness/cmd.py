@@ -13,7 +13,7 @@ from otgate.simulations.report import Report
 
 
 def load_scenario(path: Path) -> Scenario:
-    from otgate.config.load import ConfigError, path_first, parse
+    from otgate.config.load import ConfigError, parse, path_first
 
     tree = parse(path.read_bytes(), str(path))
     try:
