@@ -131,19 +131,6 @@ _FLOAT = struct.Struct("<f")
 _DECODERS: dict[type, Callable[[bytes, int], Any]] = {}
 
 
-def _long_slow(b: bytes, pos: int, x: int) -> tuple[int, int]:
-    """A zigzag varint whose first byte ``x`` had the continuation bit."""
-    acc = x & 0x7F
-    shift = 7
-    while True:
-        x = b[pos]
-        pos += 1
-        acc |= (x & 0x7F) << shift
-        if not x & 0x80:
-            return (acc >> 1) ^ -(acc & 1), pos
-        shift += 7
-
-
 def compile_decoder(tp: type) -> Callable[[bytes, int], Any]:
     """A decoder ``(value, pos) -> tp`` for ``avro_schema(tp)`` (flat records only).
 
@@ -157,7 +144,7 @@ def compile_decoder(tp: type) -> Callable[[bytes, int], Any]:
     schema = avro.avro_schema(tp)
     info = {f.encode_name: f for f in mi.type_info(tp).fields}  # type: ignore[union-attr]
     env: dict[str, Any] = {
-        "_long_slow": _long_slow, "_d": _DOUBLE.unpack_from, "_f": _FLOAT.unpack_from,
+        "_d": _DOUBLE.unpack_from, "_f": _FLOAT.unpack_from,
         "_T": tp,
     }
     lines = ["def decode(b, pos=5):"]
@@ -185,9 +172,18 @@ def _enum_class(t: mi.Type) -> type | None:
 
 
 def _gen_long(var: str, ind: str) -> list[str]:
+    # inline: a one-byte varint is the common case; longer ones (timestamps) loop
+    # here rather than in a function, which saves a call per field
     return [
         f"{ind}x = b[pos]; pos += 1",
-        f"{ind}if x & 0x80: {var}, pos = _long_slow(b, pos, x)",
+        f"{ind}if x & 0x80:",
+        f"{ind}    acc = x & 0x7F; shift = 7",
+        f"{ind}    while True:",
+        f"{ind}        x = b[pos]; pos += 1",
+        f"{ind}        acc |= (x & 0x7F) << shift",
+        f"{ind}        if x < 0x80: break",
+        f"{ind}        shift += 7",
+        f"{ind}    {var} = (acc >> 1) ^ -(acc & 1)",
         f"{ind}else: {var} = (x >> 1) ^ -(x & 1)",
     ]
 
