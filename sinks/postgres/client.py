@@ -260,7 +260,7 @@ class PgClient:
                 await conn.execute(t.create())
                 if self.hypertables:
                     await conn.execute(
-                        "SELECT create_hypertable(%s, %s, if_not_exists => TRUE,"
+                        "SELECT create_hypertable(%s::regclass, %s::name, if_not_exists => TRUE,"
                         " migrate_data => TRUE)",
                         (f"{t.schema}.{t.name}", t.time_col),
                     )
