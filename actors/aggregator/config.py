@@ -31,16 +31,17 @@ class AggregatorConfig(StrictStruct):
     idle_timeout_s: PositiveSeconds = 10.0
     "An asset silent this long (processing time) has its windows closed once the wall clock "
     "is past their end plus the lateness."
-    max_samples: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
+    max_samples: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 2048
     "Values kept per window for p50/p95/p99; beyond it a deterministic reservoir sample."
     persist_from: Resolution | None = "1min"
     "Windows this long and longer are saved with their statistics at each checkpoint, so they "
     "do not hold back the input commit (a restart replays ~one checkpoint interval plus one "
     "short window instead of up to 1 h). None: every window is rebuilt by replaying its input."
-    checkpoint_interval_s: PositiveSeconds = 10.0
+    checkpoint_interval_s: PositiveSeconds = 30.0
     "How often the checkpoint (emitted-window marks, persisted windows) is saved under the "
-    "state directory; its size grows with open persisted windows (up to 8 bytes x max_samples "
-    "each)."
+    "state directory. A restart replays about this much input. The file holds up to "
+    "8 bytes x max_samples per open persisted window: e.g. 2,000 parameters with 1 min and "
+    "1 h windows at >= 35 Hz is ~65 MB per checkpoint (measured here: 0.4 s of CPU)."
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
     "Records fetched per batch."
 
