@@ -96,6 +96,8 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True):
     covers ``[window_start, window_end)`` in device time. ``quality`` is the
     worst quality of the readings counted. ``min``/``max``/``mean``/``sum`` are
     None when the window holds no numeric value (e.g. only strings).
+    ``stddev`` and the percentiles cover the ``numeric_count`` numeric values;
+    ``count_good`` … ``count_bad`` are the quality summary.
     """
 
     asset_id: str
@@ -113,6 +115,16 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True):
     unit: str = ""
     quality: Quality = Quality.GOOD
     gateway_time: int
+    # Added after v1 with defaults, so the schema stays BACKWARD compatible.
+    stddev: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    numeric_count: int = 0
+    count_good: int = 0
+    count_suspect: int = 0
+    count_uncertain: int = 0
+    count_bad: int = 0
 
 
 class Alarm(msgspec.Struct, frozen=True, kw_only=True):

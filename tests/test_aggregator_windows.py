@@ -160,9 +160,8 @@ def test_to_aggregate_fields():
     assert (agg.window_start, agg.window_end, agg.count) == (T0, T0 + S, 2)
     assert (agg.min, agg.max, agg.mean) == (2.0, 4.0, 3.0)
     assert agg.quality is Quality.SUSPECT
-    for name, want in (("stddev", 1.0), ("p50", 3.0), ("count_suspect", 1)):
-        if hasattr(agg, name):
-            assert getattr(agg, name) == pytest.approx(want)
+    assert (agg.stddev, agg.p50) == (pytest.approx(1.0), pytest.approx(3.0))
+    assert (agg.numeric_count, agg.count_good, agg.count_suspect, agg.count_bad) == (2, 1, 1, 0)
 
 
 def test_persisted_window_state_roundtrip_skips_replayed_records():

@@ -68,48 +68,44 @@ def persisted_resolutions(config: AggregatorConfig) -> frozenset[str]:
     floor = RESOLUTIONS_NS[config.persist_from]
     return frozenset(r for r in config.resolutions if RESOLUTIONS_NS[r] >= floor)
 
-_FIELDS = frozenset(Aggregate.__struct_fields__)
 
 
 def to_aggregate(w: Window, gateway_time: int) -> Aggregate:
     """The Aggregate record of a closed window.
 
-    Statistics the record type does not (yet) carry are left out, so this
-    works with older record versions; ``n`` numeric values feed min/max/mean/
-    stddev/percentiles, ``count`` is every reading (BAD and non-numeric too).
+    ``n`` numeric values feed min/max/mean/stddev/percentiles, ``count`` is
+    every reading (BAD and non-numeric too).
     """
     st = w.stats
     has = st.n > 0
     p50, p95, p99 = st.percentiles()
     q = st.quality_counts
-    kw: dict[str, Any] = {
-        "asset_id": w.asset_id,
-        "parameter": w.parameter,
-        "window": w.resolution,
-        "window_start": w.start,
-        "window_end": w.end,
-        "count": st.count,
-        "min": st.min if has else None,
-        "max": st.max if has else None,
-        "mean": st.mean if has else None,
-        "avg": st.mean if has else None,
-        "sum": st.sum if has else None,
-        "first": st.first,
-        "last": st.last,
-        "unit": w.unit,
-        "quality": st.worst_quality,
-        "gateway_time": gateway_time,
-        "stddev": st.stddev,
-        "p50": p50,
-        "p95": p95,
-        "p99": p99,
-        "numeric_count": st.n,
-        "count_good": q[0],
-        "count_suspect": q[1],
-        "count_uncertain": q[2],
-        "count_bad": q[3],
-    }
-    return Aggregate(**{k: v for k, v in kw.items() if k in _FIELDS})
+    return Aggregate(
+        asset_id=w.asset_id,
+        parameter=w.parameter,
+        window=w.resolution,
+        window_start=w.start,
+        window_end=w.end,
+        count=st.count,
+        min=st.min if has else None,
+        max=st.max if has else None,
+        mean=st.mean if has else None,
+        sum=st.sum if has else None,
+        first=st.first,
+        last=st.last,
+        unit=w.unit,
+        quality=st.worst_quality,
+        gateway_time=gateway_time,
+        stddev=st.stddev,
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        numeric_count=st.n,
+        count_good=q[0],
+        count_suspect=q[1],
+        count_uncertain=q[2],
+        count_bad=q[3],
+    )
 
 
 class AggregatorActor(Actor):
