@@ -67,7 +67,12 @@ async def test_raw_to_postgres_through_validator_and_aggregator(pg_dsn, tmp_path
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
             counts = await (await conn.execute(
                 "SELECT DISTINCT count FROM e2e.otgate_aggregates")).fetchall()
+            stats = await (await conn.execute(
+                "SELECT count(*) FROM e2e.otgate_aggregates WHERE stddev IS NULL"
+                " OR p50 IS NULL OR p95 IS NULL OR p99 IS NULL OR count_good + count_suspect"
+                " + count_uncertain + count_bad <> count")).fetchone()
         assert counts == [(10,)]
+        assert stats == (0,)  # every window carries its spread and quality summary
         assert all(a.state.value in ("STOPPED", "RUNNING") for a in actors)
     finally:
         await lg.close()
