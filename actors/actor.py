@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+
 from otgate.actors.messages import InjectFault, Snapshot, State
 
 

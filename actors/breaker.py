@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import anyio
 import msgspec
+
 from otgate.actors.actor import Actor
 from otgate.actors.messages import Snapshot, State
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.config.base import StrictStruct

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from msgspec import inspect as mi
+
 from otgate.actors.log import avro
 from otgate.actors.log.publisher import Codec, Decoder
 from otgate.actors.log.schemas import SchemaStore, SchemaUnavailable

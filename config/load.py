@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+
 from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import SecretError, check_secret_refs, resolve_secrets
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
+
 from otgate.actors.log.config import LogConfig
 from otgate.actors.processing import ProcessingConfig
 from otgate.config.base import (

@@ -99,8 +99,9 @@ async def _start_simulator(units: int) -> tuple[Any, int]:
 
 async def _ceiling(port: int, units: int, seconds: float) -> tuple[float, float]:
     """Bare pymodbus clients: (points/s, µs CPU per point) for the same reads."""
-    from otgate.protocols.modbus.planning import plan_reads
     from pymodbus.client import AsyncModbusTcpClient
+
+    from otgate.protocols.modbus.planning import plan_reads
 
     plans = {u: plan_reads(adapter_config(port, u).groups, adapter_config(port, u))
              for u in range(1, units + 1)}

@@ -137,6 +137,7 @@ def _decode_cost(n: int) -> float:
 
     from asyncua import ua
     from asyncua.common.subscription import DataChangeEvent, DataChangeNotif
+
     from otgate.actors.context import BuildContext
     from otgate.protocols.opcua.session import OpcUaSession
 

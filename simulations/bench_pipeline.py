@@ -22,6 +22,7 @@ from pathlib import Path
 import anyio
 import psutil
 import psycopg
+
 from otgate.simulations.bench_supervision import _health, _poll
 from otgate.simulations.postgres_server import PostgresServer
 

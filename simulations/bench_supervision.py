@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import psutil
+
 from otgate.actors.actor import Actor
 from otgate.supervisors.spec import ChildSpec, SupervisorFlags
 from otgate.supervisors.supervisor import Supervisor

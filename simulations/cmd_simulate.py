@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgspec
+
 from otgate.config.base import StrictStruct
 from otgate.config.registry import SimulatorConfig
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print("otgate simulate: give a FILE of [[simulators]] or --scenario FILE", file=sys.stderr)
         return 2
     import anyio
+
     from otgate.config.load import ConfigError
     from otgate.simulations.report import Report
     from otgate.supervisors.logs import setup_logging

@@ -30,16 +30,17 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from otgate.config.base import NonNegativeSeconds, PortOrZero, PositiveSeconds, StrictStruct, UnitId
-from otgate.protocols.modbus.config import DataType, Point, Table
-from otgate.protocols.modbus.convert import encode_value
-from otgate.simulations.pty_relay import PtyRelay
-from otgate.simulations.signals import Constant, SignalConfig, make_signal
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+from otgate.config.base import NonNegativeSeconds, PortOrZero, PositiveSeconds, StrictStruct, UnitId
+from otgate.protocols.modbus.config import DataType, Point, Table
+from otgate.protocols.modbus.convert import encode_value
+from otgate.simulations.pty_relay import PtyRelay
+from otgate.simulations.signals import Constant, SignalConfig, make_signal
 
 log = logging.getLogger("otgate.simulations.modbus")
 

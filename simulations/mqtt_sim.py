@@ -37,6 +37,7 @@ import aiomqtt
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
+
 from otgate.config.base import (
     Identifier,
     NonNegativeSeconds,

@@ -32,6 +32,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 from asyncua import Server, ua
+
 from otgate.config.base import (
     Identifier,
     NonNegativeSeconds,

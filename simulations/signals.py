@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
+
 from otgate.config.base import StrictStruct
 
 Sample = float | int | bool

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import psutil
 from anyio.abc import TaskStatus
+
 from otgate.actors.messages import (
     Heartbeat,
     InjectFault,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+
 from otgate.actors.actor import describe
 from otgate.actors.context import BuildContext
 from otgate.actors.log.config import Backend

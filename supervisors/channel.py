@@ -15,6 +15,7 @@ import anyio
 import msgspec
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
+
 from otgate.actors.messages import ControlMessage
 
 MAX_FRAME = 16 * 1024 * 1024

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import anyio
+
     from otgate.config.load import ConfigError, default_state_dir, load_config
     from otgate.supervisors.gateway import LAST_GOOD, Gateway
     from otgate.supervisors.logs import setup_logging

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+
 from otgate.actors.messages import InjectFault, Snapshot, State
 from otgate.config.load import ConfigError, Loaded, load_config
 from otgate.config.schema import GatewayConfig

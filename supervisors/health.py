@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+
 from otgate.actors.messages import Snapshot, State
 
 HEALTHY, DEGRADED, UNHEALTHY, FAILED = "HEALTHY", "DEGRADED", "UNHEALTHY", "FAILED"

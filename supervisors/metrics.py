@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from otgate.actors.messages import Snapshot, State
-from otgate.supervisors.health import rollup
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from otgate.actors.messages import Snapshot, State
+from otgate.supervisors.health import rollup
 
 _STATUSES = ("HEALTHY", "DEGRADED", "UNHEALTHY", "FAILED")
 

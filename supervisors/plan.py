@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
 from otgate.actors.context import BuildContext
 from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.processing import ProcessingConfig

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
 from otgate.actors.messages import InjectFault
 from otgate.supervisors.metrics import render
 

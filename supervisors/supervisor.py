@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+
 from otgate.actors.actor import describe
 from otgate.actors.messages import Snapshot, State
 from otgate.supervisors.intensity import RestartIntensity, backoff_delay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+
 from otgate.actors.actor import Actor
 
 

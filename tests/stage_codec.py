@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from otgate.actors.records import Aggregate, DeadLetter, Reading
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from otgate.actors.log.base import TopicSpec
 from otgate.actors.log.embedded import EmbeddedLog
 

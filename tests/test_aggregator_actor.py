@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from stage_codec import MsgpackCodec
+from stage_log import open_log, read_all, wait_until
+
 from otgate.actors.aggregator.actor import AggregatorActor
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.records import Reading
-from stage_codec import MsgpackCodec
-from stage_log import open_log, read_all, wait_until
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+
 from otgate.actors.aggregator.actor import to_aggregate
 from otgate.actors.aggregator.stats import WindowStats
 from otgate.actors.aggregator.windows import Windows

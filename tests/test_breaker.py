@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+
 from otgate.actors.breaker import Breaker, BreakerState, CircuitBreaker
 from otgate.actors.messages import State
 

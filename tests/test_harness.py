@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from otgate.simulations.harness.checker import Stream, settled
 from otgate.simulations.harness.cmd import load_scenario, summary
 

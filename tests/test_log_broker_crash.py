@@ -10,10 +10,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from otgate.actors.log.base import TopicSpec
-from otgate.actors.log.kafka import KafkaLog
 from peers.alocals3 import S3, alocals3, tansu_env  # noqa: F401
 from peers.tansu import start_tansu
+
+from otgate.actors.log.base import TopicSpec
+from otgate.actors.log.kafka import KafkaLog
 
 pytestmark = pytest.mark.slow
 

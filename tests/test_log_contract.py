@@ -20,10 +20,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from peers.tansu import Tansu, start_tansu
+
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.kafka import KafkaLog
-from peers.tansu import Tansu, start_tansu
 
 
 @pytest.fixture(scope="module")

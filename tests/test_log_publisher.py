@@ -17,13 +17,14 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from peers.registry import Registry, registry  # noqa: F401
+from peers.tansu import Tansu, start_tansu
+
 from otgate.actors.log import cmd
 from otgate.actors.log.config import LogConfig
 from otgate.actors.log.open import decoder, open_log, open_publisher
 from otgate.actors.log.topics import RAW_TOPIC
 from otgate.actors.records import Classification, Quality, Reading
-from peers.registry import Registry, registry  # noqa: F401
-from peers.tansu import Tansu, start_tansu
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+
 from otgate.actors.log.config import LogConfig
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.publisher import Codec, Decoder

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from peers.registry import Registry, registry  # noqa: F401
+
 from otgate.actors.log import avro
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.publisher import Codec, Decoder
@@ -19,7 +21,6 @@ from otgate.actors.log.schemas import (
     SchemaUnavailable,
 )
 from otgate.actors.records import Aggregate, Quality, Reading
-from peers.registry import Registry, registry  # noqa: F401
 
 V1 = avro.avro_schema(Reading)
 

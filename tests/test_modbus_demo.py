@@ -8,10 +8,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from peers.modbus import Collector
+
 from otgate.actors.context import BuildContext
 from otgate.actors.records import Classification, Quality
 from otgate.config.load import decode
-from peers.modbus import Collector
 
 pytestmark = pytest.mark.anyio
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from peers.modbus import modbus_server_fixture  # noqa: F401
+
 from otgate.actors.context import BuildContext
 from otgate.actors.log.config import LogConfig
 from otgate.actors.log.open import decoder, open_log, open_publisher
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.protocols.modbus.config import Table
 from otgate.protocols.modbus_tcp import ModbusTcpAdapter
-from peers.modbus import modbus_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 

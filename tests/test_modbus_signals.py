@@ -6,6 +6,7 @@ import itertools
 
 import msgspec
 import pytest
+
 from otgate.simulations.signals import (
     Constant,
     Ramp,

@@ -10,6 +10,8 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from peers.modbus import Collector
+
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality
@@ -21,7 +23,6 @@ from otgate.simulations.modbus_sim import (
     run_modbus_rtu_simulator,
     run_modbus_tcp_simulator,
 )
-from peers.modbus import Collector
 
 pytestmark = pytest.mark.anyio
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from peers.modbus import Collector, modbus_server_fixture  # noqa: F401
+
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Classification, Quality
 from otgate.protocols.modbus.config import Point, Table
 from otgate.protocols.modbus.convert import encode_value
 from otgate.protocols.modbus_tcp import ModbusTcpAdapter
-from peers.modbus import Collector, modbus_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 

@@ -7,6 +7,7 @@ import struct
 
 import msgspec
 import pytest
+
 from otgate.protocols.modbus.config import Point, PointGroup, PollSettings, Table
 from otgate.protocols.modbus.convert import encode_value, register_decoder, registers_to_bytes
 from otgate.protocols.modbus.planning import plan_reads

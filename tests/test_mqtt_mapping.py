@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from otgate.actors.records import Quality
 from otgate.protocols.mqtt import MqttSource
 from otgate.protocols.mqtt.config import TimeFormat, ValueType

@@ -13,17 +13,18 @@ import aiomqtt
 import anyio
 import msgspec
 import pytest
-from otgate.actors.context import BuildContext
-from otgate.actors.messages import State
-from otgate.actors.records import Classification, Quality, Reading
-from otgate.protocols.mqtt import MqttSource
-from otgate.protocols.mqtt.session import MqttSession, leaf_error
 from peers.mosquitto import (
     MosquittoPeer,
     make_tls,
     mosquitto_fixture,  # noqa: F401  (registers the fixture)
     start_peer,
 )
+
+from otgate.actors.context import BuildContext
+from otgate.actors.messages import State
+from otgate.actors.records import Classification, Quality, Reading
+from otgate.protocols.mqtt import MqttSource
+from otgate.protocols.mqtt.session import MqttSession, leaf_error
 
 pytestmark = pytest.mark.anyio
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import anyio
 import msgspec
 import pytest
+from test_mqtt_session import Collector, wait_until
+
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality
@@ -17,7 +19,6 @@ from otgate.simulations.mqtt_sim import (
     run_mqtt_broker,
     run_mqtt_publisher,
 )
-from test_mqtt_session import Collector, wait_until
 
 pytestmark = pytest.mark.anyio
 

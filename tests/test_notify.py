@@ -11,12 +11,13 @@ import uuid
 
 import anyio
 import pytest
-from otgate.supervisors import notify
 from peers.notify_socket import (  # noqa: F401
     NotifySocket,
     abstract_notify_socket_fixture,
     notify_socket_fixture,
 )
+
+from otgate.supervisors import notify
 
 DEADLINE_S = 5.0
 

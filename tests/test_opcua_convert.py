@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 from asyncua import ua
+
 from otgate.actors.records import Quality
 from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.opcua.client import is_retriable

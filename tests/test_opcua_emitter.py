@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.protocols.opcua.emitter import Emitter, PointMeta, coerce_value
 

@@ -13,15 +13,16 @@ import anyio
 import msgspec
 import pytest
 from asyncua import ua
+from peers.opcua import (
+    OpcUaPeer,
+    opcua_server_fixture,  # noqa: F401  (registers the fixture)
+)
+
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.opcua.session import OpcUaSession, leaf_error
-from peers.opcua import (
-    OpcUaPeer,
-    opcua_server_fixture,  # noqa: F401  (registers the fixture)
-)
 
 pytestmark = pytest.mark.anyio
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import anyio
 import msgspec
 import pytest
+from test_opcua_session import Collector, wait_until
+
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality
@@ -15,7 +17,6 @@ from otgate.simulations.opcua_sim import (
     OpcUaSimulator,
     run_opcua_simulator,
 )
-from test_opcua_session import Collector, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -6,6 +6,9 @@ import anyio
 import msgspec
 import psycopg
 import pytest
+from peers.postgres import pg_dsn_fixture, pg_server_fixture  # noqa: F401
+from stage_log import open_log, read_all, wait_until
+
 from otgate.actors.context import BuildContext
 from otgate.actors.log.publisher import ReadingPublisher
 from otgate.actors.log.schemas import EmbeddedSchemaStore
@@ -13,8 +16,6 @@ from otgate.actors.processing import ProcessingConfig
 from otgate.actors.records import Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.postgres import PostgresSink
-from peers.postgres import pg_dsn_fixture, pg_server_fixture  # noqa: F401
-from stage_log import open_log, read_all, wait_until
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -6,6 +6,15 @@ import anyio
 import msgspec
 import psycopg
 import pytest
+from peers.postgres import (  # noqa: F401
+    PgCluster,
+    free_port,
+    pg_cluster_fixture,
+    pg_dsn_fixture,
+    pg_server_fixture,
+)
+from stage_log import open_log, read_all, wait_until
+
 from otgate.actors.breaker import BreakerState
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
@@ -15,14 +24,6 @@ from otgate.sinks.postgres import PostgresSink
 from otgate.sinks.postgres.actor import PostgresSinkActor
 from otgate.sinks.postgres.client import PgClient, is_retriable, reading_row
 from otgate.sinks.postgres.config import redact_dsn
-from peers.postgres import (  # noqa: F401
-    PgCluster,
-    free_port,
-    pg_cluster_fixture,
-    pg_dsn_fixture,
-    pg_server_fixture,
-)
-from stage_log import open_log, read_all, wait_until
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -8,6 +8,7 @@ import io
 import fastavro
 import msgspec
 import pytest
+
 from otgate.actors.log import avro, compat
 from otgate.actors.records import (
     Aggregate,

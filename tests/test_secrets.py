@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+
 from otgate.config.secrets import (
     REDACTED,
     RedactingFilter,

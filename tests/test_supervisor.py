@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from fakes import Counter, CrashingSession, FinishingActor, TickingActor, wait_until
+
 from otgate.actors.messages import State
 from otgate.supervisors.intensity import RestartIntensity, backoff_delay
 from otgate.supervisors.spec import (

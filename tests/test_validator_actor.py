@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from stage_log import open_log, read_all, wait_until
+
 from otgate.actors.log.publisher import ReadingPublisher
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.actors.validator.actor import ValidatorActor
 from otgate.actors.validator.config import ParameterRule, ValidatorConfig
-from stage_log import open_log, read_all, wait_until
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -6,13 +6,14 @@ import random
 import struct
 
 import pytest
+from stage_log import open_log
+
 from otgate.actors.log import avro
 from otgate.actors.log.publisher import Decoder
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.records import Aggregate, Classification, DeadLetter, Quality, Reading
 from otgate.actors.stage_codec import LogCodec, compile_decoder
 from otgate.actors.validator.actor import DECODE_ERRORS
-from stage_log import open_log
 
 
 def random_reading(rng: random.Random) -> Reading:

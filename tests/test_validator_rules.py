@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.actors.validator.config import (
     OnDuplicate,

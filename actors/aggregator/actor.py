@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from otgate.actors.actor import Actor
 from otgate.actors.aggregator import checkpoint
 from otgate.actors.aggregator.config import AggregatorConfig

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
 from otgate.actors.aggregator.windows import StreamKey, TopicPartition
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 Resolution = Literal["1s", "1min", "1h"]

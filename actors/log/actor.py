@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from otgate.actors.actor import Actor
 from otgate.actors.log.config import LogConfig
 from otgate.actors.log.embedded import EmbeddedLog

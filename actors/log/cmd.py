@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import msgspec
+
 from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.open import make_log, resolve, schema_store

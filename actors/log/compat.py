@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from otgate.actors.log.avro import NAMESPACE
 
 _PROMOTE = {

@@ -10,6 +10,7 @@ import enum
 from typing import Annotated
 
 import msgspec
+
 from otgate.config.base import NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 Percent = Annotated[float, msgspec.Meta(gt=0, le=100, description="percent, 0-100")]

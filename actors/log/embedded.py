@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
+
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.partition import partition_for
 

@@ -15,6 +15,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 import anyio
+
 from otgate.actors.log.base import LogRecord, TopicPartition
 from otgate.actors.log.embedded import (
     _BATCHES_FROM,

@@ -29,6 +29,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.base import TopicPartition as TP
 from otgate.actors.log.partition import partition_for

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+
 from otgate.actors.log import avro
 from otgate.actors.log.schemas import SchemaStore, SchemaUnavailable, subject_for
 from otgate.actors.log.topics import RAW_TOPIC, record_type

@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+
 from otgate.actors.log.config import DiskTiers, LogConfig
 from otgate.actors.log.embedded import EmbeddedLog, connect
 from otgate.actors.log.topics import COVERED_BY, never_evicted

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import anyio
+
 from otgate.actors.log.avro import canonical
 
 log = logging.getLogger("otgate.log")

@@ -27,6 +27,7 @@ from collections import defaultdict
 from typing import Any
 
 import msgspec
+
 from otgate.actors.actor import Actor
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable

@@ -6,6 +6,7 @@ import enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
+
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct
 
 Pattern = Annotated[

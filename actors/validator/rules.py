@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 import msgspec
+
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.actors.validator.config import OnDuplicate, OnViolation, ParameterRule, ValidatorConfig
 

@@ -13,6 +13,7 @@ import enum
 from typing import Annotated
 
 import msgspec
+
 from otgate.actors.records import Classification
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct, UnitId
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 from msgspec.structs import replace as _replace
+
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext

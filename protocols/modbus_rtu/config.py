@@ -6,6 +6,7 @@ import enum
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
+
 from otgate.config.base import Identifier, NonNegativeSeconds
 from otgate.protocols.modbus.config import PointGroup, PollSettings
 

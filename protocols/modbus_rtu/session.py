@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from otgate.protocols.modbus.client import harden
-from otgate.protocols.modbus.session import ModbusSession
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
+
+from otgate.protocols.modbus.client import harden
+from otgate.protocols.modbus.session import ModbusSession
 
 
 class ModbusRtuSession(ModbusSession):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymodbus.client import AsyncModbusTcpClient
+
 from otgate.protocols.modbus.client import harden
 from otgate.protocols.modbus.session import ModbusSession
-from pymodbus.client import AsyncModbusTcpClient
 
 
 class ModbusTcpSession(ModbusSession):

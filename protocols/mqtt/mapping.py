@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
 from otgate.actors.records import Quality, Value
 from otgate.protocols.mqtt.config import (
     MqttSource,

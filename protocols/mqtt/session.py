@@ -32,6 +32,7 @@ import time
 
 import aiomqtt
 import anyio
+
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext

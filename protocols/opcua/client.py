@@ -7,6 +7,7 @@ import errno
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
+
 from otgate.protocols.opcua.config import OpcUaSource, SecurityMode, SecurityPolicy
 
 _POLICIES = {

@@ -6,6 +6,7 @@ import enum
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
+
 from otgate.actors.records import Classification
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct
 

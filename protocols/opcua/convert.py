@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import ua
+
 from otgate.actors.records import Quality, Value
 from otgate.protocols.opcua.emitter import coerce_value
 

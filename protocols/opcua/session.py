@@ -28,6 +28,7 @@ import anyio
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+
 from otgate import __version__
 from otgate.actors.actor import Actor, StartupError
 from otgate.actors.context import BuildContext

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import anyio
+
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext

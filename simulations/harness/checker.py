@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+
 from otgate.actors.log.cmd import read_rows
 from otgate.actors.log.config import LogConfig
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import msgspec
+
 from otgate.simulations.harness.scenario import Scenario
 from otgate.simulations.report import Report
 
@@ -37,6 +38,7 @@ def summary(streams) -> dict[str, float]:
 
 def run_scenario_command(args: argparse.Namespace) -> int:
     import anyio
+
     from otgate.config.load import ConfigError
     from otgate.simulations.harness.run import run_scenario
     from otgate.supervisors.logs import setup_logging

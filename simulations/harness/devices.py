@@ -9,6 +9,7 @@ import time
 
 import aiomqtt
 import anyio
+
 from otgate.protocols.modbus.config import DataType, Table
 from otgate.simulations.modbus_sim import (
     ModbusSimulator,

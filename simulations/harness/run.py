@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from otgate.actors.log.config import LogConfig
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter

@@ -7,6 +7,7 @@ import enum
 from typing import Annotated
 
 import msgspec
+
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 

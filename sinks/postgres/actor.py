@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+
 from otgate.actors.actor import Actor
 from otgate.actors.breaker import BreakerState, CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord

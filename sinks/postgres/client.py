@@ -27,9 +27,10 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
+
 from otgate.actors.records import Aggregate, Reading
 from otgate.sinks.postgres.config import OnConflict, PostgresSink
-from psycopg import sql
 
 log = logging.getLogger("otgate.sinks.postgres")
 

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
+
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from functools import partial
 
 import anyio
 import pytest
+
 from otgate.simulations.modbus_sim import (
     ModbusRtuSimConfig,
     ModbusSimulator,
