@@ -7,8 +7,6 @@ import msgspec
 import psycopg
 import pytest
 from peers.postgres import (  # noqa: F401
-    PgCluster,
-    free_port,
     pg_cluster_fixture,
     pg_dsn_fixture,
     pg_server_fixture,
@@ -20,6 +18,7 @@ from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
 from otgate.actors.records import Aggregate, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
+from otgate.simulations.postgres_server import PostgresServer, free_port
 from otgate.sinks.postgres import PostgresSink
 from otgate.sinks.postgres.actor import PostgresSinkActor
 from otgate.sinks.postgres.client import PgClient, is_retriable, reading_row
@@ -38,8 +37,15 @@ def unique(prefix: str) -> str:
 
 def rd(i: int, asset: str = "pump-1", value: object = None) -> Reading:
     t = T0 + i * S // 10
-    return Reading(asset_id=asset, parameter="temp", value=float(i) if value is None else value,
-                   device_time=t, gateway_time=t + 1000, seq=i, adapter_id="sim")
+    return Reading(
+        asset_id=asset,
+        parameter="temp",
+        value=float(i) if value is None else value,
+        device_time=t,
+        gateway_time=t + 1000,
+        seq=i,
+        adapter_id="sim",
+    )
 
 
 def sink_config(dsn: str, **kw) -> PostgresSink:
@@ -55,8 +61,8 @@ async def rows(dsn: str, cfg: PostgresSink, table: str | None = None) -> list[tu
             cur = await conn.execute(
                 f"SELECT asset_id, parameter, device_time, value, seq, quality"
                 f" FROM {cfg.db_schema}.{table} ORDER BY seq"
-                if table == cfg.readings_table else
-                f"SELECT asset_id, resolution, window_start, count, avg"
+                if table == cfg.readings_table
+                else f"SELECT asset_id, resolution, window_start, count, avg"
                 f" FROM {cfg.db_schema}.{table} ORDER BY window_start"
             )
         except psycopg.errors.UndefinedTable:
@@ -65,8 +71,9 @@ async def rows(dsn: str, cfg: PostgresSink, table: str | None = None) -> list[tu
 
 
 def test_config_tag_defaults_and_redaction():
-    cfg = msgspec.convert({"type": "postgres", "id": "db1", "dsn": "host=h password=s3cret"},
-                          PostgresSink)
+    cfg = msgspec.convert(
+        {"type": "postgres", "id": "db1", "dsn": "host=h password=s3cret"}, PostgresSink
+    )
     assert cfg.consumer_group == "sink.db1"
     assert "s3cret" not in cfg.redacted_dsn()
     assert redact_dsn("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
@@ -140,9 +147,19 @@ async def test_sink_writes_readings_and_aggregates_and_commits(pg_dsn, tmp_path)
     try:
         codec = await start_codec(lg)
         await append(lg, codec, "telemetry.clean", [rd(i) for i in range(250)])
-        agg = Aggregate(asset_id="pump-1", parameter="temp", window="1s", window_start=T0,
-                        window_end=T0 + S, count=10, min=0.0, max=9.0, mean=4.5,
-                        quality=Quality.GOOD, gateway_time=T0)
+        agg = Aggregate(
+            asset_id="pump-1",
+            parameter="temp",
+            window="1s",
+            window_start=T0,
+            window_end=T0 + S,
+            count=10,
+            min=0.0,
+            max=9.0,
+            mean=4.5,
+            quality=Quality.GOOD,
+            gateway_time=T0,
+        )
         await append(lg, codec, "telemetry.1s", [agg])
         cfg = sink_config(pg_dsn, topics=["telemetry.clean", "telemetry.1s"], batch_size=100)
         sink = PostgresSinkActor("sink.pg", cfg, lg, codec)
@@ -202,8 +219,13 @@ async def test_unreachable_database_opens_breaker_and_keeps_data(tmp_path):
         codec = await start_codec(lg)
         await append(lg, codec, "telemetry.clean", [rd(i) for i in range(20)])
         dsn = f"host=127.0.0.1 port={free_port()} user=postgres password=hunter2 dbname=x"
-        cfg = sink_config(dsn, breaker_failures=2, breaker_cooldown_s=30, retry_initial_s=0.01,
-                          connect_timeout_s=1)
+        cfg = sink_config(
+            dsn,
+            breaker_failures=2,
+            breaker_cooldown_s=30,
+            retry_initial_s=0.01,
+            connect_timeout_s=1,
+        )
         sink = PostgresSinkActor("sink.pg", cfg, lg, codec)
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
@@ -228,14 +250,21 @@ async def test_unreachable_database_opens_breaker_and_keeps_data(tmp_path):
 @pytest.mark.anyio
 @pytest.mark.slow
 async def test_database_outage_breaker_opens_then_recovers_without_loss_or_duplicates(
-    pg_cluster: PgCluster, tmp_path,
+    pg_cluster: PostgresServer,
+    tmp_path,
 ):
     lg = await open_log(tmp_path)
     dsn = pg_cluster.dsn()
     try:
         codec = await start_codec(lg)
-        cfg = sink_config(dsn, breaker_failures=2, breaker_cooldown_s=0.5, retry_initial_s=0.05,
-                          connect_timeout_s=1, batch_size=50)
+        cfg = sink_config(
+            dsn,
+            breaker_failures=2,
+            breaker_cooldown_s=0.5,
+            retry_initial_s=0.05,
+            connect_timeout_s=1,
+            batch_size=50,
+        )
         sink = PostgresSinkActor("sink.pg", cfg, lg, codec)
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
