@@ -33,10 +33,10 @@ TITLE = "otgate bench supervision"
 _URL = re.compile(r"status_listening url=(http://\S+?)\"")
 
 
-def _config(n: int, interval: float) -> str:
-    # Heartbeats every 0.1 s so /health sees a new session's first reading within 0.1 s.
+def _config(n: int, interval: float, heartbeat: float) -> str:
     parts = [
-        '[gateway]\nid = "bench"\n[supervision]\nheartbeat_interval = 0.1\nheartbeat_timeout = 2.0\n'
+        f'[gateway]\nid = "bench"\n[supervision]\nheartbeat_interval = {heartbeat}\n'
+        "heartbeat_timeout = 3.0\n"
     ]
     for i in range(n):
         parts.append(
@@ -80,7 +80,8 @@ def _family_cpu(procs: list[psutil.Process]) -> float:
 def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bench.toml"
-        cfg.write_text(_config(n, interval=0.05))
+        # Heartbeats every 0.1 s so /health sees a new session's first reading within 0.1 s.
+        cfg.write_text(_config(n, interval=0.05, heartbeat=0.1))
         logf = open(Path(tmp) / "gateway.log", "wb")
         proc = subprocess.Popen(
             [
@@ -128,8 +129,8 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
             )
             _row(report, "SIGKILL → first reading of new session (±0.1 s)", first_ms, "ms", 1000.0)
 
-            # Idle: sessions sampling once every 10 s.
-            cfg.write_text(_config(n, interval=10.0))
+            # Idle: sessions sampling once every 10 s, default 1 s heartbeats.
+            cfg.write_text(_config(n, interval=10.0, heartbeat=1.0))
             proc.send_signal(signal.SIGHUP)
             _poll(lambda: "config_reloaded" in log.read_text(), 60, 0.05)
             _poll(lambda: _health(url)["status"] == "HEALTHY", 60, 0.05)

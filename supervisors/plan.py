@@ -82,7 +82,9 @@ def plan_bulkheads(cfg: GatewayConfig) -> list[BulkheadPlan]:
     """Named bulkheads first (in config order), then one per remaining part."""
     all_parts = parts(cfg)
     grouped = {m for b in cfg.bulkheads for m in b.members}
-    shared = (cfg.log, cfg.supervision.bulkhead, cfg.gateway.id)
+    # Everything a bulkhead process reads besides its own parts: a change here
+    # restarts every bulkhead on reload. (Status section and tokens live in the root.)
+    shared = (cfg.log, cfg.supervision, cfg.gateway, cfg.defaults)
     plans = [
         BulkheadPlan(
             id=b.id,
