@@ -10,7 +10,7 @@ from typing import Any
 
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
-from otgate.config.base import Identifier, StrictStruct
+from otgate.config.base import Identifier, Port, StrictStruct
 from otgate.simulations.modbus_sim import ModbusTcpSimConfig
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, MqttSimConfig
 from otgate.simulations.opcua_sim import OpcUaSimConfig
@@ -93,4 +93,65 @@ class MqttBrokerSimulator(StrictStruct, tag="mqtt_broker", tag_field="type"):
         return SimulatorActor(self.id, run_mqtt_broker, self.broker)
 
 
-SimulatorConfig = ModbusTcpSimulator | OpcUaSimulator | MqttPublisherSimulator | MqttBrokerSimulator
+class PostgresDemoConfig(StrictStruct):
+    """A demo PostgreSQL server (Debian's ``postgresql`` binaries, run in the foreground)."""
+
+    port: Port = 15432
+    """Port on 127.0.0.1."""
+    data_dir: str = ""
+    """Data directory; empty = ``$TMPDIR/otgate-demo-pg-<port>`` (the server's user
+    must be able to enter it, which a home directory may not allow)."""
+
+
+class PostgresDemoServer(StrictStruct, tag="postgres", tag_field="type"):
+    """A PostgreSQL server for the demo's sink; it dies with its bulkhead."""
+
+    id: Identifier
+    """Part id."""
+    server: PostgresDemoConfig = PostgresDemoConfig()
+    """Port and data directory."""
+
+    def build(self, ctx: BuildContext) -> Actor:
+        return SimulatorActor(self.id, serve_demo_postgres, self.server)
+
+
+async def serve_demo_postgres(cfg: PostgresDemoConfig, *, task_status=None) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import anyio
+    import psycopg
+
+    from otgate.simulations.postgres_server import DemoPostgres
+
+    data = Path(cfg.data_dir or Path(tempfile.gettempdir()) / f"otgate-demo-pg-{cfg.port}")
+    server = DemoPostgres(data, cfg.port)
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    conn = await psycopg.AsyncConnection.connect(server.dsn())
+                    await conn.close()
+                    break
+                except psycopg.OperationalError:
+                    if server.proc is not None and server.proc.poll() is not None:
+                        raise RuntimeError(f"postgres exited; see {data / 'server.log'}") from None
+                    await anyio.sleep(0.2)
+        if task_status is not None:
+            task_status.started(server.dsn())
+        while server.proc is not None and server.proc.poll() is None:
+            await anyio.sleep(0.5)
+        raise RuntimeError(f"postgres exited with {server.proc.returncode if server.proc else '?'}")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(server.stop)
+
+
+SimulatorConfig = (
+    ModbusTcpSimulator
+    | OpcUaSimulator
+    | MqttPublisherSimulator
+    | MqttBrokerSimulator
+    | PostgresDemoServer
+)

@@ -102,3 +102,85 @@ class PostgresServer:
         if self.running():
             self.stop("immediate")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class DemoPostgres:
+    """A PostgreSQL server in the foreground, tied to the process that started it.
+
+    For demos: the server is a child process that dies with its parent
+    (PR_SET_PDEATHSIG), so a killed bulkhead never leaves a database behind;
+    the next start recovers the data directory like after a power cut.
+    """
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.workdir = data_dir
+        self.data = data_dir / "data"
+        self.port = port
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            cmd = [
+                pg_binary("initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120, user=self.user)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)  # left by a killed server
+        log = open(self.workdir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                pg_binary("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.workdir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "track_commit_timestamp=on",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=self.user,
+            preexec_fn=_die_with_parent,  # after the switch to `user`: it survives exec
+        )
+        log.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        import signal
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

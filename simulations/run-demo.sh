@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  need+=(postgresql)  # the demo's historian database
+fi
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}"
@@ -19,5 +22,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e .
-echo "otgate: watch it with '.venv/bin/otgate status' or curl http://127.0.0.1:8787/health"
+echo "otgate: watch it with '.venv/bin/otgate status' or curl http://127.0.0.1:8787/health;"
+echo "        the historian: psql 'host=127.0.0.1 port=15432 user=postgres' -c 'table otgate_readings limit 5'"
 exec .venv/bin/otgate run --config config/examples/gateway.toml "$@"
