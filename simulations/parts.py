@@ -120,29 +120,19 @@ async def serve_demo_postgres(cfg: PostgresDemoConfig, *, task_status=None) -> N
     from pathlib import Path
 
     import anyio
-    import psycopg
 
-    from otgate.simulations.postgres_server import DemoPostgres
+    from otgate.simulations.postgres_server import PostgresServer
 
     data = Path(cfg.data_dir or Path(tempfile.gettempdir()) / f"otgate-demo-pg-{cfg.port}")
-    server = DemoPostgres(data, cfg.port)
-    await anyio.to_thread.run_sync(server.start)
+    server = PostgresServer(data, cfg.port)
     try:
-        with anyio.fail_after(60):
-            while True:
-                try:
-                    conn = await psycopg.AsyncConnection.connect(server.dsn())
-                    await conn.close()
-                    break
-                except psycopg.OperationalError:
-                    if server.proc is not None and server.proc.poll() is not None:
-                        raise RuntimeError(f"postgres exited; see {data / 'server.log'}") from None
-                    await anyio.sleep(0.2)
+        await anyio.to_thread.run_sync(server.init)
+        await anyio.to_thread.run_sync(server.start)
         if task_status is not None:
             task_status.started(server.dsn())
-        while server.proc is not None and server.proc.poll() is None:
+        while server.running():
             await anyio.sleep(0.5)
-        raise RuntimeError(f"postgres exited with {server.proc.returncode if server.proc else '?'}")
+        raise RuntimeError(f"postgres exited; see {data / 'server.log'}")
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(server.stop)

@@ -1,20 +1,31 @@
-"""A private PostgreSQL cluster (initdb + pg_ctl) for the harness and demos.
+"""A private PostgreSQL server for the harness, the demo plant and tests.
 
-Runs on 127.0.0.1 and an ephemeral port, trust auth, with its Unix socket
-in its own directory. As root it runs the server as the ``postgres`` user
-(PostgreSQL refuses root). ``track_commit_timestamp`` is on, so a checker
-can tell when each row was committed.
+Debian's ``postgresql`` binaries, one data directory, 127.0.0.1 and a port
+of its own, trust auth, its Unix socket in its own directory, and
+``track_commit_timestamp`` on (so a checker can tell when a row was
+committed). The server runs in the foreground as a child process that dies
+with its parent (PR_SET_PDEATHSIG): a killed harness or bulkhead never
+leaves a database behind; the next start recovers the data directory like
+after a power cut. As root the server runs as the ``postgres`` user
+(PostgreSQL refuses root), which must be able to enter the data directory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+import psycopg
+
+PR_SET_PDEATHSIG = 1
 
 
 class PostgresUnavailable(RuntimeError):
@@ -37,150 +48,109 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    # Runs in the child after the switch to the server's user: that order keeps
+    # the setting (a credential change clears it).
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class PostgresServer:
-    def __init__(self, port: int | None = None) -> None:
-        # A fresh temp dir of its own: as root the server runs as 'postgres',
-        # which must be able to enter every directory above its data.
-        self.workdir = Path(tempfile.mkdtemp(prefix="otgate-pg-"))
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        # Default: a fresh dir under the system temp dir, which 'postgres' can enter.
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="otgate-pg-"))
         self.data = self.workdir / "data"
         self.port = port or free_port()
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            pwd.getpwnam("postgres")
-            self._as = ["runuser", "-u", "postgres", "--"]
-            os.chmod(self.workdir, 0o777)
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname} connect_timeout=2"
 
-    def _run(self, *args: str) -> None:
-        result = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip()[-500:]}")
-
     def init(self) -> PostgresServer:
-        self._run(
-            pg_binary("initdb"),
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
-        return self
-
-    def start(self) -> None:
-        opts = (
-            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
-            "-c track_commit_timestamp=on -c max_connections=50"
-        )
-        self._run(
-            pg_binary("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            opts,
-            "-l",
-            str(self.workdir / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def cleanup(self) -> None:
-        if self.running():
-            self.stop("immediate")
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-class DemoPostgres:
-    """A PostgreSQL server in the foreground, tied to the process that started it.
-
-    For demos: the server is a child process that dies with its parent
-    (PR_SET_PDEATHSIG), so a killed bulkhead never leaves a database behind;
-    the next start recovers the data directory like after a power cut.
-    """
-
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.workdir = data_dir
-        self.data = data_dir / "data"
-        self.port = port
-        self.user = "postgres" if os.geteuid() == 0 else None
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
-
-    def start(self) -> None:
+        """Create the cluster unless the data directory already holds one."""
+        initdb = pg_binary("initdb")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.user:
             pw = pwd.getpwnam(self.user)
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
         if not (self.data / "PG_VERSION").exists():
-            cmd = [
-                pg_binary("initdb"),
-                "-D",
-                str(self.data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120, user=self.user)
+            result = subprocess.run(
+                [
+                    initdb,
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                user=self.user,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"initdb failed: {result.stderr.strip()[-500:]}")
+        return self
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and return once it accepts connections."""
         (self.data / "postmaster.pid").unlink(missing_ok=True)  # left by a killed server
-        log = open(self.workdir / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                pg_binary("postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.workdir),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "track_commit_timestamp=on",
-                "-c",
-                "max_connections=50",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            user=self.user,
-            preexec_fn=_die_with_parent,  # after the switch to `user`: it survives exec
-        )
-        log.close()
+        with open(self.workdir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    pg_binary("postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.workdir),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "track_commit_timestamp=on",
+                    "-c",
+                    "max_connections=50",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self.user,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.dsn()).close()
+                return
+            except psycopg.OperationalError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"postgres exited {self.proc.returncode}; see {self.workdir / 'server.log'}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"postgres not accepting connections in {timeout:g}s"
+                    ) from None
+                time.sleep(0.1)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        import signal
-
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """``fast`` (SIGINT: roll back and shut down) or ``immediate`` (SIGQUIT: like a crash)."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        self.proc.send_signal(signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
