@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -26,11 +23,11 @@ import anyio.lowlevel
 import psutil
 
 from otgate.actors.actor import Actor
+from otgate.simulations.gateway_process import GatewayProcess
 from otgate.supervisors.spec import ChildSpec, SupervisorFlags
 from otgate.supervisors.supervisor import Supervisor
 
 TITLE = "otgate bench supervision"
-_URL = re.compile(r"status_listening url=(http://\S+?)\"")
 
 
 def _config(n: int, interval: float, heartbeat: float) -> str:
@@ -82,24 +79,9 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
         cfg = Path(tmp) / "bench.toml"
         # Heartbeats every 0.1 s so /health sees a new session's first reading within 0.1 s.
         cfg.write_text(_config(n, interval=0.05, heartbeat=0.1))
-        logf = open(Path(tmp) / "gateway.log", "wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otgate.supervisors.cli",
-                "run",
-                "--config",
-                str(cfg),
-                "--status-listen",
-                "127.0.0.1:0",
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
+        gw = GatewayProcess(cfg).start()
+        url = gw.url
         try:
-            log = Path(tmp) / "gateway.log"
-            url = _poll(lambda: (m := _URL.search(log.read_text())) and m.group(1), 30, 0.05)
             _poll(lambda: _health(url)["status"] == "HEALTHY", 60, 0.05)
             report.progress(f"gateway up with {n} bulkheads at {url}")
 
@@ -131,11 +113,11 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
 
             # Idle: sessions sampling once every 10 s, default 1 s heartbeats.
             cfg.write_text(_config(n, interval=10.0, heartbeat=1.0))
-            proc.send_signal(signal.SIGHUP)
-            _poll(lambda: "config_reloaded" in log.read_text(), 60, 0.05)
+            gw.proc.send_signal(signal.SIGHUP)
+            _poll(lambda: "config_reloaded" in gw.log(), 60, 0.05)
             _poll(lambda: _health(url)["status"] == "HEALTHY", 60, 0.05)
             time.sleep(2.0)  # let the restarted bulkheads settle before measuring
-            root = psutil.Process(proc.pid)
+            root = psutil.Process(gw.proc.pid)
             family = [root, *root.children(recursive=True)]
             bulkheads = {c["pid"] for c in _health(url)["components"] if c["id"] != "log"}
             uss = [p.memory_full_info().uss for p in family if p.pid in bulkheads]
@@ -149,12 +131,7 @@ def _gateway_numbers(report, n: int, kills: int, idle_s: float) -> None:
             _row(report, "USS root + fork server + resource tracker", [shared], "MiB")
             _row(report, f"idle CPU, whole gateway, {n} bulkheads", [cpu], "% of a core")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            logf.close()
+            gw.stop()
 
 
 class _Crasher(Actor):

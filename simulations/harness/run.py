@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from otgate.actors.log.config import LogConfig
+from otgate.simulations.gateway_process import GatewayProcess
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
 from otgate.simulations.harness.scenario import Fault, FaultKind, Scenario
@@ -103,89 +98,14 @@ points = [{{ parameter = "counter", address = 1, type = "uint32" }}]
     return "".join(out)
 
 
-class Gateway:
-    """``otgate run`` as a child process the harness can kill and restart."""
-
-    def __init__(self, config: Path, token: str) -> None:
-        self.config = config
-        self.token = token
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.starts = 0
-
-    def start(self) -> None:
-        log = self.config.with_suffix(f".{self.starts}.log")
-        self.starts += 1
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otgate.supervisors.cli",
-                "run",
-                "--config",
-                str(self.config),
-                "--status-listen",
-                "127.0.0.1:0",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while not (m := _URL.search(log.read_text(errors="replace"))):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        self.url = m.group(1)
-
-    def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
-            return json.load(resp)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health/ready", timeout=5) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def bulkhead_pid(self, bulkhead: str) -> int:
-        return next(c["pid"] for c in self.health()["components"] if c["id"] == bulkhead)
-
-    def fault(self, kind: str, bulkhead: str) -> None:
-        req = urllib.request.Request(
-            self.url + "/faults",
-            method="POST",
-            data=json.dumps({"kind": kind, "bulkhead": bulkhead}).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        urllib.request.urlopen(req, timeout=5).close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self._log.close()
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(10)
-        self._log.close()
-        return rc
-
-
 async def _apply(
     fault: Fault,
     t0: float,
-    gw: Gateway,
+    gw: GatewayProcess,
     pg: PostgresServer,
     modbus: dict[str, ModbusCounter],
     report: Report,
+    token: str,
 ) -> None:
     await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     k_timed = fault.kind in _TIMED
@@ -195,9 +115,13 @@ async def _apply(
     )
     k = fault.kind
     if k is FaultKind.KILL_BULKHEAD:
-        os.kill(await anyio.to_thread.run_sync(gw.bulkhead_pid, fault.target), signal.SIGKILL)
+        node = await anyio.to_thread.run_sync(gw.component, fault.target)
+        os.kill(node["pid"], signal.SIGKILL)
     elif k is FaultKind.HANG_BULKHEAD:
-        await anyio.to_thread.run_sync(gw.fault, "hang", fault.target)
+        body = {"kind": "hang", "bulkhead": fault.target}
+        status, answer = await anyio.to_thread.run_sync(gw.post, "/faults", body, token)
+        if status != 200:
+            raise RuntimeError(f"hang_bulkhead {fault.target}: {status} {answer}")
     elif k is FaultKind.POSTGRES_STOP:
         await anyio.to_thread.run_sync(pg.stop, "immediate")
         await anyio.sleep(fault.duration_s)
@@ -237,7 +161,7 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str,
     streams.update({d.id: Stream(d.id, "modbus") for d in modbus.values()})
     config = workdir / "gateway.toml"
     state_dir = workdir / "state"
-    gw = Gateway(config, token)
+    gw = GatewayProcess(config)
     try:
         async with anyio.create_task_group() as tg:
             broker_port = await tg.start(run_mqtt_broker, MqttBrokerConfig()) if mqtt else 0
@@ -259,7 +183,7 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str,
                     m.port = broker_port
                     producers.start_soon(m.run, end)
                 for fault in sc.faults:
-                    producers.start_soon(_apply, fault, t0, gw, pg, modbus, report)
+                    producers.start_soon(_apply, fault, t0, gw, pg, modbus, report, token)
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends
                     dev.produced = dev.value()
