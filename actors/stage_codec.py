@@ -13,6 +13,16 @@ same gateway version wrote it), ``compile_decoder`` generates a Python
 function for that flat record schema that builds the Struct directly
 (~2 µs). Any other schema (an older writer, nested records) goes through
 the log's ``Decoder`` with full resolution.
+
+Decode memo: stages in one bulkhead share one LogCodec. When a stage writes
+a value it already holds decoded (the validator passing a raw reading on to
+``*.clean`` unchanged), it ``remember``s it; the next ``decode`` of exactly
+those bytes for a topic of the same record type (the aggregator reading
+``telemetry.clean``) returns the object instead of decoding again. Decoding
+is a pure function of the bytes and the records are frozen, so this changes
+nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values;
+an entry is dropped when it is used or when it ages out (a lagging reader
+then simply decodes).
 """
 
 from __future__ import annotations
@@ -39,6 +49,15 @@ class LogCodec:
         self._pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._schemas = schemas
         self._fast: dict[tuple[str, bytes], Callable[[bytes, int], Any] | None] = {}
+        self._memo: dict[bytes, Any] = {}
+        self._memo_old: dict[bytes, Any] = {}
+
+    def remember(self, value: bytes, obj: Any) -> None:
+        """Note that ``value`` (wire format) decodes to the frozen record ``obj``."""
+        memo = self._memo
+        memo[value] = obj
+        if len(memo) >= MEMO_SIZE:
+            self._memo_old, self._memo = memo, {}
 
     async def prepare(self, topics: Iterable[str]) -> None:
         """Register (or load from the cache) each topic's current writer schema."""
@@ -71,6 +90,12 @@ class LogCodec:
 
     def decode(self, topic: str, value: bytes) -> Any:
         """Raises ``SchemaUnavailable`` for an id not loaded yet (use ``decode_async``)."""
+        if self._memo or self._memo_old:
+            obj = self._memo.pop(value, None)
+            if obj is None:
+                obj = self._memo_old.pop(value, None)
+            if obj is not None and type(obj) is record_type(topic):
+                return obj
         fast = self._fast.get((topic, value[:5]), _MISSING)
         if fast is _MISSING:
             fast = self._fast_decoder(topic, value)
@@ -127,6 +152,8 @@ def stage_codec(ctx: Any) -> Any:
 
 
 _MISSING = object()
+MEMO_SIZE = 10_000
+"""Values per memo generation (two generations at most are kept)."""
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _DECODERS: dict[type, Callable[[bytes, int], Any]] = {}

@@ -7,11 +7,21 @@ above what the pipeline can carry; the rate that lands in PostgreSQL over the
 measuring window is the end-to-end throughput. CPU is counted per bulkhead
 (user + system) — that breakdown is where the time goes. PostgreSQL's own
 CPU is reported separately (it shares the machine, it is not gateway CPU).
+
+Optional profile: with ``OTGATE_BENCH_PROFILE=DIR`` set, after the measuring
+window (so the numbers above are not disturbed) every bulkhead and the
+PostgreSQL backend are sampled with ``py-spy`` for ``OTGATE_BENCH_PROFILE_S``
+seconds (default 10); collapsed stacks go to ``DIR/<bulkhead>.txt`` and the
+top functions by own time are printed as progress lines. Needs ``py-spy`` on
+PATH (``pip install py-spy``).
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +167,9 @@ def _measure(report, window: float, interval: float) -> None:
                 cpu_s=g1 - g0,
                 us_per_point=(g1 - g0) / max(1, r1 - r0) * 1e6,
             )
+            if os.environ.get("OTGATE_BENCH_PROFILE"):
+                _profile(report, procs, Path(os.environ["OTGATE_BENCH_PROFILE"]),
+                         float(os.environ.get("OTGATE_BENCH_PROFILE_S", "10")))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -165,6 +178,41 @@ def _measure(report, window: float, interval: float) -> None:
                 proc.kill()
             logf.close()
             pg.cleanup()
+
+
+def _profile(report, procs: dict[str, psutil.Process], out: Path, seconds: float) -> None:
+    """Sample every bulkhead with py-spy at once; print the top own-time functions."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        report.progress("OTGATE_BENCH_PROFILE set but py-spy is not on PATH; no profile")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    report.progress(f"profiling every bulkhead for {seconds:g} s into {out}")
+    runs = {}
+    for name, p in procs.items():
+        if name.startswith("root"):
+            continue
+        f = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt"
+        runs[name] = (f, subprocess.Popen(
+            [spy, "record", "-d", str(int(seconds)), "-r", "100", "--format", "raw",
+             "--nonblocking", "-p", str(p.pid), "-o", str(f)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    for name, (f, run) in runs.items():
+        run.wait(seconds + 60)
+        if not f.exists():
+            continue
+        own: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in f.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            total += int(n)
+            own[stack.rsplit(";", 1)[-1]] += int(n)
+        report.progress(f"profile {name}: {total} samples; top own time:")
+        for fn, n in own.most_common(15):
+            report.progress(f"    {n / max(1, total):6.1%}  {fn}")
 
 
 def _is_pg(p: psutil.Process, port: int) -> bool:

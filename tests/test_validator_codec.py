@@ -83,3 +83,31 @@ async def test_log_codec_uses_fast_path_only_for_the_current_schema(tmp_path):
             codec.decode("telemetry.clean", v[:-3])
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, monkeypatch):
+    import otgate.actors.stage_codec as sc
+
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        await codec.prepare(["telemetry.clean", "telemetry.1s"])
+        r = Reading(asset_id="a", parameter="p", value=2.5, gateway_time=1)
+        v = codec.encode("telemetry.clean", r)
+        codec.remember(v, r)
+        with pytest.raises(Exception):  # noqa: B017 - another record type: never from the memo
+            codec.decode("telemetry.1s", v)
+        codec.remember(v, r)
+        assert codec.decode("telemetry.clean", v) is r  # from the memo ...
+        again = codec.decode("telemetry.clean", v)
+        assert again == r and again is not r  # ... once; then decoded
+        monkeypatch.setattr(sc, "MEMO_SIZE", 3)
+        values = [codec.encode("telemetry.clean", Reading(asset_id="a", parameter="p",
+                                                          value=i, gateway_time=1))
+                  for i in range(10)]
+        for i, value in enumerate(values):
+            codec.remember(value, i)
+        assert len(codec._memo) + len(codec._memo_old) <= 6
+    finally:
+        await lg.close()

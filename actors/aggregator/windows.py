@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class Window:
     unit: str = ""
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     through: dict[TopicPartition, int] | None = None  # persisted windows: last offset added
+    holds: list[list] = field(default_factory=list)  # its [offset, done] entries in Windows._holds
 
     @property
     def stream(self) -> StreamKey:
@@ -103,6 +105,9 @@ class Windows:
         self._assets: dict[str, _Asset] = {}
         self._ready: list[Window] = []
         self.high_water: dict[StreamKey, int] = {}
+        # per (resolution, partition): [first offset, done] of each window in offset order,
+        # so commit_offsets finds the oldest open window without scanning them all
+        self._holds: dict[tuple[str, TopicPartition], deque[list]] = {}
         self.late: dict[str, int] = {r: 0 for r in resolutions}
         self.deduplicated = 0
         self.already_emitted = 0
@@ -155,12 +160,27 @@ class Windows:
                     continue
                 w.through[tp] = offset
             if tp not in w.first_offsets:
-                w.first_offsets[tp] = offset
+                self._hold(w, tp, offset)
             w.stats.add_fast(value, qi, x)
         if t > a.watermark:
             a.watermark = t
             if a.watermark - self.lateness_ns >= a.next_close:
                 self._close(a, a.watermark - self.lateness_ns)
+
+    def _hold(self, w: Window, tp: TopicPartition, offset: int) -> None:
+        w.first_offsets[tp] = offset
+        h = [offset, False]
+        w.holds.append(h)
+        q = self._holds.get((w.resolution, tp))
+        if q is None:
+            q = self._holds[(w.resolution, tp)] = deque()
+        if q and q[-1][0] > offset:  # out of order (restored windows): keep it sorted
+            i = len(q)
+            while i and q[i - 1][0] > offset:
+                i -= 1
+            q.insert(i, h)
+        else:
+            q.append(h)
 
     def _close(self, a: _Asset, frontier: int) -> None:
         keep: dict[tuple[str, str, int], Window] = {}
@@ -194,6 +214,8 @@ class Windows:
         ready.sort(key=lambda w: w.start)
         out = []
         for w in ready:
+            for h in w.holds:
+                h[1] = True  # emitted (or already emitted before): holds nothing back
             key = w.stream
             hw = self.high_water.get(key)
             if hw is not None and w.start <= hw:
@@ -214,23 +236,15 @@ class Windows:
         checkpoint, to the persisted windows' first records.
         """
         out = dict(positions)
-
-        def hold(w: Window) -> None:
-            for tp, off in w.first_offsets.items():
-                if tp in out and off < out[tp]:
-                    out[tp] = off
-
         ckpt = self.checkpointed
-        for a in self._assets.values():
-            for w in a.windows.values():
-                if w.through is None or ckpt is None:
-                    hold(w)
-                else:  # a partition the last checkpoint did not know yet
-                    for tp, off in w.first_offsets.items():
-                        if tp not in ckpt and tp in out and off < out[tp]:
-                            out[tp] = off
-        for w in self._ready:
-            hold(w)
+        for (res, tp), q in self._holds.items():
+            while q and q[0][1]:
+                q.popleft()
+            if not q or tp not in out or q[0][0] >= out[tp]:
+                continue
+            if res in self.persisted and ckpt is not None and tp in ckpt:
+                continue  # in the saved state: the checkpoint positions hold instead
+            out[tp] = q[0][0]
         if ckpt is not None and self.persisted:
             for tp, off in ckpt.items():
                 if tp in out and off < out[tp]:
@@ -271,12 +285,13 @@ class Windows:
             if a is None:
                 a = self._assets[asset_id] = _Asset()
             a.last_arrival = self._clock()
-            a.windows[(param, res, start)] = Window(
+            w = a.windows[(param, res, start)] = Window(
                 asset_id, param, res, start, end,
                 WindowStats.from_state(st, self.max_samples), unit,
-                first_offsets={(t, p): o for t, p, o in firsts},
                 through={(t, p): o for t, p, o in through},
             )
+            for t, p, o in firsts:
+                self._hold(w, (t, p), o)
             a.next_close = min(a.next_close, end)
             n += 1
         return n

@@ -107,6 +107,7 @@ class ValidatorActor(Actor):
         encode = self.codec.encode
         check = self.rules.check
         passthrough = getattr(self.codec, "passthrough", None)
+        remember = getattr(self.codec, "remember", None)
         events_topic = self.config.events_topic
         for rec in records:
             base = rec.topic[:-4] if rec.topic.endswith(".raw") else rec.topic
@@ -133,6 +134,8 @@ class ValidatorActor(Actor):
                 value = None
                 if verdict.reading is reading and passthrough is not None:
                     value = passthrough(rec.topic, topic, rec.value)  # unchanged: no re-encode
+                    if value is not None and remember is not None:
+                        remember(value, reading)  # the aggregator here need not decode it
                 out[topic].append((key, value or encode(topic, verdict.reading)))
             elif verdict.reject is not None:
                 dlq = f"dlq.{base}"
