@@ -4,20 +4,9 @@
 # Extra arguments go to `otgate run` (e.g. --status-listen 127.0.0.1:0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-need=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-  need+=(postgresql)  # the demo's historian database
-fi
-python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
-if ((${#need[@]})); then
-  echo "installing Debian packages: ${need[*]}"
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+. simulations/debian-deps.sh
+# mosquitto: the demo's MQTT broker; postgresql: the demo's historian database
+ensure_debian mosquitto:mosquitto pg_ctl:postgresql venv:python3-venv
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
