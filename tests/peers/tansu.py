@@ -111,8 +111,8 @@ def start_tansu(
     return Tansu(port=port, proc=proc, storage=storage, env=env or {}, log_path=log_path)
 
 
-@pytest.fixture
-def tansu() -> Iterator[Tansu]:
+@pytest.fixture(name="tansu")
+def tansu_fixture() -> Iterator[Tansu]:
     t = start_tansu()
     try:
         yield t
