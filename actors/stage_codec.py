@@ -173,7 +173,7 @@ def compile_decoder(tp: type) -> Callable[[bytes, int], Any]:
     info = {f.encode_name: f for f in mi.type_info(tp).fields}  # type: ignore[union-attr]
     env: dict[str, Any] = {
         "_d": _DOUBLE.unpack_from, "_f": _FLOAT.unpack_from,
-        "_T": tp,
+        "_T": tp, "_L": {}, "_S": {},
     }
     lines = ["def decode(b, pos=5):"]
     args = []
@@ -199,20 +199,36 @@ def _enum_class(t: mi.Type) -> type | None:
     return None
 
 
-def _gen_long(var: str, ind: str) -> list[str]:
-    # inline: a one-byte varint is the common case; longer ones (timestamps) loop
-    # here rather than in a function, which saves a call per field
-    return [
-        f"{ind}x = b[pos]; pos += 1",
-        f"{ind}if x & 0x80:",
-        f"{ind}    acc = x & 0x7F; shift = 7",
+def _gen_long(var: str, ind: str, cached: bool = False) -> list[str]:
+    # inline: a one-byte varint is the common case; longer ones loop here rather
+    # than in a function, which saves a call per field. ``cached`` (long fields):
+    # a 9-byte varint (a nanosecond timestamp) is first looked up by its bytes, since
+    # the readings of one poll share their times; only exact 9-byte varints are stored.
+    out = [
+        f"{ind}x = b[pos]",
+        f"{ind}if x < 0x80:",
+        f"{ind}    pos += 1; {var} = (x >> 1) ^ -(x & 1)",
+    ]
+    body = [
+        f"{ind}    p0 = pos; pos += 1; acc = x & 0x7F; shift = 7",
         f"{ind}    while True:",
         f"{ind}        x = b[pos]; pos += 1",
         f"{ind}        acc |= (x & 0x7F) << shift",
         f"{ind}        if x < 0x80: break",
         f"{ind}        shift += 7",
         f"{ind}    {var} = (acc >> 1) ^ -(acc & 1)",
-        f"{ind}else: {var} = (x >> 1) ^ -(x & 1)",
+    ]
+    if not cached:
+        return [*out, f"{ind}else:", *body]
+    return [
+        *out,
+        f"{ind}elif (k := b[pos:pos + 9]) in _L:",
+        f"{ind}    {var} = _L[k]; pos += 9",
+        f"{ind}else:",
+        *body,
+        f"{ind}    if pos - p0 == 9:",
+        f"{ind}        if len(_L) > 4096: _L.clear()",
+        f"{ind}        _L[k] = {var}",
     ]
 
 
@@ -235,17 +251,31 @@ def _gen(t: Any, var: str, ind: str, env: dict[str, Any], enum_cls: type | None)
     if t == "boolean":
         return [f"{ind}{var} = b[pos] == 1; pos += 1"]
     if t in ("long", "int"):
-        return _gen_long(var, ind)
+        return _gen_long(var, ind, cached=True)
     if t == "double":
         return [f"{ind}{var} = _d(b, pos)[0]; pos += 8"]
     if t == "float":
         return [f"{ind}{var} = _f(b, pos)[0]; pos += 4"]
-    if t in ("string", "bytes"):
-        conv = ".decode()" if t == "string" else ""
+    if t == "bytes":
         return [
             *_gen_long("n", ind),
             f"{ind}if n < 0: raise ValueError('negative length')",
-            f"{ind}{var} = b[pos:pos + n]{conv}; pos += n",
+            f"{ind}{var} = b[pos:pos + n]; pos += n",
             f"{ind}if pos > len(b): raise ValueError('truncated')",
+        ]
+    if t == "string":
+        # strings repeat (asset ids, parameters, units): one str object per value,
+        # whose hash is then computed once for every dict lookup downstream
+        return [
+            *_gen_long("n", ind),
+            f"{ind}if n < 0: raise ValueError('negative length')",
+            f"{ind}k = b[pos:pos + n]; pos += n",
+            f"{ind}if pos > len(b): raise ValueError('truncated')",
+            f"{ind}{var} = _S.get(k)",
+            f"{ind}if {var} is None:",
+            f"{ind}    {var} = k.decode()",
+            f"{ind}    if n <= 64:",
+            f"{ind}        if len(_S) > 65536: _S.clear()",
+            f"{ind}        _S[k] = {var}",
         ]
     raise TypeError(f"no fast decoder for {t!r}")

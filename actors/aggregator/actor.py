@@ -43,6 +43,7 @@ aggregated; they stay in ``telemetry.clean``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ def to_aggregate(w: Window, gateway_time: int) -> Aggregate:
     every reading (BAD and non-numeric too).
     """
     st = w.stats
-    has = st.n > 0
+    n, mean, m2, lo, hi, total = st.numbers()
+    has = n > 0
     p50, p95, p99 = st.percentiles()
     q = st.quality_counts
     return Aggregate(
@@ -88,20 +90,20 @@ def to_aggregate(w: Window, gateway_time: int) -> Aggregate:
         window_start=w.start,
         window_end=w.end,
         count=st.count,
-        min=st.min if has else None,
-        max=st.max if has else None,
-        mean=st.mean if has else None,
-        sum=st.sum if has else None,
+        min=lo if has else None,
+        max=hi if has else None,
+        mean=mean if has else None,
+        sum=total if has else None,
         first=st.first,
         last=st.last,
         unit=w.unit,
         quality=st.worst_quality,
         gateway_time=gateway_time,
-        stddev=st.stddev,
+        stddev=math.sqrt(m2 / n) if has else None,
         p50=p50,
         p95=p95,
         p99=p99,
-        numeric_count=st.n,
+        numeric_count=n,
         count_good=q[0],
         count_suspect=q[1],
         count_uncertain=q[2],

@@ -1,7 +1,10 @@
 """Streaming statistics of one window: count, mean, min, max, stddev, percentiles.
 
-Mean and population standard deviation use Welford's update (numerically
-stable, O(1) memory). Percentiles are exact (linear interpolation between
+While a window holds at most ``max_samples`` numeric values they are simply
+kept, and count, mean, min, max, sum and the population standard deviation
+are computed from them when the window closes (two passes: numerically
+stable; adding a value is a list append). From the first value beyond that,
+the numbers continue with Welford's update (stable, O(1) memory). Percentiles are exact (linear interpolation between
 closest ranks, numpy's default) while a window holds at most ``max_samples``
 values; beyond that a reservoir sample of ``max_samples`` values is kept,
 drawn with a random generator seeded by the window's identity, so replaying
@@ -25,29 +28,24 @@ class WindowStats:
 
     __slots__ = (
         "_m2",
+        "_max",
+        "_mean",
+        "_min",
+        "_n",
         "_rng",
+        "_running",
         "_samples",
+        "_sum",
         "count",
         "first",
         "last",
-        "max",
         "max_samples",
-        "mean",
-        "min",
-        "n",
         "quality_counts",
         "seed",
-        "sum",
     )
 
     def __init__(self, max_samples: int = 4096, seed: int = 0) -> None:
         self.count = 0  # every reading, any quality, any value type
-        self.n = 0  # numeric, non-BAD values in the statistics
-        self.mean = 0.0
-        self.sum = 0.0
-        self._m2 = 0.0
-        self.min = math.inf
-        self.max = -math.inf
         self.first: object = None
         self.last: object = None
         self.quality_counts = [0, 0, 0, 0]  # GOOD, SUSPECT, UNCERTAIN, BAD
@@ -55,6 +53,16 @@ class WindowStats:
         self.seed = seed
         self._samples: list[float] = []
         self._rng: random.Random | None = None
+        # While every numeric value fits in _samples the numbers are computed from
+        # them when asked (cheap adds); from the first value beyond max_samples on,
+        # they are running values (Welford) and _samples is a reservoir.
+        self._running = False
+        self._n = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+        self._sum = 0.0
 
     def add(self, value: object, quality: Quality) -> None:
         """Add one reading (see ``add_fast`` for the pre-classified form)."""
@@ -74,15 +82,28 @@ class WindowStats:
         self.quality_counts[qi] += 1
         if x is None:
             return
-        n = self.n = self.n + 1
-        self.sum += x
-        delta = x - self.mean
-        self.mean += delta / n
-        self._m2 += delta * (x - self.mean)
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
+        if not self._running:
+            samples = self._samples
+            if len(samples) < self.max_samples:
+                samples.append(x)
+                return
+            self._start_running()
+        self._welford(x)
+
+    def _start_running(self) -> None:
+        (self._n, self._mean, self._m2, self._min, self._max, self._sum) = self.numbers()
+        self._running = True
+
+    def _welford(self, x: float) -> None:
+        n = self._n = self._n + 1
+        self._sum += x
+        delta = x - self._mean
+        self._mean += delta / n
+        self._m2 += delta * (x - self._mean)
+        if x < self._min:
+            self._min = x
+        if x > self._max:
+            self._max = x
         samples = self._samples
         if len(samples) < self.max_samples:
             samples.append(x)
@@ -93,11 +114,47 @@ class WindowStats:
             if j < self.max_samples:
                 samples[j] = x
 
+    def numbers(self) -> tuple[int, float, float, float, float, float]:
+        """``(n, mean, m2, min, max, sum)`` of the numeric values (m2: sum of squared
+        deviations; with n = 0: 0, 0.0, 0.0, inf, -inf, 0.0)."""
+        if self._running:
+            return self._n, self._mean, self._m2, self._min, self._max, self._sum
+        xs = self._samples
+        n = len(xs)
+        if not n:
+            return 0, 0.0, 0.0, math.inf, -math.inf, 0.0
+        total = sum(xs)
+        mean = total / n
+        m2 = sum([(x - mean) ** 2 for x in xs])  # two-pass: as stable as Welford
+        return n, mean, m2, min(xs), max(xs), total
+
+    @property
+    def n(self) -> int:
+        """Numeric, non-BAD values in the statistics."""
+        return self._n if self._running else len(self._samples)
+
+    @property
+    def mean(self) -> float:
+        return self.numbers()[1]
+
+    @property
+    def min(self) -> float:
+        return self.numbers()[3]
+
+    @property
+    def max(self) -> float:
+        return self.numbers()[4]
+
+    @property
+    def sum(self) -> float:
+        return self.numbers()[5]
+
     def state(self) -> list[Any]:
         """Everything needed to continue this window after a restart (msgpack-able)."""
         rng = self._rng.getstate() if self._rng is not None else None
+        n, mean, m2, lo, hi, total = self.numbers()
         return [
-            self.count, self.n, self.mean, self._m2, self.min, self.max, self.sum,
+            self.count, n, mean, m2, lo, hi, total,
             self.first, self.last, list(self.quality_counts), self.seed,
             array.array("d", self._samples).tobytes(),
             [rng[0], list(rng[1]), rng[2]] if rng is not None else None,
@@ -106,18 +163,23 @@ class WindowStats:
     @classmethod
     def from_state(cls, state: list[Any], max_samples: int) -> WindowStats:
         st = cls(max_samples, state[10])
-        (st.count, st.n, st.mean, st._m2, st.min, st.max, st.sum, st.first, st.last) = state[:9]
+        (st.count, st._n, st._mean, st._m2, st._min, st._max, st._sum, st.first, st.last) = (
+            state[:9]
+        )
         st.quality_counts = list(state[9])
         st._samples = array.array("d", state[11]).tolist()
         if state[12] is not None:
             st._rng = random.Random()
             st._rng.setstate((state[12][0], tuple(state[12][1]), state[12][2]))
+        # every value still kept: compute from them again, as before the restart
+        st._running = not (st._n == len(st._samples) and st._rng is None)
         return st
 
     @property
     def stddev(self) -> float | None:
         """Population standard deviation; None with no numeric value."""
-        return math.sqrt(self._m2 / self.n) if self.n else None
+        n, _, m2, *_ = self.numbers()
+        return math.sqrt(m2 / n) if n else None
 
     @property
     def worst_quality(self) -> Quality:
