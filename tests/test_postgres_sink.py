@@ -107,6 +107,38 @@ async def test_client_creates_tables_brin_and_upsert_is_idempotent(pg_dsn):
 
 
 @pytest.mark.anyio
+async def test_direct_copy_and_staged_path_store_the_same_times(pg_dsn):
+    """The fast path (COPY into the table) converts ns like the staged INSERT does;
+    a batch with a stored key (a replay) falls back to the staged path."""
+    cfg = sink_config(pg_dsn)
+    client = PgClient(cfg)
+    times = [T0 + 123_456_789, T0 + 999, 1, -1_500, -(10**15) - 1]  # sub-µs, pre-1970
+    try:
+        first = [reading_row(msgspec.structs.replace(rd(i), device_time=t, seq=i))
+                 for i, t in enumerate(times)]
+        await client.write("readings", first)
+        assert (client.direct_batches, client.staged_batches) == (1, 0)
+        other = [reading_row(msgspec.structs.replace(rd(i, asset="pump-2"), device_time=t,
+                                                     seq=10 + i))
+                 for i, t in enumerate(times)]
+        await client.write("readings", other[:2] + first[:1])  # pump-1's key is stored
+        assert (client.direct_batches, client.staged_batches) == (1, 1)
+        await client.write("readings", other)  # two keys stored again: staged
+        assert await client.count("readings") == 10
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            cur = await conn.execute(
+                f"SELECT asset_id, seq, (extract(epoch FROM device_time) * 1e6)::int8"
+                f" FROM {cfg.db_schema}.{cfg.readings_table} ORDER BY asset_id, seq"
+            )
+            got = await cur.fetchall()
+        want_us = [t // 1000 if t >= 0 else -((-t) // 1000) for t in times]  # truncated
+        assert [r[2] for r in got if r[0] == "pump-1"] == want_us
+        assert [r[2] for r in got if r[0] == "pump-2"] == want_us
+    finally:
+        await client.close()
+
+
+@pytest.mark.anyio
 async def test_on_conflict_update_keeps_the_last_write(pg_dsn):
     cfg = sink_config(pg_dsn, on_conflict="update")
     client = PgClient(cfg)

@@ -270,6 +270,8 @@ class PostgresSinkActor(Actor):
             "lag_records": self.lag,
             "connected": 1.0 if self.client.connected else 0.0,
             "connects_total": float(self.client.connects),
+            "direct_copy_batches_total": float(self.client.direct_batches),
+            "staged_batches_total": float(self.client.staged_batches),
             "last_batch_seconds": self.last_batch_s,
             "busy_seconds_total": self.busy_s,
         }
