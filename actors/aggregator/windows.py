@@ -74,6 +74,9 @@ class _Asset:
     last_arrival: float = 0.0
     next_close: int = 1 << 62  # smallest end among its open windows
     windows: dict[tuple[str, str, int], Window] = field(default_factory=dict)
+    # parameter -> its newest open window per resolution (index as in Windows._sizes):
+    # the common case, a reading for the current window, needs one lookup, not three
+    current: dict[str, list[Window | None]] = field(default_factory=dict)
 
 
 class Windows:
@@ -94,6 +97,8 @@ class Windows:
         if unknown:
             raise ValueError(f"unknown resolutions {unknown}; known: {list(RESOLUTIONS_NS)}")
         self._sizes = [(r, RESOLUTIONS_NS[r]) for r in resolutions]
+        self._indexed = [(i, r, size) for i, (r, size) in enumerate(self._sizes)]
+        self._index = {r: i for i, (r, _) in enumerate(self._sizes)}
         self.lateness_ns = lateness_ns
         self.idle_timeout_s = idle_timeout_s
         self.max_samples = max_samples
@@ -133,27 +138,15 @@ class Windows:
             x = float(value)
             if not math.isfinite(x):
                 x = None
-        for res, size in self._sizes:
-            start = t - t % size
-            end = start + size
-            wkey = (r.parameter, res, start)
-            w = a.windows.get(wkey)
-            if w is None:
-                if end <= frontier:
-                    self.late[res] += 1
+        cur = a.current.get(r.parameter)
+        if cur is None:
+            cur = a.current[r.parameter] = [None] * len(self._sizes)
+        for i, res, size in self._indexed:
+            w = cur[i]
+            if w is None or t < w.start or t >= w.end:
+                w = self._window(a, r, i, res, size, t, frontier, cur)
+                if w is None:
                     continue
-                hw = self.high_water.get((r.asset_id, r.parameter, res))
-                if hw is not None and start <= hw:
-                    self.already_emitted += 1  # replay after a restart, or very late
-                    continue
-                seed = zlib.crc32(f"{r.asset_id}|{r.parameter}|{res}|{start}".encode())
-                w = a.windows[wkey] = Window(
-                    r.asset_id, r.parameter, res, start, end,
-                    WindowStats(self.max_samples, seed), r.unit,
-                    through={} if res in self.persisted else None,
-                )
-                if end < a.next_close:
-                    a.next_close = end
             if w.through is not None:
                 if offset <= w.through.get(tp, -1):
                     self.replayed_into_restored += 1  # already in the restored state
@@ -166,6 +159,37 @@ class Windows:
             a.watermark = t
             if a.watermark - self.lateness_ns >= a.next_close:
                 self._close(a, a.watermark - self.lateness_ns)
+
+    def _window(
+        self, a: _Asset, r: Reading, i: int, res: str, size: int, t: int, frontier: int,
+        cur: list[Window | None],
+    ) -> Window | None:
+        """The open window of ``r`` at one resolution, created when new; None when
+        the reading is late or its window was already emitted (both counted)."""
+        start = t - t % size
+        end = start + size
+        wkey = (r.parameter, res, start)
+        w = a.windows.get(wkey)
+        if w is None:
+            if end <= frontier:
+                self.late[res] += 1
+                return None
+            hw = self.high_water.get((r.asset_id, r.parameter, res))
+            if hw is not None and start <= hw:
+                self.already_emitted += 1  # replay after a restart, or very late
+                return None
+            seed = zlib.crc32(f"{r.asset_id}|{r.parameter}|{res}|{start}".encode())
+            w = a.windows[wkey] = Window(
+                r.asset_id, r.parameter, res, start, end,
+                WindowStats(self.max_samples, seed), r.unit,
+                through={} if res in self.persisted else None,
+            )
+            if end < a.next_close:
+                a.next_close = end
+        c = cur[i]
+        if c is None or w.start >= c.start:
+            cur[i] = w
+        return w
 
     def _hold(self, w: Window, tp: TopicPartition, offset: int) -> None:
         w.first_offsets[tp] = offset
@@ -188,6 +212,11 @@ class Windows:
         for k, w in a.windows.items():
             if w.end <= frontier:
                 self._ready.append(w)
+                cur = a.current.get(w.parameter)
+                if cur is not None:
+                    i = self._index[w.resolution]
+                    if cur[i] is w:
+                        cur[i] = None  # closed: never added to again
             else:
                 keep[k] = w
                 if w.end < nxt:
