@@ -86,22 +86,19 @@ def unpack_batches(
     """Records at or after ``offset`` from batch rows (base_offset, ts, payload)."""
     out: list[LogRecord] = []
     for base, ts, payload in rows:
+        room = limit - len(out)
+        if room <= 0:
+            break
         recs = _unpack(payload)
         skip = max(0, offset - base)
-        for i in range(skip, len(recs)):
-            if len(out) >= limit:
-                return out
-            k, v = recs[i]
-            out.append(
-                LogRecord(
-                    topic=topic,
-                    partition=partition,
-                    offset=base + i,
-                    key=k,
-                    value=v,
-                    timestamp_ns=ts,
-                )
-            )
+        stop = min(len(recs), skip + room)
+        if skip >= stop:
+            continue
+        out += [
+            LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
+                      timestamp_ns=ts)
+            for o, kv in zip(range(base + skip, base + stop), recs[skip:stop])
+        ]
     return out
 
 
