@@ -71,6 +71,7 @@ class ValidatorActor(Actor):
         self.codec = codec
         self.fetch_timeout_s = fetch_timeout_s
         self.rules = RuleSet(config)
+        self._names: dict[str, tuple[str, str]] = {}  # input topic -> (clean, dlq)
         self.consumer: Any = None
         self.consumed = 0
         self.written: dict[str, int] = defaultdict(int)
@@ -109,39 +110,44 @@ class ValidatorActor(Actor):
         passthrough = getattr(self.codec, "passthrough", None)
         remember = getattr(self.codec, "remember", None)
         events_topic = self.config.events_topic
+        names = self._names
+        decode = self.codec.decode
         for rec in records:
-            base = rec.topic[:-4] if rec.topic.endswith(".raw") else rec.topic
-            commit[(rec.topic, rec.partition)] = rec.offset + 1
+            src = rec.topic
+            n = names.get(src)
+            if n is None:
+                base = src[:-4] if src.endswith(".raw") else src
+                n = names[src] = (f"{base}.clean", f"dlq.{base}")
+            commit[(src, rec.partition)] = rec.offset + 1
             try:
                 try:
-                    reading = self.codec.decode(rec.topic, rec.value)
+                    reading = decode(src, rec.value)
                 except SchemaUnavailable:  # an id not loaded yet: ask the store once
-                    reading = await self.codec.decode_async(rec.topic, rec.value)
+                    reading = await self.codec.decode_async(src, rec.value)
             except (*DECODE_ERRORS, SchemaUnavailable) as exc:
                 reason = "unknown_schema" if isinstance(exc, SchemaUnavailable) else "undecodable"
                 self.undecodable += 1
                 log.warning(
                     "validator_undecodable topic=%s partition=%d offset=%d reason=%s error=%s",
-                    rec.topic, rec.partition, rec.offset, reason, type(exc).__name__,
+                    src, rec.partition, rec.offset, reason, type(exc).__name__,
                 )
-                dlq = f"dlq.{base}"
-                out[dlq].append((rec.key, encode(dlq, self._dead(rec, None, reason, exc))))
+                out[n[1]].append((rec.key, encode(n[1], self._dead(rec, None, reason, exc))))
                 continue
             verdict = check(reading)
             key = rec.key if rec.key is not None else reading.asset_id.encode()
             if verdict.reading is not None:
-                topic = f"{base}.clean"
+                topic = n[0]
                 value = None
                 if verdict.reading is reading and passthrough is not None:
-                    value = passthrough(rec.topic, topic, rec.value)  # unchanged: no re-encode
+                    value = passthrough(src, topic, rec.value)  # unchanged: no re-encode
                     if value is not None and remember is not None:
                         remember(value, reading)  # the aggregator here need not decode it
                 out[topic].append((key, value or encode(topic, verdict.reading)))
             elif verdict.reject is not None:
-                dlq = f"dlq.{base}"
-                out[dlq].append((key, encode(dlq, self._dead(rec, reading, verdict.reject))))
-            for ev in verdict.events:
-                out[events_topic].append((ev.asset_id.encode(), encode(events_topic, ev)))
+                out[n[1]].append((key, encode(n[1], self._dead(rec, reading, verdict.reject))))
+            if verdict.events:
+                for ev in verdict.events:
+                    out[events_topic].append((ev.asset_id.encode(), encode(events_topic, ev)))
         # clean first, so a reader never sees an event before its reading's batch
         for topic in sorted(out, key=lambda t: (t == events_topic, t.startswith("dlq."))):
             await self.log.append(topic, out[topic])

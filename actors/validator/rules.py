@@ -80,7 +80,16 @@ class RuleSet:
         self._skew_last: dict[str, int] = {}
         self._max_skew_ms = config.max_clock_skew_s * 1000.0
         self._skew_every_ns = int(config.skew_event_interval_s * _NS)
-        self.counts: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._clean = 0  # kept apart from _counts: it is the hot one
+
+    @property
+    def counts(self) -> collections.Counter[str]:
+        """Readings per outcome and per rule hit (a copy)."""
+        out = collections.Counter(self._counts)
+        if self._clean:
+            out["clean"] = self._clean
+        return out
 
     def _rule_for(self, asset: str, parameter: str) -> ParameterRule | None:
         for rule in self.config.rules:
@@ -109,15 +118,15 @@ class RuleSet:
         if not r.parameter:
             return self._reject(verdict, "missing_parameter")
         quality = r.quality
-        changes: dict[str, object] = {}
+        changes: dict[str, object] | None = None
 
         # time rules
         device_time = r.device_time
         if device_time is None:
             device_time = r.gateway_time
-            changes["device_time"] = device_time
+            changes = {"device_time": device_time}
             quality = worst(quality, Quality.UNCERTAIN)
-            self.counts["missing_device_time"] += 1
+            self._counts["missing_device_time"] += 1
         else:
             skew_ms = r.clock_skew_ms
             if skew_ms is None:
@@ -130,7 +139,7 @@ class RuleSet:
 
         # duplicates
         if device_time in s.recent_set:
-            self.counts["duplicate"] += 1
+            self._counts["duplicate"] += 1
             mode = self.config.on_duplicate
             if mode is OnDuplicate.DLQ:
                 return self._reject(verdict, "duplicate")
@@ -160,7 +169,7 @@ class RuleSet:
             if (rule.min is not None and num < rule.min) or (
                 rule.max is not None and num > rule.max
             ):
-                self.counts["out_of_range"] += 1
+                self._counts["out_of_range"] += 1
                 if rule.on_out_of_range is OnViolation.REJECT:
                     return self._reject(verdict, f"out_of_range [{rule.min}, {rule.max}]")
                 quality = worst(quality, _SEVERITY[rule.on_out_of_range])
@@ -172,7 +181,7 @@ class RuleSet:
             ):
                 rate = abs(num - s.last_value) * _NS / (device_time - s.last_time)
                 if rate > rule.max_rate_per_s:
-                    self.counts["rate_exceeded"] += 1
+                    self._counts["rate_exceeded"] += 1
                     if rule.on_rate_exceeded is OnViolation.REJECT:
                         return self._reject(verdict, f"rate_exceeded {rate:.6g}/s")
                     quality = worst(quality, _SEVERITY[rule.on_rate_exceeded])
@@ -186,7 +195,7 @@ class RuleSet:
             ):
                 step_s = (device_time - s.last_time) / _NS
                 if step_s > rule.gap_factor * rule.expected_interval_s:
-                    self.counts["gap"] += 1
+                    self._counts["gap"] += 1
                     verdict.events.append(
                         _event(r, f"{r.parameter}:gap", step_s, "s", device_time)
                     )
@@ -195,9 +204,10 @@ class RuleSet:
                 s.last_value = num
 
         if quality is not r.quality:
+            changes = changes or {}
             changes["quality"] = quality
         verdict.reading = msgspec.structs.replace(r, **changes) if changes else r
-        self.counts["clean"] += 1
+        self._clean += 1
         return verdict
 
     def _skew_event(self, r: Reading, device_time: int, skew_ms: int, verdict: Verdict) -> None:
@@ -205,11 +215,11 @@ class RuleSet:
         if last is not None and r.gateway_time - last < self._skew_every_ns:
             return
         self._skew_last[r.asset_id] = r.gateway_time
-        self.counts["clock_skew"] += 1
+        self._counts["clock_skew"] += 1
         verdict.events.append(_event(r, "clock_skew", float(skew_ms), "ms", device_time))
 
     def _reject(self, verdict: Verdict, reason: str) -> Verdict:
-        self.counts["rejected"] += 1
+        self._counts["rejected"] += 1
         verdict.reject = reason
         return verdict
 
