@@ -50,6 +50,7 @@ class LogCodec:
         self._schemas = schemas
         self._fast: dict[tuple[str, bytes], Callable[[bytes, int], Any] | None] = {}
         self._memo: dict[bytes, Any] = {}
+        self._rows: dict[tuple[str, bytes, str], Any] = {}
         self._memo_old: dict[bytes, Any] = {}
 
     def remember(self, value: bytes, obj: Any) -> None:
@@ -124,6 +125,23 @@ class LogCodec:
     async def decode_async(self, topic: str, value: bytes) -> Any:
         return await self._decoder.decode_async(topic, value)
 
+    def row_decoder(
+        self, topic: str, value: bytes, returns: str, helpers: dict[str, Any]
+    ) -> Callable[[bytes, int], Any] | None:
+        """A ``compile_decoder(..., returns)`` for ``value``'s schema when it is the
+        topic's current one (the fast path's condition), else None: decode then."""
+        key = (topic, value[:5], returns)
+        fn = self._rows.get(key, _MISSING)
+        if fn is _MISSING:
+            fast = self._fast.get((topic, value[:5]), _MISSING)
+            if fast is _MISSING:
+                fast = self._fast_decoder(topic, value)
+            if fast is None:
+                return None  # not cached: the next call looks again
+            tp = record_type(topic)
+            fn = self._rows[key] = compile_decoder(tp, returns, helpers) if tp else None
+        return fn
+
 
 async def decode(codec: Any, topic: str, value: bytes) -> Any:
     """Decode, loading an unknown schema id from the store when needed."""
@@ -156,36 +174,44 @@ MEMO_SIZE = 10_000
 """Values per memo generation (two generations at most are kept)."""
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
-_DECODERS: dict[type, Callable[[bytes, int], Any]] = {}
+_DECODERS: dict[tuple[type, str | None], Callable[[bytes, int], Any]] = {}
 
 
-def compile_decoder(tp: type) -> Callable[[bytes, int], Any]:
+def compile_decoder(
+    tp: type, returns: str | None = None, helpers: dict[str, Any] | None = None
+) -> Callable[[bytes, int], Any]:
     """A decoder ``(value, pos) -> tp`` for ``avro_schema(tp)`` (flat records only).
 
+    ``returns``: instead of the Struct, return this Python expression over the
+    fields, named ``f_<attribute>`` (enums as their string values), with
+    ``helpers`` in scope: a sink builds its table row straight from the bytes.
     Raises TypeError for schemas it does not handle (nested records, arrays,
     maps). The decoder raises IndexError / ValueError / UnicodeDecodeError /
     struct.error on malformed input, and ValueError on trailing bytes.
     """
-    dec = _DECODERS.get(tp)
+    dec = _DECODERS.get((tp, returns))
     if dec is not None:
         return dec
     schema = avro.avro_schema(tp)
     info = {f.encode_name: f for f in mi.type_info(tp).fields}  # type: ignore[union-attr]
     env: dict[str, Any] = {
         "_d": _DOUBLE.unpack_from, "_f": _FLOAT.unpack_from,
-        "_T": tp, "_L": {}, "_S": {},
+        "_T": tp, "_L": {}, "_S": {}, **(helpers or {}),
     }
     lines = ["def decode(b, pos=5):"]
     args = []
-    for i, f in enumerate(schema["fields"]):
-        var = f"v{i}"
-        lines += _gen(f["type"], var, "    ", env, _enum_class(info[f["name"]].type))
-        args.append(f"{info[f['name']].name}={var}")
+    for f in schema["fields"]:
+        name = info[f["name"]].name
+        var = f"f_{name}"
+        enum_cls = None if returns is not None else _enum_class(info[f["name"]].type)
+        lines += _gen(f["type"], var, "    ", env, enum_cls)
+        args.append(f"{name}={var}")
     lines.append("    if pos != len(b):")
     lines.append("        raise ValueError(f'{len(b) - pos} trailing bytes')")
-    lines.append(f"    return _T({', '.join(args)})")
+    lines.append(f"    return {returns}" if returns is not None else
+                 f"    return _T({', '.join(args)})")
     exec(compile("\n".join(lines), f"<avro decoder {tp.__name__}>", "exec"), env)
-    dec = _DECODERS[tp] = env["decode"]
+    dec = _DECODERS[(tp, returns)] = env["decode"]
     return dec
 
 

@@ -111,3 +111,23 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
         assert len(codec._memo) + len(codec._memo_old) <= 6
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
+    from otgate.sinks.postgres.client import READING_ROW, reading_row
+
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        await codec.prepare(["telemetry.clean"])
+        rng = random.Random(9)
+        for _ in range(500):
+            r = random_reading(rng)
+            v = codec.encode("telemetry.clean", r)
+            fn = codec.row_decoder("telemetry.clean", v, READING_ROW, {})
+            assert fn is not None and fn(v, 5) == reading_row(r)
+        with pytest.raises((*DECODE_ERRORS, struct.error)):
+            fn(v[:-2], 5)
+    finally:
+        await lg.close()

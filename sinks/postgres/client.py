@@ -128,6 +128,16 @@ def reading_row(r: Reading) -> tuple:
     )
 
 
+READING_ROW = (
+    "(f_asset_id, f_parameter, f_device_time if f_device_time is not None else f_gateway_time,"
+    " None if f_value is None or type(f_value) is str else float(f_value),"
+    " f_value if type(f_value) is str else None, f_unit, f_quality, f_classification,"
+    " f_gateway_time, f_clock_skew_ms, f_seq, f_adapter_id)"
+)
+"""``reading_row`` as a row decoder's return expression (``LogCodec.row_decoder``):
+the row straight from the Avro bytes, no Reading in between."""
+
+
 def aggregate_row(a: Aggregate) -> tuple:
     """Statistics the record version lacks are NULL (``getattr`` default)."""
     def opt(name: str) -> Any:
