@@ -115,7 +115,12 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
 
 @pytest.mark.anyio
 async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
-    from otgate.sinks.postgres.client import READING_ROW, reading_row
+    from otgate.sinks.postgres.client import (
+        AGGREGATE_ROW,
+        READING_ROW,
+        aggregate_row,
+        reading_row,
+    )
 
     lg = await open_log(tmp_path)
     try:
@@ -129,5 +134,12 @@ async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
             assert fn is not None and fn(v, 5) == reading_row(r)
         with pytest.raises((*DECODE_ERRORS, struct.error)):
             fn(v[:-2], 5)
+        await codec.prepare(["telemetry.1s"])
+        a = Aggregate(asset_id="a", parameter="p", window="1s", window_start=1, window_end=2,
+                      count=3, min=0.5, max=None, first="x", last=7, gateway_time=9,
+                      quality=Quality.SUSPECT, p95=2.5, count_bad=1)
+        v = codec.encode("telemetry.1s", a)
+        fn = codec.row_decoder("telemetry.1s", v, AGGREGATE_ROW, {})
+        assert fn is not None and fn(v, 5) == aggregate_row(a)
     finally:
         await lg.close()

@@ -37,7 +37,7 @@ from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.postgres.client import (
-    READING_ROW,
+    ROWS,
     PgClient,
     aggregate_row,
     is_data_error,
@@ -165,15 +165,14 @@ class PostgresSinkActor(Actor):
         groups: dict[str, list[Item]] = {"readings": [], "aggregates": []}
         dead: list[DeadLetter] = []
         row_decoder = getattr(self.codec, "row_decoder", None)
-        readings = groups["readings"]
         for rec in batch:
             kind = self.kinds.get(rec.topic) or topic_kind(rec.topic)
-            if kind == "readings" and row_decoder is not None:
+            if kind in ROWS and row_decoder is not None:
                 # fast path: the row straight from the bytes (obj decoded only if refused)
                 try:
-                    fn = row_decoder(rec.topic, rec.value, READING_ROW, {})
+                    fn = row_decoder(rec.topic, rec.value, ROWS[kind], {})
                     if fn is not None:
-                        readings.append((rec, None, fn(rec.value, 5)))
+                        groups[kind].append((rec, None, fn(rec.value, 5)))
                         continue
                 except (*DECODE_ERRORS, struct.error):
                     pass  # the full decode below says what is wrong

@@ -138,6 +138,16 @@ READING_ROW = (
 the row straight from the Avro bytes, no Reading in between."""
 
 
+AGGREGATE_ROW = (
+    "(f_asset_id, f_parameter, f_window, f_window_start, f_window_end, f_count, f_min, f_max,"
+    " f_mean, f_sum, f_stddev, f_p50, f_p95, f_p99, f_count_good, f_count_suspect,"
+    " f_count_uncertain, f_count_bad, f_unit, f_quality, f_gateway_time)"
+)
+"""``aggregate_row`` of the current Aggregate schema as a row decoder's expression."""
+
+ROWS = {"readings": READING_ROW, "aggregates": AGGREGATE_ROW}
+
+
 def aggregate_row(a: Aggregate) -> tuple:
     """Statistics the record version lacks are NULL (``getattr`` default)."""
     def opt(name: str) -> Any:
