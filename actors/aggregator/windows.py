@@ -44,6 +44,9 @@ RESOLUTIONS_NS: dict[str, int] = {
     "1h": 3_600_000_000_000,
 }
 
+_BAD = Quality.BAD  # a module constant: ``Quality.BAD`` is a slow class lookup on 3.11
+_NOT_NUMERIC = (bool, str)
+
 StreamKey = tuple[str, str, str]  # asset_id, parameter, resolution
 TopicPartition = tuple[str, int]
 
@@ -134,7 +137,7 @@ class Windows:
         qi = QUALITY_INDEX[quality]
         value = r.value
         x: float | None = None
-        if quality is not Quality.BAD and value is not None and not isinstance(value, bool | str):
+        if quality is not _BAD and value is not None and not isinstance(value, _NOT_NUMERIC):
             x = float(value)
             if not math.isfinite(x):
                 x = None

@@ -47,6 +47,9 @@ def worst(a: Quality, b: Quality) -> Quality:
 
 
 _SEVERITY = {OnViolation.SUSPECT: Quality.SUSPECT, OnViolation.BAD: Quality.BAD}
+# enum members as module constants: ``Quality.BAD`` is a slow class lookup on 3.11
+_BAD = Quality.BAD
+_UNCERTAIN = Quality.UNCERTAIN
 
 
 @dataclass(slots=True)
@@ -125,7 +128,7 @@ class RuleSet:
         if device_time is None:
             device_time = r.gateway_time
             changes = {"device_time": device_time}
-            quality = worst(quality, Quality.UNCERTAIN)
+            quality = worst(quality, _UNCERTAIN)
             self._counts["missing_device_time"] += 1
         else:
             skew_ms = r.clock_skew_ms
@@ -156,14 +159,14 @@ class RuleSet:
         in_order = s.last_time is None or device_time > s.last_time
         num: float | None = None
         if value is None:
-            quality = Quality.BAD
+            quality = _BAD
         elif isinstance(value, bool) or isinstance(value, str):
             if s.numeric:
                 return self._reject(verdict, "not_numeric")
         else:
             num = float(value)
             if not math.isfinite(num):
-                quality = Quality.BAD
+                quality = _BAD
                 num = None
         if rule is not None and num is not None:
             if (rule.min is not None and num < rule.min) or (
@@ -200,7 +203,7 @@ class RuleSet:
                         _event(r, f"{r.parameter}:gap", step_s, "s", device_time)
                     )
             s.last_time = device_time
-            if num is not None and quality is not Quality.BAD:
+            if num is not None and quality is not _BAD:
                 s.last_value = num
 
         if quality is not r.quality:
