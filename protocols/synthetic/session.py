@@ -33,38 +33,45 @@ class SyntheticSession(Actor):
         self._last: dict[str, object] = {}
 
     async def main(self) -> None:
-        samplers = [
-            (p, make_signal(p.signal, seed=f"{self.cfg.seed}:{p.parameter}"))
+        event = Classification.EVENT
+        # per point: (sampler, parameter, unit, classification, is an EVENT point)
+        points = [
+            (make_signal(p.signal, seed=f"{self.cfg.seed}:{p.parameter}"), p.parameter, p.unit,
+             p.classification, p.classification is event)
             for p in self.cfg.points
         ]
+        asset_id, adapter_id = self.cfg.asset_id, self.cfg.id
+        last = self._last
         t0 = time.monotonic()
         next_tick = t0
         while True:
             now = now_ns()
             t = time.monotonic() - t0
             batch: list[Reading] = []
-            for point, sample in samplers:
+            seq = self.seq
+            for sample, parameter, unit, classification, is_event in points:
                 value = sample(t)
-                if point.classification is Classification.EVENT:
-                    if self._last.get(point.parameter) == value:
+                if is_event:
+                    if last.get(parameter) == value:
                         continue
-                    self._last[point.parameter] = value
-                self.seq += 1
+                    last[parameter] = value
+                seq += 1
                 batch.append(
                     Reading(
-                        asset_id=self.cfg.asset_id,
-                        parameter=point.parameter,
+                        asset_id=asset_id,
+                        parameter=parameter,
                         value=value,
-                        unit=point.unit,
-                        classification=point.classification,
+                        unit=unit,
+                        classification=classification,
                         device_time=now,
                         gateway_time=now,
                         clock_skew_ms=0,
-                        seq=self.seq,
-                        adapter_id=self.cfg.id,
+                        seq=seq,
+                        adapter_id=adapter_id,
                         adapter_version=__version__,
                     )
                 )
+            self.seq = seq
             if batch:
                 await self.ctx.publish(batch)
                 self.published += len(batch)
