@@ -118,6 +118,7 @@ async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
     from otgate.sinks.postgres.client import (
         AGGREGATE_ROW,
         READING_ROW,
+        ROW_HELPERS,
         aggregate_row,
         reading_row,
     )
@@ -130,7 +131,7 @@ async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
         for _ in range(500):
             r = random_reading(rng)
             v = codec.encode("telemetry.clean", r)
-            fn = codec.row_decoder("telemetry.clean", v, READING_ROW, {})
+            fn = codec.row_decoder("telemetry.clean", v, READING_ROW, ROW_HELPERS)
             assert fn is not None and fn(v, 5) == reading_row(r)
         with pytest.raises((*DECODE_ERRORS, struct.error)):
             fn(v[:-2], 5)
@@ -139,7 +140,7 @@ async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
                       count=3, min=0.5, max=None, first="x", last=7, gateway_time=9,
                       quality=Quality.SUSPECT, p95=2.5, count_bad=1)
         v = codec.encode("telemetry.1s", a)
-        fn = codec.row_decoder("telemetry.1s", v, AGGREGATE_ROW, {})
+        fn = codec.row_decoder("telemetry.1s", v, AGGREGATE_ROW, ROW_HELPERS)
         assert fn is not None and fn(v, 5) == aggregate_row(a)
     finally:
         await lg.close()

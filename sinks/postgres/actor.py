@@ -37,6 +37,7 @@ from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.postgres.client import (
+    ROW_HELPERS,
     ROWS,
     PgClient,
     aggregate_row,
@@ -170,7 +171,7 @@ class PostgresSinkActor(Actor):
             if kind in ROWS and row_decoder is not None:
                 # fast path: the row straight from the bytes (obj decoded only if refused)
                 try:
-                    fn = row_decoder(rec.topic, rec.value, ROWS[kind], {})
+                    fn = row_decoder(rec.topic, rec.value, ROWS[kind], ROW_HELPERS)
                     if fn is not None:
                         groups[kind].append((rec, None, fn(rec.value, 5)))
                         continue

@@ -8,9 +8,11 @@ back and the batch takes the staged path in the same transaction: binary
 ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON
 CONFLICT (key) DO NOTHING`` (or ``DO UPDATE`` with the batch deduplicated
 first), so a replayed batch creates no duplicates and the staged path stays
-the one that decides what is refused. Times travel as integer
-nanoseconds and become ``timestamptz`` (microseconds) on the server:
-readings closer than 1 µs on one (asset, parameter) are the same row.
+the one that decides what is refused. Record times (integer nanoseconds)
+become ``timestamptz`` truncated to microseconds (toward zero): the rows
+carry PostgreSQL's own binary form (µs since 2000-01-01, ``pg_time``), which
+COPY sends as an int8 — a timestamptz is the same 8 bytes on the wire.
+Readings closer than 1 µs on one (asset, parameter) are the same row.
 
 Tables are created when missing. With the ``timescaledb`` extension
 installed the readings and aggregates tables become hypertables; otherwise
@@ -27,15 +29,12 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 
 from otgate.actors.records import Aggregate, Reading
 from otgate.sinks.postgres.config import OnConflict, PostgresSink
@@ -82,7 +81,6 @@ AGGREGATE_COLUMNS = (
     ("gateway_time", "timestamptz NOT NULL", "int8"),
 )
 AGGREGATE_KEY = ("asset_id", "parameter", "resolution", "window_start")
-_TIME_COLUMNS = {"device_time", "gateway_time", "window_start", "window_end"}
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -112,6 +110,15 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
 
 
+_EPOCH_2000_US = 946_684_800_000_000
+
+
+def pg_time(ns: int) -> int:
+    """Nanoseconds since the Unix epoch as a binary timestamptz: µs since
+    2000-01-01 UTC, truncated toward zero."""
+    return (ns // 1000 if ns >= 0 else -((-ns) // 1000)) - _EPOCH_2000_US
+
+
 def _num(v: Any) -> float | None:
     if v is None or isinstance(v, str):
         return None
@@ -122,30 +129,33 @@ def reading_row(r: Reading) -> tuple:
     v = r.value
     text = v if isinstance(v, str) else None
     return (
-        r.asset_id, r.parameter, r.device_time if r.device_time is not None else r.gateway_time,
-        _num(v), text, r.unit, r.quality.value, r.classification.value, r.gateway_time,
+        r.asset_id, r.parameter,
+        pg_time(r.device_time if r.device_time is not None else r.gateway_time),
+        _num(v), text, r.unit, r.quality.value, r.classification.value, pg_time(r.gateway_time),
         r.clock_skew_ms, r.seq, r.adapter_id,
     )
 
 
 READING_ROW = (
-    "(f_asset_id, f_parameter, f_device_time if f_device_time is not None else f_gateway_time,"
+    "(f_asset_id, f_parameter, _t(f_device_time if f_device_time is not None else f_gateway_time),"
     " None if f_value is None or type(f_value) is str else float(f_value),"
     " f_value if type(f_value) is str else None, f_unit, f_quality, f_classification,"
-    " f_gateway_time, f_clock_skew_ms, f_seq, f_adapter_id)"
+    " _t(f_gateway_time), f_clock_skew_ms, f_seq, f_adapter_id)"
 )
 """``reading_row`` as a row decoder's return expression (``LogCodec.row_decoder``):
 the row straight from the Avro bytes, no Reading in between."""
 
 
 AGGREGATE_ROW = (
-    "(f_asset_id, f_parameter, f_window, f_window_start, f_window_end, f_count, f_min, f_max,"
-    " f_mean, f_sum, f_stddev, f_p50, f_p95, f_p99, f_count_good, f_count_suspect,"
-    " f_count_uncertain, f_count_bad, f_unit, f_quality, f_gateway_time)"
+    "(f_asset_id, f_parameter, f_window, _t(f_window_start), _t(f_window_end), f_count, f_min,"
+    " f_max, f_mean, f_sum, f_stddev, f_p50, f_p95, f_p99, f_count_good, f_count_suspect,"
+    " f_count_uncertain, f_count_bad, f_unit, f_quality, _t(f_gateway_time))"
 )
 """``aggregate_row`` of the current Aggregate schema as a row decoder's expression."""
 
 ROWS = {"readings": READING_ROW, "aggregates": AGGREGATE_ROW}
+ROW_HELPERS = {"_t": pg_time}
+"""Names the row expressions use."""
 
 
 def aggregate_row(a: Aggregate) -> tuple:
@@ -155,31 +165,11 @@ def aggregate_row(a: Aggregate) -> tuple:
 
     mean = opt("mean") if hasattr(a, "mean") else opt("avg")
     return (
-        a.asset_id, a.parameter, a.window, a.window_start, a.window_end, a.count,
+        a.asset_id, a.parameter, a.window, pg_time(a.window_start), pg_time(a.window_end), a.count,
         a.min, a.max, mean, opt("sum"), opt("stddev"), opt("p50"), opt("p95"), opt("p99"),
         opt("count_good"), opt("count_suspect"), opt("count_uncertain"), opt("count_bad"),
-        a.unit, a.quality.value, a.gateway_time,
+        a.unit, a.quality.value, pg_time(a.gateway_time),
     )
-
-
-_EPOCH_2000_US = 946_684_800_000_000
-_PACK_Q = struct.Struct(">q").pack
-
-
-class _NsTime:
-    """Marker: the dumper below is registered for it (never instantiated)."""
-
-
-class _NsTimestamptzDumper(Dumper):
-    """Integer nanoseconds as binary timestamptz, truncated to µs like the staged
-    path's ``timestamptz 'epoch' + (ns / 1000) * interval '1 microsecond'``."""
-
-    format = Format.BINARY
-    oid = psycopg.postgres.types["timestamptz"].oid
-
-    def dump(self, obj: int) -> bytes:
-        us = obj // 1000 if obj >= 0 else -((-obj) // 1000)
-        return _PACK_Q(us - _EPOCH_2000_US)
 
 
 class _Table:
@@ -191,8 +181,7 @@ class _Table:
         self.time_col = time_col
         self.stage = f"otgate_stage_{name}"
         self.ident = sql.Identifier(schema, name)
-        self.types = [c[2] for c in columns]
-        self.direct_types = ["timestamptz" if c[0] in _TIME_COLUMNS else c[2] for c in columns]
+        self.types = [c[2] for c in columns]  # times: int8 on the wire (see the module doc)
 
     def create(self) -> sql.Composed:
         cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d, _ in self.columns]
@@ -201,10 +190,9 @@ class _Table:
         )
 
     def create_stage(self) -> sql.Composed:
-        # times travel as int8 nanoseconds; the INSERT converts them exactly (to µs)
         cols = []
         for n, d, _ in self.columns:
-            decl = "bigint" if n in _TIME_COLUMNS else d.replace(" NOT NULL", "")
+            decl = d.replace(" NOT NULL", "")
             cols.append(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(decl)))
         return sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
@@ -223,14 +211,7 @@ class _Table:
 
     def insert(self, on_conflict: OnConflict) -> sql.Composed:
         names = [n for n, _, _ in self.columns]
-        select = [
-            sql.SQL("timestamptz 'epoch' + ({} / 1000) * interval '1 microsecond'").format(
-                sql.Identifier(n)
-            )
-            if n in _TIME_COLUMNS
-            else sql.Identifier(n)
-            for n in names
-        ]
+        select = [sql.Identifier(n) for n in names]
         key = sql.SQL(", ").join(map(sql.Identifier, self.key))
         if on_conflict is OnConflict.NOTHING:
             src = sql.SQL("SELECT {} FROM {}").format(
@@ -357,9 +338,8 @@ class PgClient:
                 async with conn.cursor() as cur:
                     try:
                         async with conn.transaction():  # a savepoint
-                            cur.adapters.register_dumper(_NsTime, _NsTimestamptzDumper)
                             async with cur.copy(direct) as copy:
-                                copy.set_types(t.direct_types)
+                                copy.set_types(t.types)
                                 for row in rows:
                                     await copy.write_row(row)
                         self.direct_batches += 1
