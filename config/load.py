@@ -115,7 +115,12 @@ def load_config(
     secrets: set[str] = set()
     try:
         if resolve:
-            secrets_dir = tree.get("gateway", {}).get("secrets_dir", "/etc/otgate/secrets")
+            gateway = tree.get("gateway", {})
+            if not isinstance(gateway, dict):
+                raise ConfigError(source, ["gateway: Expected `object` (a [gateway] table)"])
+            secrets_dir = gateway.get("secrets_dir", "/etc/otgate/secrets")
+            if not isinstance(secrets_dir, str):
+                raise ConfigError(source, ["gateway.secrets_dir: Expected `str`"])
             tree, secrets = resolve_secrets(
                 tree, secrets_dir=Path(secrets_dir) if secrets_dir else None, env=env
             )

@@ -65,6 +65,11 @@ class StatusSection(StrictStruct):
     tokens: list[Token] = []
     """Tokens allowed to call mutating endpoints (restart, fault injection)."""
 
+    def __post_init__(self) -> None:
+        port = int(self.listen.rpartition(":")[2])
+        if port > 65535:
+            raise ValueError(f"listen: port {port} is over 65535")
+
 
 class SupervisionSection(StrictStruct):
     """Restart policy of the gateway root and of the supervisors inside bulkheads."""
@@ -81,6 +86,9 @@ class SupervisionSection(StrictStruct):
     """A bulkhead silent this long is hung: it is killed and restarted."""
     start_timeout: PositiveSeconds = 30.0
     """A bulkhead must report started within this many seconds."""
+    reload_grace_s: PositiveSeconds = 45.0
+    """After a start or a reload, the tree must be ready within this many seconds:
+    then the file is cached as last good; a reload that is not ready is rolled back."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout <= self.heartbeat_interval:
@@ -150,6 +158,15 @@ class GatewayConfig(StrictStruct):
         if dupes:
             raise ValueError(f"duplicate part id(s) {', '.join(dupes)}")
         seen: dict[str, str] = {}
+        bulkhead_ids: set[str] = set()
+        for i, b in enumerate(self.bulkheads):
+            if b.id in bulkhead_ids or b.id == LOG_ID:
+                raise ValueError(f"bulkheads[{i}].id: {b.id!r} is used twice or reserved")
+            if b.id in ids and b.id not in b.members:
+                raise ValueError(
+                    f"bulkheads[{i}].id: {b.id!r} is the id of a part outside this bulkhead"
+                )
+            bulkhead_ids.add(b.id)
         for b in self.bulkheads:
             for m in b.members:
                 if m not in ids:

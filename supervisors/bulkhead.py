@@ -93,8 +93,10 @@ class Bulkhead:
         heartbeat_timeout: float,
         start_timeout: float,
         shutdown_timeout: float,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
         self.id = plan.id
+        self.secrets = secrets
         self.plan = plan
         self.config_json = config_json
         self.heartbeat_timeout = heartbeat_timeout
@@ -127,7 +129,7 @@ class Bulkhead:
         parent_sock, child_sock = socket.socketpair()
         self._proc = process_context().Process(
             target=bulkhead_main,
-            args=(self.id, self.config_json, child_sock),
+            args=(self.id, self.config_json, child_sock, sorted(self.secrets)),
             name=f"otgate-{self.id}",
         )
         try:
@@ -152,12 +154,21 @@ class Bulkhead:
                 await self._ensure_stopped()
 
     async def _await_started(self, channel: Channel) -> None:
+        """Wait for Started. Heartbeats flow during the start too, so a loop that
+        blocks while starting is caught after ``heartbeat_timeout``, not at the end
+        of ``start_timeout``."""
         with anyio.fail_after(self.start_timeout):
             while True:
-                msg = await self._receive(channel)
-                if isinstance(msg, Started):
+                with anyio.move_on_after(self.heartbeat_timeout) as silent:
+                    msg = await self._receive(channel)
+                if silent.cancelled_caught:
+                    self._kill()
+                    raise BulkheadHung(f"silent for {self.heartbeat_timeout:g}s while starting")
+                if isinstance(msg, Heartbeat):
+                    self.tree = msg.tree
+                elif isinstance(msg, Started):
                     return
-                if isinstance(msg, Stopped):
+                elif isinstance(msg, Stopped):
                     raise BulkheadFailed(msg.error or "stopped during start")
 
     async def _receive(self, channel: Channel) -> Any:
@@ -186,9 +197,16 @@ class Bulkhead:
 
     async def _watchdog(self) -> None:
         limit = (self.plan.memory_limit_mib or 0) * 1024 * 1024
+        tick = time.monotonic()
         while True:
             await anyio.sleep(WATCH_INTERVAL)
-            age = time.monotonic() - self.last_beat
+            now = time.monotonic()
+            if now - tick > WATCH_INTERVAL + 0.5:
+                # The gateway itself stalled: heartbeats may sit unread in the
+                # socket. Let the reader catch up before judging anyone.
+                self.last_beat = max(self.last_beat, now - WATCH_INTERVAL)
+            tick = now
+            age = now - self.last_beat
             if age > self.heartbeat_timeout:
                 self._kill()
                 raise BulkheadHung(
@@ -249,6 +267,7 @@ class Bulkhead:
             self._channel = None
         if self._proc is not None and self._proc.exitcode is not None:
             self._proc.close()
+            self.pid = None  # never signal a pid the kernel may have given to another process
         self.state = State.STOPPED
 
     # -- status -----------------------------------------------------------------

@@ -34,6 +34,7 @@ from otgate.actors.messages import (
 )
 from otgate.config.schema import LOG_ID, GatewayConfig
 from otgate.supervisors.channel import Channel, ChannelClosed
+from otgate.supervisors.logs import setup_logging
 from otgate.supervisors.plan import digest, parts, plan_bulkheads
 from otgate.supervisors.spec import ChildSpec
 from otgate.supervisors.supervisor import Supervisor
@@ -53,10 +54,13 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def bulkhead_main(bulkhead_id: str, config_json: bytes, sock: socket.socket) -> None:
+def bulkhead_main(
+    bulkhead_id: str, config_json: bytes, sock: socket.socket, secrets: list[str]
+) -> None:
     """Process entry point (called by multiprocessing in the child)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(secrets=secrets)  # JSON lines on the gateway's stdout, secrets redacted
     cfg = msgspec.json.decode(config_json, type=GatewayConfig)
     plan = next(p for p in plan_bulkheads(cfg) if p.id == bulkhead_id)
     if plan.address_space_limit_mib:
@@ -127,9 +131,11 @@ async def _run(bulkhead_id: str, cfg: GatewayConfig, sock: socket.socket) -> int
     error: str | None = None
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(sup.run)
-            await channel.send(Started(pid=os.getpid()))
             tg.start_soon(_heartbeats, channel, sup, cfg.supervision.heartbeat_interval)
+            await tg.start(sup.run)
+            # A fresh tree before Started, so the gateway never shows the start's states.
+            await channel.send(Heartbeat(pid=os.getpid(), seq=0, tree=sup.snapshot()))
+            await channel.send(Started(pid=os.getpid()))
             tg.start_soon(_on_sigterm, tg.cancel_scope)
             await _serve_control(channel, sup, bulkhead_id, ctx)
             tg.cancel_scope.cancel()

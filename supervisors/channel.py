@@ -52,9 +52,14 @@ class Channel:
             (size,) = _HEADER.unpack(await self._reader.receive_exactly(_HEADER.size))
             if size > MAX_FRAME:
                 raise ChannelClosed(f"frame of {size} bytes exceeds {MAX_FRAME}")
-            return self._decoder.decode(await self._reader.receive_exactly(size))
+            body = await self._reader.receive_exactly(size)
         except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
             raise ChannelClosed("peer closed the control channel") from exc
+        try:
+            return self._decoder.decode(body)
+        except msgspec.MsgspecError as exc:
+            # Both ends are ours: a frame that does not decode means a broken channel.
+            raise ChannelClosed(f"malformed control frame: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._stream.aclose()

@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if args.status_listen:
         from otgate.config.load import decode
 
-        decode({"status": {"listen": args.status_listen}}, "--status-listen")
+        try:
+            decode({"status": {"listen": args.status_listen}}, "--status-listen")
+        except ConfigError as exc:
+            print(f"otgate run: --status-listen: {'; '.join(exc.problems)}", file=sys.stderr)
+            return EX_CONFIG
     gateway = Gateway(
         loaded, args.config, status_listen=args.status_listen, redactor_update=redactor.update
     )

@@ -22,14 +22,14 @@ from otgate.supervisors.health import health_document
 from otgate.supervisors.plan import plan_bulkheads
 from otgate.supervisors.spec import ChildSpec
 from otgate.supervisors.status_server import StatusServer
-from otgate.supervisors.supervisor import Supervisor
+from otgate.supervisors.supervisor import Supervisor, SupervisorStopped
 
 log = logging.getLogger("otgate.gateway")
 LAST_GOOD = "last-good-config.toml"
 STOP_BUDGET_S = 30.0  # whole-tree stop; systemd's TimeoutStopSec is 45 s
 
 
-def bulkhead_specs(cfg: GatewayConfig) -> list[ChildSpec]:
+def bulkhead_specs(cfg: GatewayConfig, secrets: frozenset[str] = frozenset()) -> list[ChildSpec]:
     config_json = msgspec.json.encode(cfg)
     sup = cfg.supervision
     return [
@@ -41,6 +41,7 @@ def bulkhead_specs(cfg: GatewayConfig) -> list[ChildSpec]:
                 heartbeat_timeout=sup.heartbeat_timeout,
                 start_timeout=sup.start_timeout,
                 shutdown_timeout=cfg.gateway.shutdown_timeout,
+                secrets=secrets,
             ),
             shutdown=cfg.gateway.shutdown_timeout,
             start_timeout=sup.start_timeout + 5.0,
@@ -63,17 +64,21 @@ class Gateway:
         self.config_path = config_path
         self.status_listen = status_listen or loaded.config.status.listen
         self.started_at = time.monotonic()
-        self.root = Supervisor(
-            "gateway", bulkhead_specs(self.config), self.config.supervision.gateway
-        )
+        self.root = Supervisor("gateway", self._specs(loaded), self.config.supervision.gateway)
         self.status = StatusServer(self, self.status_listen)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()
+        self._reload_lock = anyio.Lock()
+        self.stopping = False
 
     @property
     def config(self) -> GatewayConfig:
         return self.loaded.config
+
+    @staticmethod
+    def _specs(loaded: Loaded) -> list[ChildSpec]:
+        return bulkhead_specs(loaded.config, frozenset(loaded.secrets))
 
     # -- views for the status endpoint ---------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -103,6 +108,7 @@ class Gateway:
         await bulkhead.inject(fault)
 
     def request_stop(self) -> None:
+        self.stopping = True
         self._stop.set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -138,7 +144,7 @@ class Gateway:
     async def _serve_tree(self) -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(self.root.run)
-            self._save_last_good()
+            tg.start_soon(self._confirm, self.loaded, None)
             notify.ready()
             log.info(
                 "gateway_ready gateway=%s bulkheads=%d status=%s",
@@ -152,7 +158,7 @@ class Gateway:
         """The stop is bounded: after ``budget`` s every bulkhead still there is killed."""
         await anyio.sleep(budget)
         for node in self.snapshot().children:
-            if node.pid:
+            if node.pid and node.state is not State.STOPPED:
                 log.error("stop_budget_exceeded bulkhead=%s pid=%s", node.id, node.pid)
                 try:
                     os.kill(node.pid, signal.SIGKILL)
@@ -161,38 +167,77 @@ class Gateway:
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.reload()
-                else:
-                    self.request_stop()
+            async with anyio.create_task_group() as tg:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        # In its own task: SIGTERM is acted on even during a long reload.
+                        tg.start_soon(self._reload_quietly)
+                    else:
+                        self.request_stop()
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload()
+        except SupervisorStopped:
+            pass  # the gateway is stopping
+        except Exception:  # a reload must never take the running gateway down
+            log.exception("reload_failed")
 
     async def reload(self) -> str:
-        """Re-read the config file; restart only the bulkheads whose parts changed."""
-        notify.reloading()
-        try:
-            loaded = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload_refused problems=%s", "; ".join(exc.problems))
+        """Re-read the config file; restart only the bulkheads whose parts changed
+        (and any FAILED one). If the new tree is not ready within the grace
+        period, the previous config is applied again."""
+        async with self._reload_lock:
+            notify.reloading()
+            try:
+                loaded = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("reload_refused problems=%s", "; ".join(exc.problems))
+                notify.ready()
+                return f"refused: {exc}"
+            previous = self.loaded
+            self._use(loaded)
+            result = await self.root.apply(self._specs(loaded))
+            log.warning("config_reloaded %s", result)
             notify.ready()
-            return f"refused: {exc}"
+            if not await self._confirm(loaded, previous):
+                return f"rolled back: {result}"
+            return result
+
+    def _use(self, loaded: Loaded) -> None:
         self.loaded = loaded
         self._redactor = Redactor(loaded.secrets)
         if self._redactor_update is not None:
             self._redactor_update(loaded.secrets)
-        result = await self.root.apply(bulkhead_specs(loaded.config))
-        self._save_last_good()
-        log.warning("config_reloaded %s", result)
-        notify.ready()
-        return result
 
-    def _save_last_good(self) -> None:
-        """Keep the file that started cleanly (unresolved: secret refs, not values)."""
-        path = Path(self.config.gateway.state_dir) / LAST_GOOD
+    async def _confirm(self, loaded: Loaded, previous: Loaded | None) -> bool:
+        """Cache ``loaded`` as last-good once the tree is ready; if it is not ready
+        within the grace period, roll back to ``previous`` (when there is one)."""
+        grace = self.config.supervision.reload_grace_s
+        with anyio.move_on_after(grace):
+            while not self.root.ready():
+                await anyio.sleep(0.2)
+            self._save_last_good(loaded)
+            return True
+        if previous is None:
+            log.error("config_not_confirmed ready_within_s=%g (not cached as last good)", grace)
+            return False
+        log.error("reload_rolled_back not_ready_within_s=%g", grace)
+        self._use(previous)
+        await self.root.apply(self._specs(previous))
+        return False
+
+    def _save_last_good(self, loaded: Loaded) -> None:
+        """Keep the file that ran (unresolved: secret refs, not values), owner-only."""
+        path = Path(loaded.config.gateway.state_dir) / LAST_GOOD
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(self.loaded.raw)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(loaded.raw)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as exc:
             log.error("last_good_config_not_saved path=%s error=%s", path, exc)

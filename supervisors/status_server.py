@@ -15,6 +15,7 @@ from aiohttp import web
 
 from otgate.actors.messages import InjectFault
 from otgate.supervisors.metrics import render
+from otgate.supervisors.supervisor import SupervisorStopped
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -45,7 +46,8 @@ class StatusServer:
                 web.post("/faults", self.fault),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None)
+        # Short shutdown: a stopping gateway does not wait a minute for open requests.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
 
     async def start(self) -> str:
         await self._runner.setup()
@@ -80,13 +82,17 @@ class StatusServer:
     # -- mutating -----------------------------------------------------------------
     def _authorize(self, request: web.Request, needed: str) -> None:
         header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip()
-        for tok in self.gateway.config.status.tokens:
-            if given and hmac.compare_digest(given, tok.token):
-                if ROLES.index(tok.role) >= ROLES.index(needed):
-                    return
-                raise web.HTTPForbidden(text=f"role {tok.role} cannot do this; needs {needed}")
-        raise web.HTTPUnauthorized(text="a bearer token is required")
+        given = header.removeprefix("Bearer ").strip().encode()
+        role = None
+        for tok in self.gateway.config.status.tokens:  # compare with every token, in constant time
+            if hmac.compare_digest(given, tok.token.encode()) and given:
+                role = tok.role
+        if role is None:
+            raise web.HTTPUnauthorized(text="a valid bearer token is required")
+        if ROLES.index(role) < ROLES.index(needed):
+            raise web.HTTPForbidden(text=f"role {role} cannot do this; needs {needed}")
+        if self.gateway.stopping:
+            raise web.HTTPServiceUnavailable(text="the gateway is stopping")
 
     async def restart(self, request: web.Request) -> web.Response:
         self._authorize(request, "operator")
@@ -95,19 +101,28 @@ class StatusServer:
             result = await self.gateway.restart(cid)
         except KeyError:
             raise web.HTTPNotFound(text=f"no bulkhead {cid!r}") from None
+        except SupervisorStopped as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
         log.warning("operator_restart component=%s", cid)
         return web.json_response({"result": result})
 
     async def fault(self, request: web.Request) -> web.Response:
+        self._authorize(request, "admin")
         if not self.gateway.config.gateway.fault_injection:
             raise web.HTTPForbidden(text="fault injection is disabled ([gateway] fault_injection)")
-        self._authorize(request, "admin")
-        body = await request.json()
-        kind, bulkhead = body.get("kind"), body.get("bulkhead")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body: expected a JSON object") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body: expected a JSON object")
+        kind, bulkhead, target = body.get("kind"), body.get("bulkhead"), body.get("target")
         if kind not in FAULT_KINDS:
             raise web.HTTPBadRequest(text=f"kind: expected one of {', '.join(FAULT_KINDS)}")
+        if not isinstance(bulkhead, str) or not (target is None or isinstance(target, str)):
+            raise web.HTTPBadRequest(text="bulkhead: expected a string; target: a string or absent")
         try:
-            await self.gateway.inject(bulkhead, InjectFault(kind=kind, target=body.get("target")))
+            await self.gateway.inject(bulkhead, InjectFault(kind=kind, target=target))
         except KeyError:
             raise web.HTTPNotFound(text=f"no running bulkhead {bulkhead!r}") from None
         return web.json_response({"injected": kind, "bulkhead": bulkhead})

@@ -54,6 +54,22 @@ class _Operator:
     specs: list[ChildSpec] = field(default_factory=list)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: str = ""
+    error: Exception | None = None
+
+
+class SupervisorStopped(Exception):
+    """The supervisor is not running (stopped or failed); the request was not done."""
+
+
+@dataclass(eq=False)
+class _Run:
+    """One generation of a child: its own scope and events, so a late end of
+    an old generation can never be mistaken for the end of the new one."""
+
+    scope: anyio.CancelScope = field(default_factory=lambda: anyio.CancelScope(shield=True))
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    fail_reason: BaseException | None = None
 
 
 @dataclass(eq=False)
@@ -66,10 +82,8 @@ class _Child:
     state: State = State.STOPPED
     restarts: int = 0
     last_error: str | None = None
-    scope: anyio.CancelScope | None = None
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    fail_reason: BaseException | None = None
+    run: _Run | None = None
+    finished: bool = False  # ended normally and, by its restart type, stays stopped
 
 
 class _Status:
@@ -141,6 +155,7 @@ class Supervisor:
         finally:
             if self.state is not State.FAILED:
                 self.state = State.STOPPED
+            self._refuse_pending()
 
     def child_ids(self) -> list[str]:
         return [c.spec.id for c in self._children]
@@ -158,11 +173,12 @@ class Supervisor:
         return await self._request(_Operator("apply", specs=specs))
 
     def ready(self) -> bool:
-        """True once every child that should run is RUNNING or DEGRADED."""
+        """True while every child that should run is RUNNING or DEGRADED (a
+        transient child that finished normally does not count)."""
         return self.state is State.RUNNING and all(
             self._child_snapshot(c).state in (State.RUNNING, State.DEGRADED)
             for c in self._children
-            if c.state is not State.STOPPED or c.spec.restart is not Restart.TEMPORARY
+            if not c.finished
         )
 
     def snapshot(self) -> Snapshot:
@@ -178,9 +194,24 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------
     async def _request(self, op: _Operator) -> str:
+        if self.state is not State.RUNNING:
+            raise SupervisorStopped(f"{self.id} is {self.state.value}")
         await self._events_send.send(op)
         await op.done.wait()
+        if op.error is not None:
+            raise op.error
         return op.result
+
+    def _refuse_pending(self) -> None:
+        """Answer requests still queued when the loop ended, so no caller hangs."""
+        while True:
+            try:
+                event = self._events.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            if isinstance(event, _Operator):
+                event.error = SupervisorStopped(f"{self.id} stopped")
+                event.done.set()
 
     def _find(self, child_id: str) -> _Child:
         for c in self._children:
@@ -199,62 +230,66 @@ class Supervisor:
         snap.last_error = snap.last_error or c.last_error
         return snap
 
-    async def _child_task(self, child: _Child, generation: int) -> None:
+    async def _child_task(self, child: _Child, generation: int, run: _Run) -> None:
         error: BaseException | None = None
         try:
-            with child.scope as scope:
+            # Shielded from the parent's cancellation: only this supervisor stops a
+            # child, through run.scope, so stops go leaves-first in reverse order.
+            with run.scope as scope:
                 try:
-                    await child.obj.run(task_status=_Status(child.ready))
+                    await child.obj.run(task_status=_Status(run.ready))
                 except Exception as exc:
                     error = exc
         finally:
             # Also when the whole supervisor is cancelled: stoppers wait on this.
-            child.ready.set()
-            child.done.set()
-        stopped = scope.cancelled_caught and child.fail_reason is None
-        if child.fail_reason is not None:
-            error = child.fail_reason
+            run.ready.set()
+            run.done.set()
+        stopped = scope.cancelled_caught and run.fail_reason is None
+        if run.fail_reason is not None:
+            error = run.fail_reason
         await self._events_send.send(_Exit(child.spec.id, generation, error, stopped))
 
     async def _start_child(self, child: _Child) -> None:
         assert self._tg is not None
         child.generation += 1
-        child.ready, child.done = anyio.Event(), anyio.Event()
-        child.fail_reason = None
+        child.finished = False
+        run = child.run = _Run()
         child.state = State.STARTING
         try:
             child.obj = child.spec.start()
         except Exception as exc:
             child.obj = None
-            child.done.set()
+            run.done.set()
             await self._events_send.send(_Exit(child.spec.id, child.generation, exc, False))
             return
         child.kind = getattr(child.obj, "kind", "actor")
-        # Shielded from the parent's cancellation: only this supervisor stops a
-        # child, through child.scope, so stops go leaves-first in reverse order.
-        # Created here, not in the task, so a stop that comes before the task
-        # first runs still reaches it.
-        child.scope = anyio.CancelScope(shield=True)
-        self._tg.start_soon(self._child_task, child, child.generation)
+        self._tg.start_soon(self._child_task, child, child.generation, run)
         with anyio.move_on_after(child.spec.start_timeout):
-            await child.ready.wait()
-        if not child.ready.is_set():
-            child.fail_reason = TimeoutError(
+            await run.ready.wait()
+        if not run.ready.is_set():
+            run.fail_reason = TimeoutError(
                 f"not ready within {child.spec.start_timeout:g}s (start timeout)"
             )
-            if child.scope is not None:
-                child.scope.cancel()
-            await child.done.wait()
-        elif not child.done.is_set():
+            run.scope.cancel()
+            await run.done.wait()
+        elif not run.done.is_set():
             child.state = State.RUNNING
 
     async def _stop_child(self, child: _Child) -> None:
-        if child.scope is not None and not child.done.is_set():
+        run = child.run
+        if run is not None and not run.done.is_set():
             child.state = State.STOPPING
-            child.scope.cancel()
+            run.scope.cancel()
             with anyio.move_on_after(child.spec.shutdown + 5.0):
-                await child.done.wait()
-        child.scope = None
+                await run.done.wait()
+            if not run.done.is_set():
+                log.error(
+                    "child_stop_abandoned supervisor=%s child=%s after_s=%.1f",
+                    self.id,
+                    child.spec.id,
+                    child.spec.shutdown + 5.0,
+                )
+        child.run = None
 
     async def _stop_children(self, children: list[_Child]) -> None:
         for child in reversed(children):
@@ -286,6 +321,8 @@ class Supervisor:
             elif isinstance(event, _Operator):
                 try:
                     event.result = await self._on_operator(event)
+                except KeyError as exc:
+                    event.error = KeyError(f"{self.id} has no child {exc.args[0]!r}")
                 finally:
                     event.done.set()
 
@@ -296,6 +333,8 @@ class Supervisor:
             return
         if ev.generation != child.generation or ev.stopped:
             return
+        if child.state in (State.RESTARTING, State.STOPPING, State.FAILED):
+            return  # already handled: a sibling's restart stopped it, or it is failed
         abnormal = ev.error is not None
         if abnormal:
             child.last_error = describe(ev.error)
@@ -308,6 +347,7 @@ class Supervisor:
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not abnormal):
             child.state = State.STOPPED
+            child.finished = True
             child.obj = None
             if restart is Restart.TEMPORARY:
                 self._children.remove(child)
@@ -372,12 +412,18 @@ class Supervisor:
             for cid, c in old.items()
             if cid in new and new[cid].config_digest != c.spec.config_digest
         ]
+        # A reload also clears children that went FAILED, config changed or not.
+        cleared = [
+            c
+            for cid, c in old.items()
+            if cid in new and c.state is State.FAILED and c not in changed
+        ]
         await self._stop_children(removed + changed)
         kept: list[_Child] = []
         to_start: list[_Child] = []
         for spec in op.specs:
             child = old.get(spec.id)
-            if child is None or any(child is c for c in changed):
+            if child is None or any(child is c for c in changed + cleared):
                 child = child or self._new_child(spec)
                 child.spec = spec
                 child.intensity.clear()
@@ -389,5 +435,5 @@ class Supervisor:
         added = [s for s in new if s not in old]
         return (
             f"added={len(added)} changed={len(changed)} removed={len(removed)} "
-            f"unchanged={len(kept) - len(added) - len(changed)}"
+            f"unchanged={len(kept) - len(added) - len(changed) - len(cleared)} cleared={len(cleared)}"
         )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from otgate.simulations.harness.checker import Stream, settled
-from otgate.simulations.harness.cmd import load_scenario, summary
+from otgate.simulations.harness.cmd import load_scenario, summary, verdict
+from otgate.simulations.harness.run import Outcome
 
 SCENARIOS = sorted(
     (Path(__file__).resolve().parent.parent / "simulations" / "scenarios").glob("*.toml")
@@ -65,3 +66,14 @@ def test_scenario_errors_name_the_path(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "faults[0]: kill_bulkhead needs a target bulkhead" in res.stderr
+
+
+def test_verdict_fails_dead_devices_unclean_stops_and_failed_parts() -> None:
+    live = Stream("m", "mqtt", produced=3, read={1, 2, 3}, delivered={1, 2, 3}, rows=3)
+    assert verdict(Outcome({"m": live}, exit_code=0)) == []
+    never_read = Stream("p", "modbus", produced=50)
+    assert verdict(Outcome({"m": live, "p": never_read}, exit_code=0)) == [
+        "p: nothing read or delivered"
+    ]
+    assert verdict(Outcome({"m": live}, exit_code=1)) == ["gateway exit code 1 (expected 0)"]
+    assert verdict(Outcome({"m": live}, exit_code=0, failed=["pg"])) == ["FAILED at the end: pg"]

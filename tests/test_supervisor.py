@@ -197,7 +197,7 @@ async def test_hot_reload_restarts_only_changed_children() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         result = await sup.apply([spec("a", "1"), spec("b", "2"), spec("d", "1")])
-        assert result == "added=1 changed=1 removed=1 unchanged=1"
+        assert result == "added=1 changed=1 removed=1 unchanged=1 cleared=0"
         assert counter.starts == {"a": 1, "b": 2, "c": 1, "d": 1}
         assert sup.child_ids() == ["a", "b", "d"]
         assert sup.ready()
@@ -236,3 +236,86 @@ async def test_stop_during_start_reaches_children_not_yet_running() -> None:
             await anyio.sleep(0.01)  # x is starting, y not scheduled yet
             tg.cancel_scope.cancel()
     assert sup.state is State.STOPPED
+
+
+async def test_a_late_old_generation_never_ends_the_new_one() -> None:
+    counter = Counter()
+    stops: list[int] = []
+
+    class SlowStop(TickingActor):
+        async def teardown(self) -> None:
+            stops.append(id(self))
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.3)  # longer than the supervisor waits (shutdown + 5)
+
+    spec = ChildSpec(id="a", start=lambda: SlowStop("a", counter), shutdown=-4.9)
+    sup = Supervisor("root", [spec], SupervisorFlags())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            await sup.restart_child("a")  # the old one is still tearing down
+            await anyio.sleep(0.5)  # ... and finishes now
+            assert sup.snapshot().children[0].state is State.RUNNING
+            tg.cancel_scope.cancel()
+    assert len(stops) == 2  # the new generation was stopped too: nothing orphaned
+
+
+async def test_operator_requests_for_unknown_children_or_after_stop_fail_cleanly() -> None:
+    from otgate.supervisors.supervisor import SupervisorStopped
+
+    counter = Counter()
+    sup = Supervisor("root", _specs(counter, crashing="", names=("a",)), SupervisorFlags())
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        with pytest.raises(KeyError):
+            await sup.restart_child("nope")
+        assert sup.state is State.RUNNING  # the loop survived
+        tg.cancel_scope.cancel()
+    with anyio.fail_after(1), pytest.raises(SupervisorStopped):
+        await sup.restart_child("a")
+
+
+async def test_finished_transient_child_does_not_block_readiness() -> None:
+    counter = Counter()
+    specs = [
+        ChildSpec(id="t", start=lambda: FinishingActor("t", counter), restart=Restart.TRANSIENT),
+        ChildSpec(id="a", start=lambda: TickingActor("a", counter)),
+    ]
+    sup = Supervisor("root", specs, SupervisorFlags())
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await wait_until(lambda: sup.snapshot().children[0].state is State.STOPPED)
+        assert sup.ready()
+        tg.cancel_scope.cancel()
+
+
+async def test_reload_clears_a_failed_child_even_if_unchanged() -> None:
+    counter = Counter()
+    flags = SupervisorFlags(intensity=1, period=60, on_exhausted=OnExhausted.FAIL_CHILD, **FAST)
+    specs = _specs(counter, "b", names=("a", "b"))
+    sup = Supervisor("gateway", specs, flags)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await wait_until(lambda: sup.snapshot().children[1].state is State.FAILED)
+        starts = counter.starts["b"]
+        result = await sup.apply(specs)
+        assert result.endswith("cleared=1") and counter.starts["b"] == starts + 1
+        assert counter.starts["a"] == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_one_for_all_counts_one_restart_per_cycle() -> None:
+    counter = Counter()
+    flags = SupervisorFlags(strategy=Strategy.ONE_FOR_ALL, intensity=1000, period=60, **FAST)
+    specs = [
+        ChildSpec(id=n, start=lambda n=n: CrashingSession(n, counter, crash_after=1))
+        for n in ("a", "b")
+    ]
+    sup = Supervisor("root", specs, flags)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await wait_until(lambda: counter.starts.get("a", 0) >= 20)
+        tg.cancel_scope.cancel()
+    cycles = counter.starts["a"] - 1
+    recorded = sup._shared_intensity.recent()
+    assert recorded <= cycles + 1, (recorded, cycles)

@@ -36,6 +36,24 @@ def summary(streams) -> dict[str, float]:
     }
 
 
+def verdict(outcome) -> list[str]:
+    """Why the run failed; empty when nothing was lost or duplicated, every device
+    was read and delivered from, the gateway stopped cleanly and nothing is FAILED."""
+    problems = []
+    for st in outcome.streams.values():
+        if st.lost:
+            problems.append(f"{st.device}: lost seq {sorted(st.lost)[:20]}")
+        if st.duplicates:
+            problems.append(f"{st.device}: {st.duplicates} duplicate rows")
+        if not st.read or not st.delivered:
+            problems.append(f"{st.device}: nothing read or delivered")
+    if outcome.exit_code != 0:
+        problems.append(f"gateway exit code {outcome.exit_code} (expected 0)")
+    if outcome.failed:
+        problems.append(f"FAILED at the end: {', '.join(outcome.failed)}")
+    return problems
+
+
 def run_scenario_command(args: argparse.Namespace) -> int:
     import anyio
 
@@ -53,7 +71,8 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="otgate-harness-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        streams = anyio.run(run_scenario, sc, workdir, report)
+        outcome = anyio.run(run_scenario, sc, workdir, report)
+    streams = outcome.streams
     for st in streams.values():
         report.add(
             device=st.device,
@@ -69,10 +88,12 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     total = summary(streams)
     report.add(device="TOTAL", kind="", **total)
     report.finish()
-    verdict = " ".join(f"{k}={v:g}" for k, v in total.items())
-    ok = total["lost"] == 0 and total["duplicates"] == 0 and total["delivered"] > 0
-    print(("PASS " if ok else "FAIL ") + verdict, file=sys.stderr if args.json else sys.stdout)
-    for st in streams.values():
-        if st.lost:
-            print(f"  {st.device}: lost seq {sorted(st.lost)[:20]}", file=sys.stderr)
+    problems = verdict(outcome)
+    ok = not problems
+    print(
+        ("PASS " if ok else "FAIL ") + " ".join(f"{k}={v:g}" for k, v in total.items()),
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
     return 0 if ok else 1

@@ -8,6 +8,7 @@ import re
 import secrets
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -116,6 +117,9 @@ async def _apply(
     k = fault.kind
     if k is FaultKind.KILL_BULKHEAD:
         node = await anyio.to_thread.run_sync(gw.component, fault.target)
+        if node["pid"] is None:
+            report.progress(f"fault skipped: {fault.target} has no process ({node['state']})")
+            return
         os.kill(node["pid"], signal.SIGKILL)
     elif k is FaultKind.HANG_BULKHEAD:
         body = {"kind": "hang", "bulkhead": fault.target}
@@ -145,7 +149,16 @@ async def _apply(
         report.progress(f"fault {fault.kind.value} over")
 
 
-async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str, Stream]:
+@dataclass
+class Outcome:
+    """What the checker needs besides the streams."""
+
+    streams: dict[str, Stream]
+    exit_code: int | None = None  # of the gateway's final SIGTERM stop
+    failed: list[str] = field(default_factory=list)  # components FAILED at the end
+
+
+async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
     """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in."""
     pg = PostgresServer()
     await anyio.to_thread.run_sync(pg.init)
@@ -159,6 +172,7 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str,
     }
     streams = {d.id: Stream(d.id, "mqtt") for d in mqtt}
     streams.update({d.id: Stream(d.id, "modbus") for d in modbus.values()})
+    outcome = Outcome(streams)
     config = workdir / "gateway.toml"
     state_dir = workdir / "state"
     gw = GatewayProcess(config)
@@ -193,12 +207,15 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> dict[str,
                 streams[m.id].produced = m.produced
             report.progress("production over; draining")
             await _drain(sc, state_dir, pg, streams, report)
+            health = await anyio.to_thread.run_sync(gw.health)
+            outcome.failed = [c["id"] for c in health["components"] if c["state"] == "FAILED"]
             tg.cancel_scope.cancel()
     finally:
-        rc = await anyio.to_thread.run_sync(gw.stop) if gw.proc and gw.proc.poll() is None else None
-        report.progress(f"gateway stopped (exit {rc})")
+        if gw.proc and gw.proc.poll() is None:
+            outcome.exit_code = await anyio.to_thread.run_sync(gw.stop)
+        report.progress(f"gateway stopped (exit {outcome.exit_code})")
         await anyio.to_thread.run_sync(pg.cleanup)
-    return streams
+    return outcome
 
 
 async def _drain(
