@@ -221,9 +221,12 @@ class AggregatorActor(Actor):
         add = self.windows.add
         decode_sync = self.codec.decode
         dead: list[tuple[bytes | None, bytes]] = []
+        position = self.position
+        tp: tuple[str, int] | None = None
         for rec in records:
-            tp = (rec.topic, rec.partition)
-            self.position[tp] = rec.offset + 1
+            if tp is None or rec.partition != tp[1] or rec.topic != tp[0]:
+                tp = (rec.topic, rec.partition)  # one tuple per run of a partition
+            position[tp] = rec.offset + 1
             try:
                 try:
                     reading = decode_sync(rec.topic, rec.value)

@@ -125,7 +125,7 @@ class WindowStats:
             return 0, 0.0, 0.0, math.inf, -math.inf, 0.0
         total = sum(xs)
         mean = total / n
-        m2 = sum([(x - mean) ** 2 for x in xs])  # two-pass: as stable as Welford
+        m2 = sum([(x - mean) * (x - mean) for x in xs])  # two-pass: as stable as Welford
         return n, mean, m2, min(xs), max(xs), total
 
     @property

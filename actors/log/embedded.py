@@ -97,7 +97,7 @@ def unpack_batches(
         out += [
             LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
                       timestamp_ns=ts)
-            for o, kv in zip(range(base + skip, base + stop), recs[skip:stop])
+            for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
         ]
     return out
 

@@ -112,13 +112,16 @@ class ValidatorActor(Actor):
         events_topic = self.config.events_topic
         names = self._names
         decode = self.codec.decode
+        tp: tuple[str, int] | None = None
         for rec in records:
             src = rec.topic
             n = names.get(src)
             if n is None:
                 base = src[:-4] if src.endswith(".raw") else src
                 n = names[src] = (f"{base}.clean", f"dlq.{base}")
-            commit[(src, rec.partition)] = rec.offset + 1
+            if tp is None or rec.partition != tp[1] or src != tp[0]:
+                tp = (src, rec.partition)  # one tuple per run of a partition
+            commit[tp] = rec.offset + 1
             try:
                 try:
                     reading = decode(src, rec.value)
