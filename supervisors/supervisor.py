@@ -125,6 +125,7 @@ class Supervisor:
         self._shared_intensity = RestartIntensity(self.flags.intensity, self.flags.period, clock)
         self._children: list[_Child] = [self._new_child(s) for s in specs]
         self._tg: TaskGroup | None = None
+        self._closing = False
         self._events_send, self._events = anyio.create_memory_object_stream[Any](
             max(16, 4 * len(specs))
         )
@@ -144,12 +145,16 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 try:
+                    # The loop runs from the start: a child that fails while its
+                    # siblings are still starting is restarted without waiting for them.
+                    tg.start_soon(self._loop)
                     for child in list(self._children):
                         await self._start_child(child)
                     self.state = State.RUNNING
                     task_status.started()
-                    await self._loop()
+                    await anyio.sleep_forever()
                 finally:
+                    self._closing = True
                     with anyio.CancelScope(shield=True):
                         await self._stop_children(self._children)
         finally:
@@ -251,6 +256,8 @@ class Supervisor:
 
     async def _start_child(self, child: _Child) -> None:
         assert self._tg is not None
+        if self._closing:
+            return  # stopping: a start scheduled just before must not outlive the stop
         child.generation += 1
         child.finished = False
         run = child.run = _Run()
@@ -308,15 +315,20 @@ class Supervisor:
             if isinstance(event, _Exit):
                 await self._on_exit(event)
             elif isinstance(event, _RestartDue):
-                for cid in event.ids:
-                    try:
-                        child = self._find(cid)
-                    except KeyError:
-                        continue
-                    if (
-                        child.state is State.RESTARTING
-                        and child.generation == event.generations[cid]
-                    ):
+                due = [
+                    c
+                    for c in self._children
+                    if c.spec.id in event.generations
+                    and c.state is State.RESTARTING
+                    and c.generation == event.generations[c.spec.id]
+                ]
+                if len(due) == 1:
+                    # One child (one_for_one): start it beside the loop, which stays
+                    # free for the other children's exits, restarts and requests.
+                    assert self._tg is not None
+                    self._tg.start_soon(self._start_child, due[0])
+                else:
+                    for child in due:  # several: in order, each after the previous is ready
                         await self._start_child(child)
             elif isinstance(event, _Operator):
                 try:

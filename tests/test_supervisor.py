@@ -319,3 +319,23 @@ async def test_one_for_all_counts_one_restart_per_cycle() -> None:
     cycles = counter.starts["a"] - 1
     recorded = sup._shared_intensity.recent()
     assert recorded <= cycles + 1, (recorded, cycles)
+
+
+async def test_a_slow_start_does_not_hold_back_a_siblings_restart() -> None:
+    counter = Counter()
+
+    class SlowStart(TickingActor):
+        async def setup(self) -> None:
+            await anyio.sleep(1.0)
+            await super().setup()
+
+    specs = [
+        ChildSpec(id="b", start=lambda: CrashingSession("b", counter, crash_after=1)),
+        ChildSpec(id="slow", start=lambda: SlowStart("slow", counter)),
+    ]
+    sup = Supervisor("root", specs, SupervisorFlags(intensity=1000, period=60, **FAST))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)  # returns once slow is ready, ~1 s in
+        assert counter.starts["slow"] == 1
+        assert counter.starts["b"] >= 5  # b kept restarting while slow was starting
+        tg.cancel_scope.cancel()
