@@ -77,7 +77,8 @@ class SupervisionSection(StrictStruct):
     gateway: SupervisorFlags = SupervisorFlags(
         intensity=5, period=60.0, backoff_initial=0.05, on_exhausted=OnExhausted.FAIL_CHILD
     )
-    """The root: over its intensity a bulkhead goes FAILED; the others keep running."""
+    """The root: over its intensity a bulkhead goes FAILED; the others keep running
+    (the root always uses ``on_exhausted = "fail_child"``, whatever is set here)."""
     bulkhead: SupervisorFlags = SupervisorFlags(intensity=10, period=60.0, backoff_initial=0.1)
     """Inside a bulkhead (device sessions, sinks...): over intensity the bulkhead fails."""
     heartbeat_interval: PositiveSeconds = 1.0

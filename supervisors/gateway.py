@@ -20,7 +20,7 @@ from otgate.supervisors import notify
 from otgate.supervisors.bulkhead import Bulkhead
 from otgate.supervisors.health import health_document
 from otgate.supervisors.plan import plan_bulkheads
-from otgate.supervisors.spec import ChildSpec
+from otgate.supervisors.spec import ChildSpec, OnExhausted
 from otgate.supervisors.status_server import StatusServer
 from otgate.supervisors.supervisor import Supervisor, SupervisorStopped
 
@@ -64,7 +64,11 @@ class Gateway:
         self.config_path = config_path
         self.status_listen = status_listen or loaded.config.status.listen
         self.started_at = time.monotonic()
-        self.root = Supervisor("gateway", self._specs(loaded), self.config.supervision.gateway)
+        # One failed bulkhead never stops the others: the root never escalates.
+        flags = msgspec.structs.replace(
+            self.config.supervision.gateway, on_exhausted=OnExhausted.FAIL_CHILD
+        )
+        self.root = Supervisor("gateway", self._specs(loaded), flags)
         self.status = StatusServer(self, self.status_listen)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -44,18 +44,22 @@ class SupervisorFlags(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
     "Which siblings restart with a child that exited."
-    intensity: int = 5
+    intensity: Annotated[int, msgspec.Meta(ge=0)] = 5
     "Restarts allowed within ``period`` seconds before ``on_exhausted`` applies."
-    period: float = 30.0
+    period: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     "Sliding window, in seconds, over which restarts are counted."
-    backoff_initial: float = 0.05
+    backoff_initial: Annotated[float, msgspec.Meta(ge=0)] = 0.05
     "Delay before the first restart, in seconds; doubles with each restart in the window."
-    backoff_max: float = 5.0
+    backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     "Upper bound of the restart delay, in seconds."
-    jitter: float = 0.2
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     "Random fraction (0..1) taken off each delay so restarts of siblings spread out."
     on_exhausted: OnExhausted = OnExhausted.ESCALATE
     "What happens when restarts exceed the intensity."
+
+    def __post_init__(self) -> None:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
 
 
 @dataclass(frozen=True)
