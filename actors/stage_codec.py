@@ -16,8 +16,8 @@ the log's ``Decoder`` with full resolution.
 
 Decode memo: stages in one bulkhead share one LogCodec. When a stage writes
 a value it already holds decoded (the validator passing a raw reading on to
-``*.clean`` unchanged), it ``remember``s it; the next ``decode`` of exactly
-those bytes for a topic of the same record type (the aggregator reading
+``*.clean`` unchanged), it ``remember``s it with the topic it writes to; the next ``decode`` of
+exactly those bytes from that topic (the aggregator reading
 ``telemetry.clean``) returns the object instead of decoding again. Decoding
 is a pure function of the bytes and the records are frozen, so this changes
 nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values;
@@ -52,9 +52,14 @@ class LogCodec:
         self._memo: dict[bytes, Any] = {}
         self._rows: dict[tuple[str, bytes, str], Any] = {}
         self._memo_old: dict[bytes, Any] = {}
+        self._memo_topics: set[str] = set()  # topics whose reads look in the memo
+        self._last: dict[str, tuple[bytes, Any]] = {}  # topic -> (header, fast decoder)
 
-    def remember(self, value: bytes, obj: Any) -> None:
-        """Note that ``value`` (wire format) decodes to the frozen record ``obj``."""
+    def remember(self, value: bytes, obj: Any, topic: str) -> None:
+        """Note that ``value`` (wire format), written to ``topic``, decodes to the
+        frozen record ``obj``."""
+        if topic not in self._memo_topics:
+            self._memo_topics.add(topic)
         memo = self._memo
         memo[value] = obj
         if len(memo) >= MEMO_SIZE:
@@ -91,15 +96,22 @@ class LogCodec:
 
     def decode(self, topic: str, value: bytes) -> Any:
         """Raises ``SchemaUnavailable`` for an id not loaded yet (use ``decode_async``)."""
-        if self._memo or self._memo_old:
+        if topic in self._memo_topics:
             obj = self._memo.pop(value, None)
             if obj is None:
                 obj = self._memo_old.pop(value, None)
             if obj is not None and type(obj) is record_type(topic):
                 return obj
-        fast = self._fast.get((topic, value[:5]), _MISSING)
-        if fast is _MISSING:
-            fast = self._fast_decoder(topic, value)
+        header = value[:5]
+        last = self._last.get(topic)
+        if last is not None and last[0] == header:
+            fast = last[1]  # the usual case: the topic's current writer schema
+        else:
+            fast = self._fast.get((topic, header), _MISSING)
+            if fast is _MISSING:
+                fast = self._fast_decoder(topic, value)
+            elif fast is not None:
+                self._last[topic] = (header, fast)
         if fast is None:
             return self._decoder.decode(topic, value)
         try:

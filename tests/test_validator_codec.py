@@ -95,10 +95,10 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
         await codec.prepare(["telemetry.clean", "telemetry.1s"])
         r = Reading(asset_id="a", parameter="p", value=2.5, gateway_time=1)
         v = codec.encode("telemetry.clean", r)
-        codec.remember(v, r)
+        codec.remember(v, r, "telemetry.1s")
         with pytest.raises(Exception):  # noqa: B017 - another record type: never from the memo
             codec.decode("telemetry.1s", v)
-        codec.remember(v, r)
+        codec.remember(v, r, "telemetry.clean")
         assert codec.decode("telemetry.clean", v) is r  # from the memo ...
         again = codec.decode("telemetry.clean", v)
         assert again == r and again is not r  # ... once; then decoded
@@ -107,7 +107,7 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
                                                           value=i, gateway_time=1))
                   for i in range(10)]
         for i, value in enumerate(values):
-            codec.remember(value, i)
+            codec.remember(value, i, "telemetry.clean")
         assert len(codec._memo) + len(codec._memo_old) <= 6
     finally:
         await lg.close()

@@ -144,7 +144,7 @@ class ValidatorActor(Actor):
                 if verdict.reading is reading and passthrough is not None:
                     value = passthrough(src, topic, rec.value)  # unchanged: no re-encode
                     if value is not None and remember is not None:
-                        remember(value, reading)  # the aggregator here need not decode it
+                        remember(value, reading, topic)  # the aggregator here need not decode it
                 out[topic].append((key, value or encode(topic, verdict.reading)))
             elif verdict.reject is not None:
                 out[n[1]].append((key, encode(n[1], self._dead(rec, reading, verdict.reject))))
