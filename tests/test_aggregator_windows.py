@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -214,3 +215,41 @@ def test_stats_state_roundtrip_continues_the_reservoir_identically():
     assert a.percentiles() == b.percentiles()
     assert (a.count, a.n, a.mean, a.stddev, a.quality_counts) == (
         b.count, b.n, b.mean, b.stddev, b.quality_counts)
+
+
+def test_running_numbers_past_max_samples_are_exact_and_stable():
+    # a large offset with a small spread: the naive sum-of-squares formula fails here
+    values = [1e9 + (i % 97) * 1e-3 for i in range(5000)]
+    st = WindowStats(max_samples=64, seed=3)
+    for v in values:
+        st.add(v, Quality.GOOD)
+    assert st.n == 5000 and st.count == 5000
+    assert st.mean == pytest.approx(statistics.fmean(values), rel=1e-15)
+    # values 1e9 apart from their spread: ~1e-7 relative here (Welford: ~1.4e-6)
+    assert st.stddev == pytest.approx(statistics.pstdev(values), rel=5e-7)
+    assert (st.min, st.max) == (min(values), max(values))
+    assert st.sum == pytest.approx(math.fsum(values), rel=1e-13)
+    kept = st._samples
+    assert len(kept) == 64 and len(set(kept)) > 1
+
+
+def test_reservoir_is_a_uniform_sample():
+    st = WindowStats(max_samples=1000, seed=11)
+    for i in range(100_000):
+        st.add(float(i), Quality.GOOD)
+    kept = st._samples
+    assert len(set(kept)) == 1000
+    assert 45_000 < statistics.fmean(kept) < 55_000
+    assert sum(1 for x in kept if x >= 50_000) == pytest.approx(500, abs=80)
+
+
+def test_state_of_an_older_version_continues():
+    a = WindowStats(max_samples=16, seed=5)
+    for i in range(100):
+        a.add(float(i), Quality.GOOD)
+    old = a.state()[:13]  # what an older gateway saved: no buffer, no skip state
+    b = WindowStats.from_state(old, 16)
+    for i in range(100, 200):
+        b.add(float(i), Quality.GOOD)
+    assert b.n == 200 and b.mean == pytest.approx(99.5)
+    assert b.stddev == pytest.approx(statistics.pstdev(range(200)))

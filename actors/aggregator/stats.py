@@ -2,13 +2,21 @@
 
 While a window holds at most ``max_samples`` numeric values they are simply
 kept, and count, mean, min, max, sum and the population standard deviation
-are computed from them when the window closes (two passes: numerically
-stable; adding a value is a list append). From the first value beyond that,
-the numbers continue with Welford's update (stable, O(1) memory). Percentiles are exact (linear interpolation between
-closest ranks, numpy's default) while a window holds at most ``max_samples``
-values; beyond that a reservoir sample of ``max_samples`` values is kept,
-drawn with a random generator seeded by the window's identity, so replaying
-the same records in the same order after a restart yields the same result.
+are computed from them when asked (two passes: numerically stable; adding a
+value is a list append). Beyond that the numbers are running values: new
+values are buffered and folded in every ``FOLD`` values with the two-pass
+statistics of the buffer and Chan's parallel combination (as stable as
+Welford's update, a fraction of its cost per value); the fold points depend
+on the count only, and the buffer is part of the saved state, so results do
+not depend on when checkpoints happened.
+
+Percentiles are exact (linear interpolation between closest ranks, numpy's
+default) while a window holds at most ``max_samples`` values; beyond that a
+uniform reservoir sample of ``max_samples`` values is kept (Li's Algorithm
+L: a random skip to the next value to keep, so most values cost a counter
+compare), drawn with a random generator seeded by the window's identity, so
+replaying the same records in the same order after a restart yields the same
+result.
 """
 
 from __future__ import annotations
@@ -21,21 +29,26 @@ from typing import Any
 from otgate.actors.records import Quality
 
 QUALITIES = tuple(Quality)
+FOLD = 256
+"""Running mode: buffered values folded into the numbers at a time."""
 
 
 class WindowStats:
     """Accumulates one window. BAD values are counted but excluded from the numbers."""
 
     __slots__ = (
+        "_buf",
         "_m2",
         "_max",
         "_mean",
         "_min",
         "_n",
+        "_next",
         "_rng",
         "_running",
         "_samples",
         "_sum",
+        "_w",
         "count",
         "first",
         "last",
@@ -57,6 +70,9 @@ class WindowStats:
         # them when asked (cheap adds); from the first value beyond max_samples on,
         # they are running values (Welford) and _samples is a reservoir.
         self._running = False
+        self._buf: list[float] = []  # running mode: values not folded into the numbers yet
+        self._w = 1.0  # Algorithm L's state: the weight and the count of the next kept value
+        self._next = 0
         self._n = 0
         self._mean = 0.0
         self._m2 = 0.0
@@ -88,37 +104,66 @@ class WindowStats:
                 samples.append(x)
                 return
             self._start_running()
-        self._welford(x)
+        buf = self._buf
+        buf.append(x)
+        seen = self._n + len(buf)
+        if seen >= self._next:
+            self._keep(x, seen)
+        if len(buf) >= FOLD:
+            self._fold()
 
     def _start_running(self) -> None:
         (self._n, self._mean, self._m2, self._min, self._max, self._sum) = self.numbers()
         self._running = True
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        self._w = math.exp(math.log(1.0 - self._rng.random()) / self.max_samples)
+        self._next = self._n + self._skip()
 
-    def _welford(self, x: float) -> None:
-        n = self._n = self._n + 1
-        self._sum += x
-        delta = x - self._mean
-        self._mean += delta / n
-        self._m2 += delta * (x - self._mean)
-        if x < self._min:
-            self._min = x
-        if x > self._max:
-            self._max = x
-        samples = self._samples
-        if len(samples) < self.max_samples:
-            samples.append(x)
-        else:
-            if self._rng is None:
-                self._rng = random.Random(self.seed)
-            j = self._rng.randrange(n)
-            if j < self.max_samples:
-                samples[j] = x
+    def _skip(self) -> int:
+        """How many values on from the last kept one the next kept value is (Algorithm L)."""
+        w = self._w
+        if w >= 1.0:
+            return 1
+        assert self._rng is not None
+        return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - w)) + 1
+
+    def _keep(self, x: float, seen: int) -> None:
+        rng = self._rng
+        assert rng is not None
+        self._samples[rng.randrange(self.max_samples)] = x
+        self._w *= math.exp(math.log(1.0 - rng.random()) / self.max_samples)
+        self._next = seen + self._skip()
+
+    def _fold(self) -> None:
+        (self._n, self._mean, self._m2, self._min, self._max, self._sum) = self._folded()
+        self._buf = []
+
+    def _folded(self) -> tuple[int, float, float, float, float, float]:
+        buf = self._buf
+        if not buf:
+            return self._n, self._mean, self._m2, self._min, self._max, self._sum
+        nb = len(buf)
+        total_b = sum(buf)
+        mean_b = total_b / nb
+        m2_b = sum([(x - mean_b) * (x - mean_b) for x in buf])
+        na = self._n
+        n = na + nb
+        delta = mean_b - self._mean
+        return (
+            n,
+            self._mean + delta * nb / n,
+            self._m2 + m2_b + delta * delta * na * nb / n,
+            min(self._min, min(buf)),
+            max(self._max, max(buf)),
+            self._sum + total_b,
+        )
 
     def numbers(self) -> tuple[int, float, float, float, float, float]:
         """``(n, mean, m2, min, max, sum)`` of the numeric values (m2: sum of squared
         deviations; with n = 0: 0, 0.0, 0.0, inf, -inf, 0.0)."""
         if self._running:
-            return self._n, self._mean, self._m2, self._min, self._max, self._sum
+            return self._folded()
         xs = self._samples
         n = len(xs)
         if not n:
@@ -131,7 +176,7 @@ class WindowStats:
     @property
     def n(self) -> int:
         """Numeric, non-BAD values in the statistics."""
-        return self._n if self._running else len(self._samples)
+        return self._n + len(self._buf) if self._running else len(self._samples)
 
     @property
     def mean(self) -> float:
@@ -150,7 +195,11 @@ class WindowStats:
         return self.numbers()[5]
 
     def state(self) -> list[Any]:
-        """Everything needed to continue this window after a restart (msgpack-able)."""
+        """Everything needed to continue this window after a restart (msgpack-able).
+
+        Elements 0-12 as before (the numbers folded with the buffer, so an older
+        reader sees complete numbers); 13: the buffer and the reservoir's skip
+        state, so that this version continues exactly."""
         rng = self._rng.getstate() if self._rng is not None else None
         n, mean, m2, lo, hi, total = self.numbers()
         return [
@@ -158,6 +207,9 @@ class WindowStats:
             self.first, self.last, list(self.quality_counts), self.seed,
             array.array("d", self._samples).tobytes(),
             [rng[0], list(rng[1]), rng[2]] if rng is not None else None,
+            [self._n, self._mean, self._m2, self._min, self._max, self._sum,
+             array.array("d", self._buf).tobytes(), self._w, self._next]
+            if self._running else None,
         ]
 
     @classmethod
@@ -171,8 +223,19 @@ class WindowStats:
         if state[12] is not None:
             st._rng = random.Random()
             st._rng.setstate((state[12][0], tuple(state[12][1]), state[12][2]))
-        # every value still kept: compute from them again, as before the restart
-        st._running = not (st._n == len(st._samples) and st._rng is None)
+        running = state[13] if len(state) > 13 else None
+        if running is not None:
+            (st._n, st._mean, st._m2, st._min, st._max, st._sum, buf, st._w, st._next) = running
+            st._buf = array.array("d", buf).tolist()
+            st._running = True
+        elif st._n == len(st._samples) and st._rng is None:
+            st._running = False  # every value still kept: computed from them again
+        else:  # an older gateway's running state: continue it with a fresh skip
+            st._running = True
+            if st._rng is None:
+                st._rng = random.Random(st.seed)
+            st._w = math.exp(math.log(1.0 - st._rng.random()) / max_samples)
+            st._next = st._n + st._skip()
         return st
 
     @property
