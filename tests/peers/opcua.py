@@ -102,7 +102,7 @@ class OpcUaPeer:
         await server.init()
         server.set_endpoint(self.url)
         if self.secure_dir is not None:
-            server.set_application_uri("urn:otgate:test:server")
+            await server.set_application_uri("urn:otgate:test:server")
             await server.load_certificate(str(self.secure_dir / "server-cert.der"))
             await server.load_private_key(str(self.secure_dir / "server-key.pem"))
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
