@@ -153,11 +153,24 @@ class GatewayConfig(StrictStruct):
 
     def __post_init__(self) -> None:
         ids = self.part_ids()
-        if LOG_ID in ids:
-            raise ValueError(f"part id {LOG_ID!r} is reserved for the log's retention bulkhead")
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate part id(s) {', '.join(dupes)}")
+        first: dict[str, str] = {}
+        sections = [
+            ("simulators", self.simulators),
+            ("adapters", self.adapters),
+            ("sinks", self.sinks),
+        ]
+        for section, items in sections:
+            for i, part in enumerate(items):
+                where = f"{section}[{i}].id"
+                if part.id == LOG_ID:
+                    raise ValueError(f"{where}: {LOG_ID!r} is reserved for the log's bulkhead")
+                if part.id in first:
+                    raise ValueError(f"{where}: {part.id!r} is already used by {first[part.id]}")
+                first[part.id] = where
+        if self.processing is not None and PROCESSING_ID in first:
+            raise ValueError(
+                f"{first[PROCESSING_ID]}: {PROCESSING_ID!r} names the [processing] part"
+            )
         seen: dict[str, str] = {}
         bulkhead_ids: set[str] = set()
         for i, b in enumerate(self.bulkheads):
@@ -168,10 +181,9 @@ class GatewayConfig(StrictStruct):
                     f"bulkheads[{i}].id: {b.id!r} is the id of a part outside this bulkhead"
                 )
             bulkhead_ids.add(b.id)
-        for b in self.bulkheads:
-            for m in b.members:
+            for j, m in enumerate(b.members):
                 if m not in ids:
-                    raise ValueError(f"bulkheads: {b.id} names unknown member {m!r}")
+                    raise ValueError(f"bulkheads[{i}].members[{j}]: no part has the id {m!r}")
                 if m in seen:
-                    raise ValueError(f"bulkheads: {m!r} is in both {seen[m]} and {b.id}")
+                    raise ValueError(f"bulkheads[{i}].members[{j}]: {m!r} is already in {seen[m]}")
                 seen[m] = b.id
