@@ -51,6 +51,7 @@ class LogCodec:
         self._fast: dict[tuple[str, bytes], Callable[[bytes, int], Any] | None] = {}
         self._memo: dict[bytes, Any] = {}
         self._rows: dict[tuple[str, bytes, str], Any] = {}
+        self._last_rows: dict[str, tuple[bytes, str, Any]] = {}
         self._memo_old: dict[bytes, Any] = {}
         self._memo_topics: set[str] = set()  # topics whose reads look in the memo
         self._last: dict[str, tuple[bytes, Any]] = {}  # topic -> (header, fast decoder)
@@ -142,7 +143,11 @@ class LogCodec:
     ) -> Callable[[bytes, int], Any] | None:
         """A ``compile_decoder(..., returns)`` for ``value``'s schema when it is the
         topic's current one (the fast path's condition), else None: decode then."""
-        key = (topic, value[:5], returns)
+        header = value[:5]
+        last = self._last_rows.get(topic)
+        if last is not None and last[0] == header and last[1] is returns:
+            return last[2]  # the usual case: the topic's current writer schema
+        key = (topic, header, returns)
         fn = self._rows.get(key, _MISSING)
         if fn is _MISSING:
             fast = self._fast.get((topic, value[:5]), _MISSING)
@@ -152,6 +157,8 @@ class LogCodec:
                 return None  # not cached: the next call looks again
             tp = record_type(topic)
             fn = self._rows[key] = compile_decoder(tp, returns, helpers) if tp else None
+        if fn is not None:
+            self._last_rows[topic] = (header, returns, fn)
         return fn
 
 
