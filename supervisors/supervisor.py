@@ -7,7 +7,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -15,6 +14,15 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from otgate.actors.actor import describe
 from otgate.actors.messages import Snapshot, State
+from otgate.supervisors.child_state import (
+    ChildExit,
+    ChildRecord,
+    ChildRun,
+    OperatorRequest,
+    ReadySignal,
+    RestartDue,
+    SupervisorStopped,
+)
 from otgate.supervisors.intensity import RestartIntensity, backoff_delay
 from otgate.supervisors.spec import (
     ChildSpec,
@@ -29,71 +37,6 @@ log = logging.getLogger("otgate.supervisor")
 
 class SupervisorFailed(Exception):
     """Restarts exceeded the intensity; the supervisor stopped its children."""
-
-
-@dataclass
-class _Exit:
-    child_id: str
-    generation: int
-    error: BaseException | None
-    stopped: bool
-
-
-@dataclass
-class _RestartDue:
-    ids: list[str]
-    generations: dict[str, int]
-
-
-@dataclass
-class _Operator:
-    """Operator/reload requests, handled in order by the supervisor loop."""
-
-    action: str  # "restart" | "apply"
-    child_id: str = ""
-    specs: list[ChildSpec] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: str = ""
-    error: Exception | None = None
-
-
-class SupervisorStopped(Exception):
-    """The supervisor is not running (stopped or failed); the request was not done."""
-
-
-@dataclass(eq=False)
-class _Run:
-    """One generation of a child: its own scope and events, so a late end of
-    an old generation can never be mistaken for the end of the new one."""
-
-    scope: anyio.CancelScope = field(default_factory=lambda: anyio.CancelScope(shield=True))
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    fail_reason: BaseException | None = None
-
-
-@dataclass(eq=False)
-class _Child:
-    spec: ChildSpec
-    intensity: RestartIntensity
-    kind: str = "actor"
-    obj: Any = None
-    generation: int = 0
-    state: State = State.STOPPED
-    restarts: int = 0
-    last_error: str | None = None
-    run: _Run | None = None
-    finished: bool = False  # ended normally and, by its restart type, stays stopped
-
-
-class _Status:
-    """A ``task_status`` that sets an event: the readiness handshake."""
-
-    def __init__(self, event: anyio.Event) -> None:
-        self._event = event
-
-    def started(self, value: object = None) -> None:
-        self._event.set()
 
 
 class Supervisor:
@@ -123,21 +66,21 @@ class Supervisor:
         self._clock = clock
         self._rng = rng
         self._shared_intensity = RestartIntensity(self.flags.intensity, self.flags.period, clock)
-        self._children: list[_Child] = [self._new_child(s) for s in specs]
+        self._children: list[ChildRecord] = [self._new_child(s) for s in specs]
         self._tg: TaskGroup | None = None
         self._closing = False
         self._events_send, self._events = anyio.create_memory_object_stream[Any](
             max(16, 4 * len(specs))
         )
 
-    def _new_child(self, spec: ChildSpec) -> _Child:
+    def _new_child(self, spec: ChildSpec) -> ChildRecord:
         per_child = self.flags.on_exhausted is OnExhausted.FAIL_CHILD
         intensity = (
             RestartIntensity(self.flags.intensity, self.flags.period, self._clock)
             if per_child
             else self._shared_intensity
         )
-        return _Child(spec=spec, intensity=intensity)
+        return ChildRecord(spec=spec, intensity=intensity)
 
     # -- public API -------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -171,11 +114,11 @@ class Supervisor:
 
     async def restart_child(self, child_id: str) -> str:
         """Operator restart: stop the child if running, clear FAILED, start it."""
-        return await self._request(_Operator("restart", child_id=child_id))
+        return await self._request(OperatorRequest("restart", child_id=child_id))
 
     async def apply(self, specs: list[ChildSpec]) -> str:
         """Hot reload: restart only children whose spec digest changed, add and remove others."""
-        return await self._request(_Operator("apply", specs=specs))
+        return await self._request(OperatorRequest("apply", specs=specs))
 
     def ready(self) -> bool:
         """True while every child that should run is RUNNING or DEGRADED (a
@@ -198,7 +141,7 @@ class Supervisor:
     statistics = snapshot
 
     # -- internals --------------------------------------------------------------
-    async def _request(self, op: _Operator) -> str:
+    async def _request(self, op: OperatorRequest) -> str:
         if self.state is not State.RUNNING:
             raise SupervisorStopped(f"{self.id} is {self.state.value}")
         await self._events_send.send(op)
@@ -214,17 +157,17 @@ class Supervisor:
                 event = self._events.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
-            if isinstance(event, _Operator):
+            if isinstance(event, OperatorRequest):
                 event.error = SupervisorStopped(f"{self.id} stopped")
                 event.done.set()
 
-    def _find(self, child_id: str) -> _Child:
+    def _find(self, child_id: str) -> ChildRecord:
         for c in self._children:
             if c.spec.id == child_id:
                 return c
         raise KeyError(child_id)
 
-    def _child_snapshot(self, c: _Child) -> Snapshot:
+    def _child_snapshot(self, c: ChildRecord) -> Snapshot:
         if c.obj is not None and c.state not in (State.RESTARTING, State.FAILED):
             snap = c.obj.snapshot()
         else:
@@ -235,14 +178,14 @@ class Supervisor:
         snap.last_error = snap.last_error or c.last_error
         return snap
 
-    async def _child_task(self, child: _Child, generation: int, run: _Run) -> None:
+    async def _child_task(self, child: ChildRecord, generation: int, run: ChildRun) -> None:
         error: BaseException | None = None
         try:
             # Shielded from the parent's cancellation: only this supervisor stops a
             # child, through run.scope, so stops go leaves-first in reverse order.
             with run.scope as scope:
                 try:
-                    await child.obj.run(task_status=_Status(run.ready))
+                    await child.obj.run(task_status=ReadySignal(run.ready))
                 except Exception as exc:
                     error = exc
         finally:
@@ -252,22 +195,22 @@ class Supervisor:
         stopped = scope.cancelled_caught and run.fail_reason is None
         if run.fail_reason is not None:
             error = run.fail_reason
-        await self._events_send.send(_Exit(child.spec.id, generation, error, stopped))
+        await self._events_send.send(ChildExit(child.spec.id, generation, error, stopped))
 
-    async def _start_child(self, child: _Child) -> None:
+    async def _start_child(self, child: ChildRecord) -> None:
         assert self._tg is not None
         if self._closing:
             return  # stopping: a start scheduled just before must not outlive the stop
         child.generation += 1
         child.finished = False
-        run = child.run = _Run()
+        run = child.run = ChildRun()
         child.state = State.STARTING
         try:
             child.obj = child.spec.start()
         except Exception as exc:
             child.obj = None
             run.done.set()
-            await self._events_send.send(_Exit(child.spec.id, child.generation, exc, False))
+            await self._events_send.send(ChildExit(child.spec.id, child.generation, exc, False))
             return
         child.kind = getattr(child.obj, "kind", "actor")
         self._tg.start_soon(self._child_task, child, child.generation, run)
@@ -282,7 +225,7 @@ class Supervisor:
         elif not run.done.is_set():
             child.state = State.RUNNING
 
-    async def _stop_child(self, child: _Child) -> None:
+    async def _stop_child(self, child: ChildRecord) -> None:
         run = child.run
         if run is not None and not run.done.is_set():
             child.state = State.STOPPING
@@ -298,11 +241,11 @@ class Supervisor:
                 )
         child.run = None
 
-    async def _stop_children(self, children: list[_Child]) -> None:
+    async def _stop_children(self, children: list[ChildRecord]) -> None:
         for child in reversed(children):
             await self._stop_child(child)
 
-    def _affected(self, child: _Child) -> list[_Child]:
+    def _affected(self, child: ChildRecord) -> list[ChildRecord]:
         idx = self._children.index(child)
         if self.flags.strategy is Strategy.ONE_FOR_ALL:
             return list(self._children)
@@ -312,9 +255,9 @@ class Supervisor:
 
     async def _loop(self) -> None:
         async for event in self._events:
-            if isinstance(event, _Exit):
+            if isinstance(event, ChildExit):
                 await self._on_exit(event)
-            elif isinstance(event, _RestartDue):
+            elif isinstance(event, RestartDue):
                 due = [
                     c
                     for c in self._children
@@ -330,7 +273,7 @@ class Supervisor:
                 else:
                     for child in due:  # several: in order, each after the previous is ready
                         await self._start_child(child)
-            elif isinstance(event, _Operator):
+            elif isinstance(event, OperatorRequest):
                 try:
                     event.result = await self._on_operator(event)
                 except KeyError as exc:
@@ -338,7 +281,7 @@ class Supervisor:
                 finally:
                     event.done.set()
 
-    async def _on_exit(self, ev: _Exit) -> None:
+    async def _on_exit(self, ev: ChildExit) -> None:
         try:
             child = self._find(ev.child_id)
         except KeyError:
@@ -383,14 +326,14 @@ class Supervisor:
         self._tg.start_soon(
             self._restart_after,
             delay,
-            _RestartDue([c.spec.id for c in affected], {c.spec.id: c.generation for c in affected}),
+            RestartDue([c.spec.id for c in affected], {c.spec.id: c.generation for c in affected}),
         )
 
-    async def _restart_after(self, delay: float, due: _RestartDue) -> None:
+    async def _restart_after(self, delay: float, due: RestartDue) -> None:
         await anyio.sleep(delay)
         await self._events_send.send(due)
 
-    async def _exhausted(self, child: _Child) -> None:
+    async def _exhausted(self, child: ChildRecord) -> None:
         msg = (
             f"{child.spec.id}: more than {self.flags.intensity} restarts in "
             f"{self.flags.period:g}s (last error: {child.last_error})"
@@ -408,7 +351,7 @@ class Supervisor:
         self.last_error = msg
         raise SupervisorFailed(f"{self.id}: {msg}")
 
-    async def _on_operator(self, op: _Operator) -> str:
+    async def _on_operator(self, op: OperatorRequest) -> str:
         if op.action == "restart":
             child = self._find(op.child_id)
             await self._stop_child(child)
@@ -431,8 +374,8 @@ class Supervisor:
             if cid in new and c.state is State.FAILED and c not in changed
         ]
         await self._stop_children(removed + changed)
-        kept: list[_Child] = []
-        to_start: list[_Child] = []
+        kept: list[ChildRecord] = []
+        to_start: list[ChildRecord] = []
         for spec in op.specs:
             child = old.get(spec.id)
             if child is None or any(child is c for c in changed + cleared):
