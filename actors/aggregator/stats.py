@@ -103,6 +103,12 @@ class WindowStats:
             if len(samples) < self.max_samples:
                 samples.append(x)
                 return
+        self.add_number(x)
+
+    def add_number(self, x: float) -> None:
+        """The numeric part of ``add_fast`` once ``max_samples`` values are kept
+        (``Windows.add`` inlines the rest)."""
+        if not self._running:
             self._start_running()
         buf = self._buf
         buf.append(x)
