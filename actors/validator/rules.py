@@ -82,6 +82,7 @@ class RuleSet:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._skew_last: dict[str, int] = {}
         self._max_skew_ms = config.max_clock_skew_s * 1000.0
+        self._dup_memory = config.duplicate_memory
         self._skew_every_ns = int(config.skew_event_interval_s * _NS)
         self._counts: collections.Counter[str] = collections.Counter()
         self._clean = 0  # kept apart from _counts: it is the hot one
@@ -137,7 +138,9 @@ class RuleSet:
             if abs(skew_ms) > self._max_skew_ms:
                 self._skew_event(r, device_time, skew_ms, verdict)
 
-        s = self._stream(r.asset_id, r.parameter)
+        s = self._streams.get((r.asset_id, r.parameter))
+        if s is None:
+            s = self._stream(r.asset_id, r.parameter)
         rule = s.rule
 
         # duplicates
@@ -151,7 +154,7 @@ class RuleSet:
         else:
             s.recent.append(device_time)
             s.recent_set.add(device_time)
-            if len(s.recent) > self.config.duplicate_memory:
+            if len(s.recent) > self._dup_memory:
                 s.recent_set.discard(s.recent.popleft())
 
         # value rules
