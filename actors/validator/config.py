@@ -83,8 +83,9 @@ class ValidatorConfig(StrictStruct):
     "Recent device times remembered per (asset, parameter) for duplicate detection."
     events_topic: str = "events.clean"
     "Where gap and clock-skew events are written."
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
-    "Records fetched and validated per batch (outputs are appended per batch)."
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    "Records fetched and validated per batch (outputs are appended per batch). Each batch waits "
+    "for two fsyncs (append, commit): at 2,000 the stage idled on them at 45k readings/s here."
 
     def __post_init__(self) -> None:
         for topic in self.inputs:
