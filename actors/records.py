@@ -37,13 +37,14 @@ class Classification(enum.Enum):
 Value = float | int | bool | str
 
 
-class Reading(msgspec.Struct, frozen=True, kw_only=True):
+class Reading(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One value of one parameter of one asset, as a device session read it.
 
     ``device_time`` is the source's own timestamp when it has one; analytics use
     it. When it is missing the validator falls back to ``gateway_time`` and marks
     the reading UNCERTAIN. ``seq`` increases per adapter so a checker can tell a
-    gap (a lost reading) from a duplicate.
+    gap (a lost reading) from a duplicate. ``gc=False``: a reading holds only
+    scalars and enum members, so it is never part of a reference cycle.
     """
 
     asset_id: str

@@ -24,8 +24,11 @@ class TopicSpec(msgspec.Struct, frozen=True, kw_only=True):
     priority: int = 0  # lower is evicted first when the disk fills; alarms/DLQs never
 
 
-class LogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One record read back from the log."""
+class LogRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One record read back from the log.
+
+    ``gc=False``: it holds only scalars and bytes, so it can never be part of a
+    reference cycle; the collector need not track the millions that pass."""
 
     topic: str
     partition: int
