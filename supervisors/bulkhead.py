@@ -36,6 +36,7 @@ from otgate.actors.messages import (
     Stopped,
 )
 from otgate.supervisors.channel import Channel, ChannelClosed
+from otgate.supervisors.health import walk
 from otgate.supervisors.plan import BulkheadPlan
 
 # Imported once by the fork server, so each bulkhead forks with them already
@@ -274,7 +275,9 @@ class Bulkhead:
     def snapshot(self) -> Snapshot:
         children = self.tree.children if self.tree is not None else []
         state = self.state
-        if state is State.RUNNING and any(c.state is not State.RUNNING for c in _walk(children)):
+        if state is State.RUNNING and any(
+            n.state is not State.RUNNING for child in children for n in walk(child)
+        ):
             state = State.DEGRADED
         return Snapshot(
             id=self.id,
@@ -286,9 +289,3 @@ class Bulkhead:
             last_error=self.last_error,
             children=children,
         )
-
-
-def _walk(nodes: list[Snapshot]):
-    for n in nodes:
-        yield n
-        yield from _walk(n.children)
