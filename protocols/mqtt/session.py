@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import ssl
 import time
 
@@ -40,6 +39,7 @@ from otgate.actors.messages import State
 from otgate.protocols.mqtt.config import AckPolicy, MqttSource
 from otgate.protocols.mqtt.mapping import Router
 from otgate.protocols.opcua.emitter import Emitter
+from otgate.protocols.reconnect import wait_before_reconnect
 
 log = logging.getLogger("otgate.protocols.mqtt")
 
@@ -144,16 +144,13 @@ class MqttSession(Actor):
                 self._connected = False
                 self.state = State.DEGRADED
             attempt += 1
-            delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)
-            log.info(
-                "adapter_reconnect_wait adapter_id=%s attempt=%d delay_s=%.2f error=%s",
+            await wait_before_reconnect(
                 self.id,
                 attempt,
-                delay,
+                self.cfg.reconnect_min_s,
+                self.cfg.reconnect_max_s,
                 self.last_error,
             )
-            await anyio.sleep(delay)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg

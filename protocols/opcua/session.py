@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from typing import Any
 
@@ -44,6 +43,7 @@ from otgate.protocols.opcua.client import (
 from otgate.protocols.opcua.config import DeadbandType, DisconnectPolicy, Mode, OpcUaSource
 from otgate.protocols.opcua.convert import unpack
 from otgate.protocols.opcua.emitter import Emitter, PointMeta
+from otgate.protocols.reconnect import wait_before_reconnect
 
 log = logging.getLogger("otgate.protocols.opcua")
 
@@ -156,16 +156,13 @@ class OpcUaSession(Actor):
                 else:
                     self.connect_failures += 1
                 attempt += 1
-                delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
-                log.info(
-                    "adapter_reconnect_wait adapter_id=%s attempt=%d delay_s=%.2f error=%s",
+                await wait_before_reconnect(
                     self.id,
                     attempt,
-                    delay,
+                    self.cfg.reconnect_min_s,
+                    self.cfg.reconnect_max_s,
                     self.last_error,
                 )
-                await anyio.sleep(delay)
 
     # -- one connection ---------------------------------------------------------
     async def _cycle(self, attempt: int, down_since: float) -> None:
