@@ -37,6 +37,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from otgate.simulations.bench_rows import decode_only
+
 TITLE = "protocols: device sessions against their simulators"
 
 DEVICES = 20
@@ -257,9 +259,7 @@ async def run(report: Any, args: argparse.Namespace) -> None:
                scenario=scenario + ", Avro + SQLite", points_per_s=log_pps,
                cpu_us_per_point=log_cpu, ratio=log_pps / ceil_pps if ceil_pps else 0.0,
                cpu_ratio=ceil_cpu / log_cpu if log_cpu else 0.0, goal="(log cost included)")
-    report.add(protocol="modbus_tcp", measure="otgate decode + Reading only (no I/O)",
-               scenario="per point", points_per_s=1e6 / decode_us if decode_us else 0.0,
-               cpu_us_per_point=decode_us, ratio="", goal="")
+    decode_only(report, "modbus_tcp", "otgate decode + Reading only (no I/O)", decode_us)
     report.progress(
         f"modbus: gateway reads={totals.get('reads', 0):.0f} "
         f"bad_readings={totals.get('bad_readings', 0):.0f} "

@@ -28,6 +28,8 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from otgate.simulations.bench_rows import ceiling_and_gateway, decode_only
+
 TITLE = "protocols: MQTT session against a publisher through Mosquitto"
 
 TOPICS = 10
@@ -185,23 +187,11 @@ async def run(report: Any, args: argparse.Namespace) -> None:
                 report.progress(f"mqtt: gateway {gw_pps:,.0f} points/s, {gw_cpu:.2f} us/pt")
             finally:
                 await _stop(proc)
-            report.add(
-                protocol="mqtt",
-                measure="bare aiomqtt subscriber (ceiling)",
-                scenario=scenario,
-                points_per_s=ceil_pps,
-                cpu_us_per_point=ceil_cpu,
-                ratio=1.0,
-                goal="",
-            )
-            report.add(
-                protocol="mqtt",
-                measure="gateway session -> counting publish",
-                scenario=scenario,
-                points_per_s=gw_pps,
-                cpu_us_per_point=gw_cpu,
-                ratio=gw_pps / ceil_pps if ceil_pps else 0.0,
-                goal="<= 5 us/pt",
+            ceiling_and_gateway(
+                report, "mqtt", scenario,
+                ("bare aiomqtt subscriber (ceiling)", ceil_pps, ceil_cpu),
+                ("gateway session -> counting publish", gw_pps, gw_cpu),
+                "<= 5 us/pt",
             )
             report.progress(
                 f"mqtt: messages={totals.get('messages', 0):.0f} "
@@ -209,15 +199,7 @@ async def run(report: Any, args: argparse.Namespace) -> None:
             )
         tg.cancel_scope.cancel()
     decode_us = _decode_cost(2_000 if quick else 20_000)
-    report.add(
-        protocol="mqtt",
-        measure="otgate JSON message -> Readings only (no I/O)",
-        scenario="per point",
-        points_per_s=1e6 / decode_us if decode_us else 0.0,
-        cpu_us_per_point=decode_us,
-        ratio="",
-        goal="",
-    )
+    decode_only(report, "mqtt", "otgate JSON message -> Readings only (no I/O)", decode_us)
 
 
 def main() -> None:

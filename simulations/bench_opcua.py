@@ -26,6 +26,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from otgate.simulations.bench_rows import ceiling_and_gateway, decode_only
+
 TITLE = "protocols: OPC UA session against its simulator"
 
 ITEMS = 1000
@@ -198,33 +200,13 @@ async def run(report: Any, args: argparse.Namespace) -> None:
     gw_cpu = sum(g[1] for g in gw) / ROUNDS
     decode_us = _decode_cost(20_000 if quick else 200_000)
     scenario = f"{items} items, change every {UPDATE_S * 1000:.0f} ms"
-    report.add(
-        protocol="opcua",
-        measure="bare asyncua subscription (ceiling)",
-        scenario=scenario,
-        points_per_s=ceil_pps,
-        cpu_us_per_point=ceil_cpu,
-        ratio=1.0,
-        goal="",
+    ceiling_and_gateway(
+        report, "opcua", scenario,
+        ("bare asyncua subscription (ceiling)", ceil_pps, ceil_cpu),
+        ("gateway session -> counting publish", gw_pps, gw_cpu),
+        "<= 5 us/pt",
     )
-    report.add(
-        protocol="opcua",
-        measure="gateway session -> counting publish",
-        scenario=scenario,
-        points_per_s=gw_pps,
-        cpu_us_per_point=gw_cpu,
-        ratio=gw_pps / ceil_pps if ceil_pps else 0.0,
-        goal="<= 5 us/pt",
-    )
-    report.add(
-        protocol="opcua",
-        measure="otgate notification -> Reading only (no I/O)",
-        scenario="per point",
-        points_per_s=1e6 / decode_us if decode_us else 0.0,
-        cpu_us_per_point=decode_us,
-        ratio="",
-        goal="",
-    )
+    decode_only(report, "opcua", "otgate notification -> Reading only (no I/O)", decode_us)
     report.progress(
         f"opcua: notifications={totals.get('notifications', 0):.0f} "
         f"queue_high_water={totals.get('client_queue_high_water', 0):.0f} "
