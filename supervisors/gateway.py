@@ -200,6 +200,11 @@ class Gateway:
                 notify.ready()
                 return f"refused: {exc}"
             previous = self.loaded
+            if loaded.config.status.listen != previous.config.status.listen:
+                log.warning(
+                    "reload_status_listen_ignored listen=%s (takes effect at the next start)",
+                    loaded.config.status.listen,
+                )
             self._use(loaded)
             result = await self.root.apply(self._specs(loaded))
             log.warning("config_reloaded %s", result)
