@@ -1,8 +1,10 @@
-"""The pause before a device session reconnects: exponential, jittered, logged."""
+"""What device sessions share when a connection fails: which error decides, and
+the jittered pause before the next attempt."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 
@@ -25,3 +27,18 @@ async def wait_before_reconnect(
         error,
     )
     await anyio.sleep(delay)
+
+
+def deciding_error(
+    exc: BaseException, is_retriable: Callable[[BaseException], bool]
+) -> BaseException:
+    """The error that decides what a session does next, out of (nested) exception
+    groups: a lost connection usually fails two tasks at once (watchdog and
+    reader); the first non-retriable leaf wins, else the first leaf."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [deciding_error(e, is_retriable) for e in exc.exceptions]
+    for leaf in leaves:
+        if not is_retriable(leaf):
+            return leaf
+    return leaves[0]

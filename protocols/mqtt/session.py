@@ -39,7 +39,7 @@ from otgate.actors.messages import State
 from otgate.protocols.mqtt.config import AckPolicy, MqttSource
 from otgate.protocols.mqtt.mapping import Router
 from otgate.protocols.opcua.emitter import Emitter
-from otgate.protocols.reconnect import wait_before_reconnect
+from otgate.protocols.reconnect import deciding_error, wait_before_reconnect
 
 log = logging.getLogger("otgate.protocols.mqtt")
 
@@ -58,14 +58,8 @@ def is_retriable(exc: BaseException) -> bool:
 
 
 def leaf_error(exc: BaseException) -> BaseException:
-    """The deciding error out of (nested) exception groups (first non-retriable wins)."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves = [leaf_error(e) for e in exc.exceptions]
-    for leaf in leaves:
-        if not is_retriable(leaf):
-            return leaf
-    return leaves[0]
+    """The deciding error of a failed connection (see ``deciding_error``)."""
+    return deciding_error(exc, is_retriable)
 
 
 def tls_context(cfg: MqttSource) -> ssl.SSLContext | None:

@@ -43,7 +43,7 @@ from otgate.protocols.opcua.client import (
 from otgate.protocols.opcua.config import DeadbandType, DisconnectPolicy, Mode, OpcUaSource
 from otgate.protocols.opcua.convert import unpack
 from otgate.protocols.opcua.emitter import Emitter, PointMeta
-from otgate.protocols.reconnect import wait_before_reconnect
+from otgate.protocols.reconnect import deciding_error, wait_before_reconnect
 
 log = logging.getLogger("otgate.protocols.opcua")
 
@@ -65,18 +65,8 @@ _MAX_ITEMS_PER_CREATE = 1000
 
 
 def leaf_error(exc: BaseException) -> BaseException:
-    """The error that decides what happens next, out of (nested) exception groups.
-
-    A lost connection usually fails two tasks at once (the watchdog and the
-    reader); the first non-retriable leaf wins, else the first leaf.
-    """
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves = [leaf_error(e) for e in exc.exceptions]
-    for leaf in leaves:
-        if not is_retriable(leaf):
-            return leaf
-    return leaves[0]
+    """The deciding error of a failed connection (see ``deciding_error``)."""
+    return deciding_error(exc, is_retriable)
 
 
 class OpcUaSession(Actor):
