@@ -22,9 +22,7 @@ import collections
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +31,11 @@ import anyio
 import psutil
 import psycopg
 
-from otgate.simulations.bench_supervision import _health, _poll
+from otgate.simulations.bench_supervision import _poll
+from otgate.simulations.gateway_process import GatewayProcess
 from otgate.simulations.postgres_server import PostgresServer
 
 TITLE = "otgate bench pipeline"
-_URL = re.compile(r"status_listening url=(http://\S+?)\"")
 DEVICES, POINTS = 20, 100
 
 
@@ -102,30 +100,14 @@ def _measure(report, window: float, interval: float) -> None:
     with tempfile.TemporaryDirectory(prefix="otgate-bench-") as tmp:
         cfg = Path(tmp) / "bench.toml"
         cfg.write_text(_config(Path(tmp) / "state", pg.dsn(), interval))
-        log = Path(tmp) / "gateway.log"
-        logf = open(log, "wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otgate.supervisors.cli",
-                "run",
-                "--config",
-                str(cfg),
-                "--status-listen",
-                "127.0.0.1:0",
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
+        gw = GatewayProcess(cfg).start()
         try:
-            url = _poll(lambda: (m := _URL.search(log.read_text())) and m.group(1), 60, 0.05)
-            _poll(lambda: _health(url)["status"] == "HEALTHY", 60, 0.1)
+            _poll(lambda: gw.health()["status"] == "HEALTHY", 60, 0.1)
             offered = DEVICES * POINTS / interval
             report.progress(f"gateway up; offering {offered:,.0f} points/s; warming up 5 s")
             time.sleep(5)
-            procs = {c["id"]: psutil.Process(c["pid"]) for c in _health(url)["components"]}
-            root = psutil.Process(proc.pid)
+            procs = {c["id"]: psutil.Process(c["pid"]) for c in gw.health()["components"]}
+            root = psutil.Process(gw.proc.pid)
             procs["root + fork server"] = root
             extra = [p for p in root.children() if p.pid not in {q.pid for q in procs.values()}]
             pg_procs = [p for p in psutil.process_iter() if _is_pg(p, pg.port)]
@@ -168,15 +150,14 @@ def _measure(report, window: float, interval: float) -> None:
                 us_per_point=(g1 - g0) / max(1, r1 - r0) * 1e6,
             )
             if os.environ.get("OTGATE_BENCH_PROFILE"):
-                _profile(report, procs, Path(os.environ["OTGATE_BENCH_PROFILE"]),
-                         float(os.environ.get("OTGATE_BENCH_PROFILE_S", "10")))
+                _profile(
+                    report,
+                    procs,
+                    Path(os.environ["OTGATE_BENCH_PROFILE"]),
+                    float(os.environ.get("OTGATE_BENCH_PROFILE_S", "10")),
+                )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            logf.close()
+            gw.stop()
             pg.cleanup()
 
 
@@ -193,11 +174,28 @@ def _profile(report, procs: dict[str, psutil.Process], out: Path, seconds: float
         if name.startswith("root"):
             continue
         f = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt"
-        runs[name] = (f, subprocess.Popen(
-            [spy, "record", "-d", str(int(seconds)), "-r", "100", "--format", "raw",
-             "--nonblocking", "-p", str(p.pid), "-o", str(f)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        runs[name] = (
+            f,
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "-d",
+                    str(int(seconds)),
+                    "-r",
+                    "100",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-p",
+                    str(p.pid),
+                    "-o",
+                    str(f),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+        )
     for name, (f, run) in runs.items():
         run.wait(seconds + 60)
         if not f.exists():

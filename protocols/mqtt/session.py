@@ -33,7 +33,7 @@ import aiomqtt
 import anyio
 
 from otgate import __version__
-from otgate.actors.actor import Actor
+from otgate.actors.actor import Actor, describe
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.protocols.mqtt.config import AckPolicy, MqttSource
@@ -120,9 +120,9 @@ class MqttSession(Actor):
             except Exception as exc:
                 err = leaf_error(exc)
                 if not is_retriable(err):
-                    log.error("adapter_failed adapter_id=%s error=%s", self.id, _describe(err))
+                    log.error("adapter_failed adapter_id=%s error=%s", self.id, describe(err)[:200])
                     raise err from None
-                self.last_error = _describe(err)
+                self.last_error = describe(err)[:200]
                 if self._connected:
                     self._connected = False
                     self.connections_lost += 1
@@ -262,7 +262,3 @@ class MqttSession(Actor):
                 reason,
                 self.bad_payloads,
             )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
