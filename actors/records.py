@@ -67,16 +67,43 @@ def now_ns() -> int:
 
 
 class AlarmState(enum.Enum):
-    """Alarm lifecycle (ISA-18.2): active or cleared, acknowledged or not."""
+    """An alarm's state (ISA-18.2 / IEC 62682; OPC UA Part 9 in brackets).
+
+    The seeds' four names map onto it: ACTIVE = ``ACTIVE_UNACKED``,
+    ACKNOWLEDGED = ``ACTIVE_ACKED``, CLEARED = ``CLEARED_UNACKED`` then
+    ``NORMAL``, SUPPRESSED = ``SUPPRESSED`` / ``SHELVED`` / ``OUT_OF_SERVICE``.
+    While shelved, suppressed or out of service the condition is still
+    evaluated (``Alarm.active``) but nobody is notified.
+    """
 
     __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
 
+    NORMAL = "NORMAL"
+    """Condition inactive and acknowledged (Inactive, Acked)."""
     ACTIVE_UNACKED = "ACTIVE_UNACKED"
+    """Condition active, not yet acknowledged (Active, Unacked)."""
     ACTIVE_ACKED = "ACTIVE_ACKED"
+    """Condition active, acknowledged (Active, Acked)."""
     CLEARED_UNACKED = "CLEARED_UNACKED"
-    CLEARED = "CLEARED"
+    """Returned to normal before anyone acknowledged it (RTN unacknowledged)."""
     SHELVED = "SHELVED"
+    """Hidden by an operator for a time; expires by itself (Shelved)."""
     SUPPRESSED = "SUPPRESSED"
+    """Hidden by design (e.g. its parent alarm is active) or by an operator (Suppressed)."""
+    OUT_OF_SERVICE = "OUT_OF_SERVICE"
+    """Taken out of service (maintenance); not evaluated for notification (OutOfService)."""
+
+
+class AlarmSeverity(enum.Enum):
+    """An alarm's priority, most urgent last."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
+    INFO = "INFO"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
 
 
 class Severity(enum.Enum):
@@ -129,25 +156,104 @@ class Aggregate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Alarm(msgspec.Struct, frozen=True, kw_only=True):
-    """One alarm's lifecycle state after an evaluator step (``alarms.clean``).
+    """One transition of one alarm (``alarms.clean``): the log is the alarm journal.
 
     ``alarm_id`` is stable for one alarm definition on one asset, so the last
-    record per ``alarm_id`` is the alarm's current state.
+    record per ``alarm_id`` is the alarm's current state. ``occurrence_id`` is
+    new for each activation (raise) and kept by every later transition of that
+    activation (ack, clear, shelve...). ``seq`` counts the alarm's transitions
+    (1, 2, 3 ...): ``(alarm_id, seq)`` names one transition, so a consumer can
+    drop a replayed one and a notifier can use it as its idempotency key.
+    ``event`` says what moved it (``raise``, ``clear``, ``ack``, ``shelve``,
+    ``unshelve``, ``shelve_expired``, ``suppress``, ``unsuppress``, ``reset``,
+    ``out_of_service``, ``return_to_service``). ``by``/``role``/``source`` say
+    who (``evaluator`` for the gateway itself) and from where; ``request_id``
+    is the operator command's id (a command applied twice changes nothing).
     """
 
     alarm_id: str
+    occurrence_id: str = ""
+    seq: int = 0
+    definition: str = ""
+    kind: str = ""
     asset_id: str
     parameter: str
     state: AlarmState
-    severity: Severity = Severity.WARNING
+    previous_state: AlarmState = AlarmState.NORMAL
+    event: str = ""
+    active: bool = False
+    acked: bool = True
+    latched: bool = False
+    severity: AlarmSeverity = AlarmSeverity.MEDIUM
     message: str = ""
+    area: str = ""
+    owner: str = ""
     value: Value | None = None
-    threshold: float | None = None
+    limit: float | None = None
+    by: str = ""
+    role: str = ""
+    source: str = ""
+    note: str = ""
+    request_id: str = ""
+    shelved_until: int | None = None
     raised_time: int | None = None
     cleared_time: int | None = None
-    acked_by: str | None = None
     ack_time: int | None = None
     device_time: int | None = None
+    gateway_time: int
+
+
+class AlarmAction(enum.Enum):
+    """What an operator can do to alarms (``alarms.commands``)."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
+    ACK = "ACK"
+    SHELVE = "SHELVE"
+    UNSHELVE = "UNSHELVE"
+    SUPPRESS = "SUPPRESS"
+    UNSUPPRESS = "UNSUPPRESS"
+    RESET = "RESET"
+    OUT_OF_SERVICE = "OUT_OF_SERVICE"
+    RETURN_TO_SERVICE = "RETURN_TO_SERVICE"
+
+
+class AlarmCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator's action on one or more alarms (``alarms.commands``).
+
+    The evaluator applies it and writes the resulting transitions to
+    ``alarms.clean`` with the same ``request_id``; a command whose
+    ``request_id`` it already applied is skipped, so a retried call and a
+    replay after a restart change nothing. ``duration_s`` is the shelving time.
+    """
+
+    request_id: str
+    action: AlarmAction
+    alarm_ids: list[str]
+    note: str = ""
+    duration_s: float | None = None
+    by: str = ""
+    role: str = ""
+    source: str = ""
+    gateway_time: int
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One operator call that changed (or tried to change) something (``logs.audit``).
+
+    ``result`` is ``ok``, ``refused`` (401/403: nothing changed) or
+    ``error: ...``. ``who`` is the token's name, never the token itself.
+    """
+
+    who: str
+    role: str = ""
+    source: str = ""
+    surface: str = ""
+    action: str
+    target: str = ""
+    result: str = "ok"
+    detail: str = ""
+    request_id: str = ""
     gateway_time: int
 
 

@@ -50,6 +50,8 @@ class Token(StrictStruct):
     """The token value; use a ``${secret:NAME}`` reference."""
     role: str = "viewer"
     """viewer | operator | engineer | admin."""
+    name: str = ""
+    """Who holds it, as the audit trail names the caller (default ``token<i>-<role>``)."""
 
     def __post_init__(self) -> None:
         if self.role not in ("viewer", "operator", "engineer", "admin"):

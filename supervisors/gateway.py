@@ -19,6 +19,7 @@ from otgate.config.secrets import Redactor
 from otgate.supervisors import notify
 from otgate.supervisors.bulkhead import Bulkhead
 from otgate.supervisors.health import health_document
+from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.plan import plan_bulkheads
 from otgate.supervisors.spec import ChildSpec, OnExhausted
 from otgate.supervisors.status_server import StatusServer
@@ -70,6 +71,7 @@ class Gateway:
         )
         self.root = Supervisor("gateway", self._specs(loaded), flags)
         self.status = StatusServer(self, self.status_listen)
+        self.oplog = OperatorLog(self.config.log, Path(self.config.gateway.state_dir))
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()
@@ -134,6 +136,7 @@ class Gateway:
                 tg.cancel_scope.cancel()
         finally:
             await self.status.close()
+            await self.oplog.close()
         log.info("gateway_stopped")
         return 0
 

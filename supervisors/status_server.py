@@ -7,13 +7,13 @@ engineer < admin.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from otgate.actors.messages import InjectFault
+from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
 from otgate.supervisors.supervisor import SupervisorStopped
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
 
 log = logging.getLogger("otgate.status")
-ROLES = ("viewer", "operator", "engineer", "admin")
 FAULT_KINDS = ("hang", "leak", "crash", "exit")
 
 
@@ -80,22 +79,27 @@ class StatusServer:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     # -- mutating -----------------------------------------------------------------
-    def _authorize(self, request: web.Request, needed: str) -> None:
+    def _authorize(self, request: web.Request, needed: Role) -> Caller:
+        """The caller of ``request`` if its token's role is at least ``needed``."""
         header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip().encode()
-        role = None
-        for tok in self.gateway.config.status.tokens:  # compare with every token, in constant time
-            if hmac.compare_digest(given, tok.token.encode()) and given:
-                role = tok.role
-        if role is None:
-            raise web.HTTPUnauthorized(text="a valid bearer token is required")
-        if ROLES.index(role) < ROLES.index(needed):
-            raise web.HTTPForbidden(text=f"role {role} cannot do this; needs {needed}")
+        try:
+            caller = identify(
+                self.gateway.config.status.tokens,
+                header.removeprefix("Bearer "),
+                surface=request.headers.get("X-Otgate-Surface", "http"),
+                source=request.remote or "",
+            )
+            require(caller, needed)
+        except Unauthorized as exc:
+            raise web.HTTPUnauthorized(text=str(exc)) from None
+        except Forbidden as exc:
+            raise web.HTTPForbidden(text=str(exc)) from None
         if self.gateway.stopping:
             raise web.HTTPServiceUnavailable(text="the gateway is stopping")
+        return caller
 
     async def restart(self, request: web.Request) -> web.Response:
-        self._authorize(request, "operator")
+        caller = self._authorize(request, Role.OPERATOR)
         cid = request.match_info["id"]
         try:
             result = await self.gateway.restart(cid)
@@ -103,11 +107,11 @@ class StatusServer:
             raise web.HTTPNotFound(text=f"no bulkhead {cid!r}") from None
         except SupervisorStopped as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
-        log.warning("operator_restart component=%s", cid)
+        await self.gateway.oplog.audit(caller, "component.restart", cid, detail=result)
         return web.json_response({"result": result})
 
     async def fault(self, request: web.Request) -> web.Response:
-        self._authorize(request, "admin")
+        self._authorize(request, Role.ADMIN)
         if not self.gateway.config.gateway.fault_injection:
             raise web.HTTPForbidden(text="fault injection is disabled ([gateway] fault_injection)")
         try:

@@ -13,6 +13,8 @@ from otgate.actors.log.config import LogConfig
 from otgate.actors.records import (
     Aggregate,
     Alarm,
+    AlarmCommand,
+    AuditRecord,
     Classification,
     DeadLetter,
     GatewayEvent,
@@ -36,6 +38,8 @@ TOPICS: dict[str, tuple[type, float | None, int]] = {
     "logs.gateway": (GatewayEvent, 30 * DAY, 70),
     "alarms.raw": (Reading, None, NEVER),
     "alarms.clean": (Alarm, None, NEVER),
+    "alarms.commands": (AlarmCommand, None, NEVER),
+    "logs.audit": (AuditRecord, 365 * DAY, 90),
     "dlq.telemetry": (DeadLetter, None, NEVER),
     "dlq.events": (DeadLetter, None, NEVER),
 }
