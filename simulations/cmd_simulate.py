@@ -47,7 +47,7 @@ def load(path: Path) -> SimulationFile:
     try:
         return msgspec.convert(tree, SimulationFile, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(path), [path_first(str(exc))]) from None
+        raise ConfigError(str(path), [path_first(str(exc), SimulationFile, tree)]) from None
 
 
 def run(args: argparse.Namespace) -> int:
