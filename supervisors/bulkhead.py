@@ -42,6 +42,7 @@ from otgate.supervisors.plan import BulkheadPlan
 # Imported once by the fork server, so each bulkhead forks with them already
 # loaded: their pages are shared and a bulkhead costs a few MiB, not ~40.
 PRELOAD = [
+    "otgate.supervisors.forkserver_title",
     "otgate.supervisors.bulkhead_main",
     "otgate.actors.log.open",
     "otgate.protocols.modbus_tcp.session",
