@@ -85,3 +85,12 @@ def test_the_demo_postgres_keeps_its_data_in_the_state_dir(open_dir: Path) -> No
     assert (state / "postgres" / "data" / "PG_VERSION").exists()
     with pytest.raises(psycopg.OperationalError):  # stopped with its actor
         psycopg.connect(f"host=127.0.0.1 port={port} user=postgres connect_timeout=2").close()
+
+
+def test_the_demo_script_readme_and_example_query_the_same_table() -> None:
+    root = EXAMPLE.parent.parent.parent
+    script = (root / "simulations" / "run-demo.sh").read_text()
+    query = next(line.strip() for line in script.splitlines() if line.strip().startswith("psql"))
+    assert "otgate_readings" in query
+    assert query in (root / "README.md").read_text()
+    assert query in EXAMPLE.read_text()
