@@ -14,7 +14,7 @@ from otgate.actors.context import BuildContext
 from otgate.config.base import Identifier, Port, StrictStruct
 from otgate.simulations.modbus_sim import ModbusTcpSimConfig
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, MqttSimConfig
-from otgate.simulations.opcua_sim import OpcUaSimConfig
+from otgate.simulations.opcua_sim_config import OpcUaSimConfig
 
 log = logging.getLogger("otgate.simulations")
 

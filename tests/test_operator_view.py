@@ -144,3 +144,26 @@ def test_a_killed_bulkhead_shows_its_error_and_age_and_every_process_its_title(g
     assert error_cells(render(d))["a"].endswith("s ago: BulkheadDied: process killed by SIGKILL")
     d["time"] += 60  # a minute later, still running: history
     assert "ago (recovered): BulkheadDied" in error_cells(render(d))["a"]
+
+
+def test_log_commands_load_the_demo_config_without_the_heavy_libraries() -> None:
+    """``otgate log read`` stays quick (~0.2 s here, was ~0.6 s): loading a config
+    and reading the embedded log import neither the protocol stacks nor the
+    network clients (together ~0.4 s of imports)."""
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "gateway.toml"
+    code = f"""
+import sys
+from pathlib import Path
+from otgate.supervisors.cli import build_parser
+build_parser("log")
+from otgate.config.load import load_config
+load_config(Path({str(example)!r}), env={{}})
+heavy = ("asyncua", "aiohttp", "aiokafka", "pymodbus.server", "psycopg")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
