@@ -45,6 +45,9 @@ PRELOAD = [
     "otgate.supervisors.forkserver_title",
     "otgate.supervisors.bulkhead_main",
     "otgate.actors.log.open",
+    "otgate.actors.log.kafka",  # aiokafka (also the partitioner); imported lazily elsewhere
+    "aiohttp",  # the schema registry client
+    "pymodbus.server",  # the Modbus simulators
     "otgate.protocols.modbus_tcp.session",
     "otgate.protocols.modbus_rtu.session",
     "otgate.protocols.opcua.session",
