@@ -19,7 +19,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "installing otgate into .venv"
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e .
+# setuptools prints an "Editable installation" notice (information only: otgate
+# maps its package to the repository root) that reads like a failure; hide it.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install "${pip_quiet[@]}" -e .
 
 step "starting the demo plant (Ctrl-C stops it; state in config/examples/state/)"
 cat <<'TIP'
