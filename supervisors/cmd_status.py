@@ -81,7 +81,7 @@ def render(doc: dict[str, Any], *, width: int | None = None, color: bool = False
     for comp in doc["components"]:
         add(comp, 0)
     head = ["COMPONENT", "KIND", "STATE", "PID", "RESTARTS", "BEAT", "RSS", "RECORDS"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     room = None if width is None else max(MIN_ERROR_WIDTH, width - sum(widths) - 2 * len(widths))
     up = doc.get("uptime_s", 0)

@@ -58,6 +58,8 @@ def test_last_error_shows_its_age_and_whether_the_component_recovered() -> None:
     assert cells["down"] == f"2m10s ago: {refused}"  # still DEGRADED: not history
     assert cells["fresh"] == "2s ago: unit 1 @4: exception 2"  # running, but just now
     assert cells["clean"] == ""
+    assert render(doc()).splitlines()[1].split() == [  # no component yet: just the header
+        "COMPONENT", "KIND", "STATE", "PID", "RESTARTS", "BEAT", "RSS", "RECORDS", "LAST", "ERROR"]
 
 
 def test_recovered_errors_are_grey_on_a_colour_terminal_only() -> None:
