@@ -3,6 +3,7 @@ from the real reference server (``otgate control-plane serve``)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 
 import pytest
@@ -24,7 +25,9 @@ reload_grace_s = 20.0
 
 def bootstrap(url: str, extra: str = "") -> str:
     """The local file: the control-plane section (token from a credential), nothing to run."""
-    return SUPERVISION + f"""
+    return (
+        SUPERVISION
+        + f"""
 [control_plane]
 url = "{url}"
 gateway_id = "site-1"
@@ -32,7 +35,9 @@ token = "${{secret:cp_token}}"
 poll_interval = 0.3
 timeout = 2.0
 grace = 4.0
-""" + extra
+"""
+        + extra
+    )
 
 
 def version(n: int, body: str) -> str:
@@ -65,7 +70,8 @@ def test_version_bump_restarts_only_changed_bulkheads_and_a_broken_one_is_reject
     wait_for(lambda: running(gw) == (1, "control_plane") and gw.ready(), what="version 1")
     pid_a, pid_b = gw.component("a")["pid"], gw.component("b")["pid"]
     cp.publish(
-        "site-1", 2,
+        "site-1",
+        2,
         version(2, synthetic("a", "pump-1") + synthetic("b", "pump-2", 0.2) + synthetic("c", "p3")),
     )
     wait_for(lambda: running(gw) == (2, "control_plane"), what="version 2")
@@ -99,12 +105,16 @@ def test_a_config_that_fails_a_bulkhead_is_rolled_back_and_reported_once_the_cp_
     wait_for(lambda: running(gw) == (1, "control_plane") and gw.ready(), what="version 1")
     pid_a = gw.component("a")["pid"]
     # 1 MiB of address space: the new bulkhead dies at every start.
-    bad = good + synthetic("b", "pump-2") + """
+    bad = (
+        good
+        + synthetic("b", "pump-2")
+        + """
 [[bulkheads]]
 id = "b"
 members = ["b"]
 address_space_limit_mib = 1
 """
+    )
     cp.publish("site-1", 2, version(2, bad))
     wait_for(lambda: "control_plane_config_pulled version=2" in gw.log(), what="pulled")
     cp.stop()  # the outcome must wait for the control plane, not get lost
@@ -157,6 +167,11 @@ def test_control_plane_down_for_the_whole_run(gateway, creds) -> None:
     assert health["status"] == "HEALTHY" and gw.component("a")["pid"] == pid_a
     assert "ClientConnectorError" in health["control_plane"]["last_error"]
     assert not (gw.config.parent / "state" / CACHE).exists()
+    # SIGHUP pulls now (the control plane owns the config); the file is not re-read.
+    failed = gw.log().count("control_plane_unreachable")
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: gw.log().count("control_plane_unreachable") > failed, what="pull on SIGHUP")
+    assert "config_reloaded" not in gw.log() and gw.component("a")["pid"] == pid_a
 
 
 def test_server_answers_304_for_the_same_etag_and_401_for_another_gateways_token(
@@ -168,7 +183,9 @@ def test_server_answers_304_for_the_same_etag_and_401_for_another_gateways_token
     status, body, headers = cp.request("/gateways/site-1/config", "site-1-token")
     assert status == 200 and body.startswith(b"config_version = 10")
     assert headers["OTgate-Config-Version"] == "10"
-    again = cp.request("/gateways/site-1/config", "site-1-token", {"If-None-Match": headers["ETag"]})
+    again = cp.request(
+        "/gateways/site-1/config", "site-1-token", {"If-None-Match": headers["ETag"]}
+    )
     assert again[0] == 304
     assert cp.request("/gateways/site-1/config", "site-2-token")[0] == 401
     assert cp.request("/gateways/site-2/config", "site-2-token")[0] == 404

@@ -24,6 +24,7 @@ from otgate.config.control_plane.contract import Outcome, Report, config_path
 from otgate.config.control_plane.document import load_pulled
 from otgate.config.load import ConfigError, Loaded
 from otgate.supervisors.intensity import backoff_delay
+from otgate.supervisors.supervisor import SupervisorStopped
 
 log = logging.getLogger("otgate.control_plane")
 JITTER = 0.1
@@ -79,7 +80,13 @@ class ControlPlaneAgent:
         async with self.client, anyio.create_task_group() as tg:
             tg.start_soon(self._deliver_reports)
             while True:
-                await self.poll_once()
+                try:
+                    await self.poll_once()
+                except SupervisorStopped:  # the gateway is stopping
+                    tg.cancel_scope.cancel()
+                    return
+                except Exception:  # a pull must never take the running gateway down
+                    log.exception("control_plane_poll_failed")
                 interval = self.cfg.poll_interval * (1 - JITTER * random.random())
                 with anyio.move_on_after(interval):
                     await self._wake.wait()

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -28,6 +29,7 @@ from otgate.config.control_plane.contract import TOML_TYPE, VERSION_HEADER, Repo
 log = logging.getLogger("otgate.control_plane.server")
 REPORTS = "reports.jsonl"
 MAX_REPORT = 256 * 1024
+_GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 class TokenFileError(Exception):
@@ -42,6 +44,9 @@ def read_tokens(path: Path) -> dict[str, str]:
     bad = [k for k, v in doc.items() if not isinstance(v, str) or not v]
     if bad:
         raise TokenFileError(f"{path}: {', '.join(bad)}: expected a non-empty string token")
+    odd = [k for k in doc if not _GATEWAY_ID.match(k)]  # ids name directories
+    if odd:
+        raise TokenFileError(f"{path}: {', '.join(odd)}: not a gateway id ({_GATEWAY_ID.pattern})")
     return doc
 
 

@@ -35,9 +35,21 @@ class ControlPlane:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otgate.supervisors.cli", "control-plane", "serve",
-             "--dir", str(self.dir), "--listen", listen, "--tokens", str(self.tokens_file)],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "otgate.supervisors.cli",
+                "control-plane",
+                "serve",
+                "--dir",
+                str(self.dir),
+                "--listen",
+                listen,
+                "--tokens",
+                str(self.tokens_file),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while not (m := _URL.search(self.log_path.read_text(errors="replace")[offset:])):
@@ -69,7 +81,9 @@ class ControlPlane:
         tmp.write_text(toml)
         tmp.rename(folder / f"{version}.toml")
 
-    def request(self, path: str, token: str, headers: dict[str, str] | None = None) -> tuple[int, Any, dict]:
+    def request(
+        self, path: str, token: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, dict]:
         req = urllib.request.Request(
             self.url + path, headers={"Authorization": f"Bearer {token}", **(headers or {})}
         )
