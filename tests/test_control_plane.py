@@ -6,12 +6,18 @@ from __future__ import annotations
 import signal
 import socket
 
+import anyio
 import pytest
+from aiohttp import web
 from peers.control_plane import ControlPlane, control_plane_fixture  # noqa: F401
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 
+from otgate.config.control_plane import ControlPlaneSection
+from otgate.config.control_plane.agent import ControlPlaneAgent
+from otgate.config.control_plane.contract import ApplyStatus, Outcome
 from otgate.config.control_plane.document import CACHE, load_pulled
-from otgate.config.load import ConfigError, load_config
+from otgate.config.control_plane.server import ControlPlaneServer
+from otgate.config.load import ConfigError, Loaded, decode, load_config
 
 SUPERVISION = """
 [gateway]
@@ -211,3 +217,46 @@ def test_pulled_document_may_not_override_the_local_bootstrap(tmp_path) -> None:
     assert ok.config.control_plane == local.config.control_plane
     assert ok.config.gateway.state_dir == local.config.gateway.state_dir
     assert "literal-token" in ok.secrets  # redacted in logs like any secret
+
+
+@pytest.mark.anyio
+async def test_reports_wait_in_a_bounded_queue_while_the_control_plane_is_down(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ControlPlaneSection(
+        url=f"http://127.0.0.1:{port}",
+        gateway_id="site-1",
+        token="t",
+        poll_interval=0.5,
+        report_queue=2,
+    )
+
+    class Running:  # what the agent reads of the gateway; nothing is pulled here
+        loaded = Loaded(decode({"config_version": 1}))
+
+    agent = ControlPlaneAgent(Running(), cfg, grace=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        for v in (2, 3, 4):
+            agent.report(v, Outcome(ApplyStatus.REJECTED, "refused", [f"v{v}: bad"]))
+        assert agent.reports_dropped == 1 and len(agent.pending) == 2
+        with anyio.fail_after(10):
+            while "ClientConnectorError" not in agent.last_error:
+                await anyio.sleep(0.05)
+        server = ControlPlaneServer(tmp_path, {"site-1": "t"})
+        runner = web.AppRunner(server.app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            with anyio.fail_after(15):  # retried with backoff capped at poll_interval
+                while agent.pending:
+                    await anyio.sleep(0.05)
+            assert [(r["version"], r["errors"]) for r in server.read_reports()] == [
+                (3, ["v3: bad"]),
+                (4, ["v4: bad"]),
+            ]
+            assert agent.reports_sent == 2
+        finally:
+            tg.cancel_scope.cancel()
+            await runner.cleanup()

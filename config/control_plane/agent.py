@@ -112,7 +112,7 @@ class ControlPlaneAgent:
         log.info("control_plane_config_pulled version=%d etag=%s", pulled.version, pulled.etag)
         outcome = await self.gateway.apply_config(lambda: self._load(pulled), grace=self.grace)
         self.tried = max(self.tried, pulled.version)
-        self._report(pulled.version, outcome)
+        self.report(pulled.version, outcome)
 
     def _load(self, pulled: Pulled) -> Loaded:
         """Called by the gateway under its reload lock: the running version is current."""
@@ -128,7 +128,8 @@ class ControlPlaneAgent:
             )
         return load_pulled(pulled.body, source, self.gateway.loaded, version=pulled.version)
 
-    def _report(self, version: int, outcome: Outcome) -> None:
+    def report(self, version: int, outcome: Outcome) -> None:
+        """Queue the report of one outcome (the oldest pending one is dropped when full)."""
         report = Report(
             id=uuid.uuid4().hex,
             gateway_id=self.cfg.gateway_id,
