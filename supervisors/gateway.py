@@ -83,9 +83,7 @@ class Gateway:
         self._reload_lock = anyio.Lock()
         self.stopping = False
         cp = self.config.control_plane
-        self.control_plane = (
-            ControlPlaneAgent(self, cp, self.config.supervision.reload_grace_s) if cp else None
-        )
+        self.control_plane = ControlPlaneAgent(self, cp) if cp else None
 
     @property
     def config(self) -> GatewayConfig:
@@ -277,7 +275,8 @@ class Gateway:
         return errors
 
     def _save_last_good(self, loaded: Loaded) -> None:
-        """Keep the file that ran (unresolved: secret refs, not values), owner-only."""
+        """Keep the config that ran (unresolved: secret refs, not values), owner-only:
+        the file as ``LAST_GOOD``, a pulled one as the control-plane ``CACHE``."""
         name = LAST_GOOD if loaded.source is ConfigSource.FILE else CACHE
         path = Path(loaded.config.gateway.state_dir) / name
         try:

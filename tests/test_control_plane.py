@@ -235,7 +235,7 @@ async def test_reports_wait_in_a_bounded_queue_while_the_control_plane_is_down(t
     class Running:  # what the agent reads of the gateway; nothing is pulled here
         loaded = Loaded(decode({"config_version": 1}))
 
-    agent = ControlPlaneAgent(Running(), cfg, grace=1.0)
+    agent = ControlPlaneAgent(Running(), cfg)
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         for v in (2, 3, 4):

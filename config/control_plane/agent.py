@@ -35,7 +35,9 @@ class Applier(Protocol):
 
     loaded: Loaded
 
-    async def apply_config(self, load: Callable[[], Loaded], *, grace: float) -> Outcome: ...
+    async def apply_config(
+        self, load: Callable[[], Loaded], *, grace: float | None = None
+    ) -> Outcome: ...
 
 
 class ControlPlaneAgent:
@@ -47,10 +49,9 @@ class ControlPlaneAgent:
     run; a new one must be higher.
     """
 
-    def __init__(self, gateway: Applier, cfg: ControlPlaneSection, grace: float) -> None:
+    def __init__(self, gateway: Applier, cfg: ControlPlaneSection) -> None:
         self.gateway = gateway
         self.cfg = cfg
-        self.grace = cfg.grace or grace
         self.client = ControlPlaneClient(cfg)
         self.pending: deque[Report] = deque(maxlen=cfg.report_queue)
         self.etag: str | None = None
@@ -110,7 +111,7 @@ class ControlPlaneAgent:
         if pulled.version == self.gateway.loaded.config.config_version:
             return  # already running it (booted from the cache)
         log.info("control_plane_config_pulled version=%d etag=%s", pulled.version, pulled.etag)
-        outcome = await self.gateway.apply_config(lambda: self._load(pulled), grace=self.grace)
+        outcome = await self.gateway.apply_config(lambda: self._load(pulled), grace=self.cfg.grace)
         self.tried = max(self.tried, pulled.version)
         self.report(pulled.version, outcome)
 
