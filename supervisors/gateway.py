@@ -32,6 +32,7 @@ from otgate.supervisors.supervisor import Supervisor, SupervisorStopped
 
 log = logging.getLogger("otgate.gateway")
 LAST_GOOD = "last-good-config.toml"
+_UP = (State.RUNNING, State.DEGRADED)
 STOP_BUDGET_S = 30.0  # whole-tree stop; systemd's TimeoutStopSec is 45 s
 
 
@@ -210,13 +211,18 @@ class Gateway:
         return await self.apply_config(lambda: load_config(self.config_path))
 
     async def apply_config(
-        self, load: Callable[[], Loaded], *, grace: float | None = None
+        self, load: Callable[[], Loaded], *, grace: float | None = None, watch: bool = False
     ) -> Outcome:
         """The one reload path (SIGHUP and control-plane pulls): ``load`` runs
         under the reload lock (a ``ConfigError`` refuses the config and nothing
         changes); then only the bulkheads whose parts changed (and any FAILED
         one) restart. If the new tree is not ready within ``grace`` (default
-        ``reload_grace_s``), the previous config is applied again."""
+        ``reload_grace_s``), the previous config is applied again.
+
+        With ``watch`` (a pulled config: nobody is at the console) the bulkheads
+        it added or changed are watched until the grace period ends: one that
+        restarts or stops being up before then rolls the config back too.
+        """
         async with self._reload_lock:
             notify.reloading()
             try:
@@ -232,13 +238,16 @@ class Gateway:
                     loaded.config.status.listen,
                 )
             self._use(loaded)
-            result = await self.root.apply(self._specs(loaded))
+            specs = self._specs(loaded)
+            before = {s.id: s.config_digest for s in self._specs(previous)}
+            started = frozenset(s.id for s in specs if before.get(s.id) != s.config_digest)
+            result = await self.root.apply(specs)
             log.warning(
                 "config_reloaded %s source=%s version=%d",
                 result, loaded.source.value, loaded.config.config_version,
             )
             notify.ready()
-            errors = await self._confirm(loaded, previous, grace)
+            errors = await self._confirm(loaded, previous, grace, started if watch else frozenset())
             if errors is not None:
                 return Outcome(ApplyStatus.ROLLED_BACK, f"rolled back: {result}", errors)
             return Outcome(ApplyStatus.APPLIED, result)
@@ -250,29 +259,61 @@ class Gateway:
             self._redactor_update(loaded.secrets)
 
     async def _confirm(
-        self, loaded: Loaded, previous: Loaded | None, grace: float | None = None
+        self,
+        loaded: Loaded,
+        previous: Loaded | None,
+        grace: float | None = None,
+        watch: frozenset[str] = frozenset(),
     ) -> list[str] | None:
-        """Cache ``loaded`` as last good once the tree is ready; if it is not ready
-        within the grace period, roll back to ``previous`` (when there is one).
-        Returns None when confirmed, else the errors of the bulkheads not ready."""
+        """Cache ``loaded`` as last good once the tree is ready (and the bulkheads
+        in ``watch`` stayed up until the grace period ends); otherwise roll back
+        to ``previous`` (when there is one). Returns None when confirmed, else
+        the errors of the bulkheads that were not up."""
         grace = grace or self.config.supervision.reload_grace_s
+        deadline = anyio.current_time() + grace
+        ready = False
         with anyio.move_on_after(grace):
             while not self.root.ready():
                 await anyio.sleep(0.2)
+            ready = True
+        errors = None if ready else self._down()
+        if errors is None and watch:
+            errors = await self._watch(watch, deadline)
+        if errors is None:
             self._save_last_good(loaded)
             return None
-        errors = [
-            self._redactor.text(f"{c.id}: {c.state.value} {c.last_error or ''}".rstrip())
-            for c in self.snapshot().children
-            if c.state not in (State.RUNNING, State.DEGRADED)
-        ]
         if previous is None:
             log.error("config_not_confirmed ready_within_s=%g (not cached as last good)", grace)
             return errors
-        log.error("reload_rolled_back not_ready_within_s=%g errors=%s", grace, "; ".join(errors))
+        log.error("reload_rolled_back grace_s=%g errors=%s", grace, "; ".join(errors))
         self._use(previous)
         await self.root.apply(self._specs(previous))
         return errors
+
+    async def _watch(self, ids: frozenset[str], deadline: float) -> list[str] | None:
+        """None if the bulkheads ``ids`` stay up without a restart until ``deadline``."""
+        restarts = {c.id: c.restarts for c in self.snapshot().children if c.id in ids}
+        while anyio.current_time() < deadline:
+            errors = self._down(restarts)
+            if errors:
+                return errors
+            await anyio.sleep(0.2)
+        return None
+
+    def _down(self, watched: dict[str, int] | None = None) -> list[str]:
+        """``bulkhead: state last_error`` of each bulkhead not up; with ``watched``
+        (id -> restarts before), only of those, and also when they restarted."""
+
+        def down(c: Snapshot) -> bool:
+            if watched is None:
+                return c.state not in _UP
+            return c.id in watched and (c.state not in _UP or c.restarts > watched[c.id])
+
+        return [
+            self._redactor.text(f"{c.id}: {c.state.value} {c.last_error or ''}".rstrip())
+            for c in self.snapshot().children
+            if down(c)
+        ]
 
     def _save_last_good(self, loaded: Loaded) -> None:
         """Keep the config that ran (unresolved: secret refs, not values), owner-only:

@@ -22,6 +22,9 @@ from otgate.config.load import ConfigError, Loaded, decode, load_config
 SUPERVISION = """
 [gateway]
 id = "cp"
+fault_injection = true
+[status]
+tokens = [{ token = "admin-token", role = "admin" }]
 [supervision]
 heartbeat_interval = 0.5
 heartbeat_timeout = 2.0
@@ -40,7 +43,7 @@ gateway_id = "site-1"
 token = "${{secret:cp_token}}"
 poll_interval = 0.3
 timeout = 2.0
-grace = 4.0
+grace = 6.0
 """
         + extra
     )
@@ -135,6 +138,15 @@ address_space_limit_mib = 1
     assert rolled["running_version"] == 1 and any(e.startswith("b:") for e in rolled["errors"])
     assert "config_version = 1" in (gw.config.parent / "state" / CACHE).read_text()
     assert gw.health()["control_plane"]["pending_reports"] == 0
+
+    # A bulkhead that starts, then fails within the grace period: rolled back too.
+    cp.publish("site-1", 3, version(3, good + synthetic("b", "pump-2")))
+    wait_for(lambda: running(gw)[0] == 3, what="version 3 applied")
+    wait_for(lambda: gw.component("b")["state"] == "RUNNING", what="b running")
+    assert gw.post("/faults", {"kind": "exit", "bulkhead": "b"}, "admin-token")[0] == 200
+    wait_for(lambda: len(statuses(cp)) == 3, 30, "third report")
+    assert statuses(cp)[-1] == (3, "ROLLED_BACK")
+    assert running(gw) == (1, "control_plane") and gw.component("a")["pid"] == pid_a
 
 
 def test_control_plane_down_at_boot_runs_the_cache_then_refreshes(

@@ -36,7 +36,7 @@ class Applier(Protocol):
     loaded: Loaded
 
     async def apply_config(
-        self, load: Callable[[], Loaded], *, grace: float | None = None
+        self, load: Callable[[], Loaded], *, grace: float | None = None, watch: bool = False
     ) -> Outcome: ...
 
 
@@ -111,7 +111,9 @@ class ControlPlaneAgent:
         if pulled.version == self.gateway.loaded.config.config_version:
             return  # already running it (booted from the cache)
         log.info("control_plane_config_pulled version=%d etag=%s", pulled.version, pulled.etag)
-        outcome = await self.gateway.apply_config(lambda: self._load(pulled), grace=self.cfg.grace)
+        outcome = await self.gateway.apply_config(
+            lambda: self._load(pulled), grace=self.cfg.grace, watch=True
+        )
         self.tried = max(self.tried, pulled.version)
         self.report(pulled.version, outcome)
 
