@@ -32,8 +32,8 @@ reload_grace_s = 20.0
 """
 
 
-def bootstrap(url: str, extra: str = "") -> str:
-    """The local file: the control-plane section (token from a credential), nothing to run."""
+def bootstrap(url: str, extra: str = "", grace: float = 4.0) -> str:
+    """The local file: the control-plane section (token from a credential), and ``extra``."""
     return (
         SUPERVISION
         + f"""
@@ -43,7 +43,7 @@ gateway_id = "site-1"
 token = "${{secret:cp_token}}"
 poll_interval = 0.3
 timeout = 2.0
-grace = 6.0
+grace = {grace}
 """
         + extra
     )
@@ -110,7 +110,7 @@ def test_a_config_that_fails_a_bulkhead_is_rolled_back_and_reported_once_the_cp_
     cp = control_plane
     good = synthetic("a", "pump-1")
     cp.publish("site-1", 1, version(1, good))
-    gw = gateway(bootstrap(cp.url), env=creds)
+    gw = gateway(bootstrap(cp.url, grace=8.0), env=creds)  # time to inject a fault in it
     wait_for(lambda: running(gw) == (1, "control_plane") and gw.ready(), what="version 1")
     pid_a = gw.component("a")["pid"]
     # 1 MiB of address space: the new bulkhead dies at every start.
