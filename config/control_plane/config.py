@@ -33,8 +33,9 @@ class ControlPlaneSection(StrictStruct):
     timeout: PositiveSeconds = 10.0
     """Whole-request timeout of a pull or a report, in seconds."""
     grace: PositiveSeconds | None = None
-    """Seconds a pulled config has to make the tree ready before it is rolled back.
-    Unset: ``[supervision] reload_grace_s``."""
+    """Seconds a pulled config is watched: the tree must become ready and the
+    bulkheads it added or changed must stay up without a restart until then, or
+    it is rolled back. Unset: ``[supervision] reload_grace_s``."""
     report_queue: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     """Outcome reports kept while the control plane is unreachable; when full, the
     oldest pending report is dropped (the newest outcome matters most)."""
