@@ -6,6 +6,7 @@ itself and the secret files its ``${secret:NAME}`` references name.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import tomllib
@@ -29,11 +30,23 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+class ConfigSource(enum.Enum):
+    """Where the running config came from (shown in /health)."""
+
+    FILE = "file"
+    """The local file (or its last-good copy)."""
+    CONTROL_PLANE = "control_plane"
+    """Pulled from the control plane during this run."""
+    CACHE = "cache"
+    """The last good pulled config, cached on disk and booted from."""
+
+
 @dataclass
 class Loaded:
     config: GatewayConfig
     secrets: set[str] = field(default_factory=set, repr=False)
     raw: bytes = field(default=b"", repr=False)
+    source: ConfigSource = ConfigSource.FILE
 
 
 _AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
@@ -96,7 +109,24 @@ def load_config(
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
-    tree = parse(raw, source)
+    home = base if base is not None else p.resolve().parent
+    return load_tree(parse(raw, source), raw, source, home / p.name, resolve=resolve, env=env)
+
+
+def load_tree(
+    tree: dict,
+    raw: bytes,
+    source: str,
+    path: Path,
+    *,
+    resolve: bool = True,
+    env: Mapping[str, str] = os.environ,
+    origin: ConfigSource = ConfigSource.FILE,
+) -> Loaded:
+    """Resolve and decode a parsed tree; the file and a pulled config share it.
+
+    ``path`` places a relative ``state_dir`` (its directory) and the default one.
+    """
     secrets: set[str] = set()
     try:
         if resolve:
@@ -114,11 +144,10 @@ def load_config(
     except SecretError as exc:
         raise ConfigError(source, list(exc.problems)) from None
     cfg = decode(tree, source)
-    home = base if base is not None else p.resolve().parent
     state_dir = Path(cfg.gateway.state_dir) if cfg.gateway.state_dir else None
     if state_dir is None:
-        state_dir = default_state_dir(home / p.name, env)
+        state_dir = default_state_dir(path, env)
     elif not state_dir.is_absolute():
-        state_dir = home / state_dir
+        state_dir = path.parent / state_dir
     gateway = msgspec.structs.replace(cfg.gateway, state_dir=str(state_dir))
-    return Loaded(msgspec.structs.replace(cfg, gateway=gateway), secrets, raw)
+    return Loaded(msgspec.structs.replace(cfg, gateway=gateway), secrets, raw, origin)
