@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from otgate.config.base import Port, StrictStruct
+from otgate.config.base import PortOrZero, StrictStruct
 
 log = logging.getLogger("otgate.simulations.alerts")
 
@@ -32,8 +32,8 @@ class WebhookReceiverConfig(StrictStruct):
 
     host: str = "127.0.0.1"
     """Address to listen on (keep it on loopback)."""
-    port: Port = 18080
-    """Port."""
+    port: PortOrZero = 18080
+    """Port (0 = ephemeral)."""
 
 
 class SmtpReceiverConfig(StrictStruct):
@@ -41,8 +41,8 @@ class SmtpReceiverConfig(StrictStruct):
 
     host: str = "127.0.0.1"
     """Address to listen on (keep it on loopback)."""
-    port: Port = 10025
-    """Port."""
+    port: PortOrZero = 10025
+    """Port (0 = ephemeral)."""
 
 
 class WebhookReceiver:
