@@ -234,3 +234,64 @@ async def test_a_pending_escalation_survives_a_restart_and_nothing_is_sent_twice
     assert [(p, b["key"]) for p, b in zip(peer.paths, peer.received, strict=True)] == [
         ("/ops", "a:1"), ("/ops", "b:1"), ("/ops", "b:2"), ("/boss", "a:1:escalation:0")]
     assert peer.duplicates() == 0
+
+
+@pytest.mark.anyio
+async def test_a_full_outbox_stops_reading_and_the_log_keeps_the_rest(tmp_path):
+    peer = WebhookReceiver()
+    peer.down = True
+    async with alarm_log(tmp_path) as (lg, codec), anyio.create_task_group() as tg:
+        url = await tg.start(peer.serve, WebhookReceiverConfig(port=0))
+        cfg = router_config(id="alerts", **{**FAST, "breaker_cooldown_s": 0.2}, batch_size=5,
+                            max_pending=10, destinations=[hook("ops", url)],
+                            routes=[{"destinations": ["ops"]}])
+        router = AlertRouterActor("sink.alerts", cfg, lg, codec)
+        drivers = [AlarmDriver(f"a{i}") for i in range(30)]
+        await append(lg, codec, [d.raise_() for d in drivers])
+        await tg.start(router.run)
+
+        async def blocked() -> bool:
+            return peer.attempts >= 4 and router.metrics()["pending_notices"] == 10.0
+
+        await wait_until(blocked)
+        assert router._read_upto == {(TOPIC, 0): 10}  # two batches read, then no more
+        assert await uncommitted(lg, cfg.consumer_group) == 30
+        peer.down = False
+
+        async def drained() -> bool:
+            return len(peer.received) == 30 and await uncommitted(lg, cfg.consumer_group) == 0
+
+        await wait_until(drained)
+        tg.cancel_scope.cancel()
+    assert peer.duplicates() == 0
+
+
+@pytest.mark.anyio
+async def test_a_refused_login_keeps_the_alarm_and_opens_the_mail_breaker(tmp_path):
+    cert, server_tls = self_signed(tmp_path)
+    mails = SmtpReceiver()
+    async with alarm_log(tmp_path) as (lg, codec):
+        async with anyio.create_task_group() as tg:
+            smtp = await tg.start(lambda task_status: mails.serve(
+                SmtpReceiverConfig(port=0), tls_context=server_tls,
+                authenticator=authenticator, task_status=task_status))
+            email = {"type": "email", "id": "oncall", "host": "127.0.0.1",
+                     "port": int(smtp.rpartition(":")[2]), "ca_file": str(cert),
+                     "username": SMTP_USER, "password": "wrong", "sender": "gw@plant.example",
+                     "recipients": ["oncall@plant.example"], "timeout_s": 5}
+            cfg = router_config(id="alerts", **FAST, destinations=[email],
+                                routes=[{"destinations": ["oncall"]}])
+            router = AlertRouterActor("sink.alerts", cfg, lg, codec)
+            await append(lg, codec, [AlarmDriver("a1").raise_()])
+            await tg.start(router.run)
+
+            async def opened() -> bool:
+                return router.dest_breakers["oncall"].breaker_state is BreakerState.OPEN
+
+            await wait_until(opened)
+            tg.cancel_scope.cancel()
+        assert await uncommitted(lg, cfg.consumer_group) == 1
+        assert await read_all(lg, codec, "dlq.events") == []
+    assert mails.messages == []
+    assert "SMTPAuthenticationError" in (router.dest_breakers["oncall"].core.last_error or "")
+    assert "wrong" not in router.dest_breakers["oncall"].core.last_error

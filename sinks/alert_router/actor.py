@@ -24,7 +24,10 @@ escalation timers and digest contents of transitions already committed.
 
 A destination refusing a message for good dead-letters it (``dlq_topic``,
 reason ``rejected_by_destination``). When the outbox holds ``max_pending``
-notifications the router stops reading (the log keeps the alarms).
+notifications the router stops reading (the log keeps the alarms): the
+outbox is bounded by ``max_pending`` plus the notifications of one batch.
+Destinations are flushed concurrently, but a flush waits for its slowest
+destination (bounded by its ``timeout_s``) before the next batch is read.
 """
 
 from __future__ import annotations

@@ -209,5 +209,5 @@ class AlertRouter(StrictStruct, tag="alert_router", tag_field="type"):
             raise ValueError(f"sink {self.id}: no log in this bulkhead")
         return AlertRouterActor(
             f"sink.{self.id}", self, ctx.log, stage_codec(ctx),
-            checkpoint=ctx.state_dir / f"alert_router.{self.id}.json",
+            checkpoint=ctx.state_dir / f"alert_router.{self.id}.json", gateway_id=ctx.gateway_id,
         )

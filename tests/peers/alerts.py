@@ -52,4 +52,4 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
     ok = (isinstance(auth_data, LoginPassword) and auth_data.login == SMTP_USER.encode()
           and auth_data.password == SMTP_PASSWORD.encode())
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
