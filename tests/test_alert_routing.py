@@ -8,6 +8,7 @@ from alarm_records import AlarmDriver, router_config
 
 from otgate.actors.records import AlarmSeverity
 from otgate.config.load import ConfigError, decode
+from otgate.sinks.alert_router.client import status_retriable
 from otgate.sinks.alert_router.config import seconds
 from otgate.sinks.alert_router.routing import RouterState, Routing, Source
 
@@ -69,10 +70,17 @@ def test_durations_and_config_errors_name_the_path():
     with pytest.raises(msgspec.ValidationError, match="password"):
         cfg(destinations=[{"type": "email", "id": "m", "host": "h", "tls": "none",
                            "password": "x", "sender": "a@b", "recipients": ["c@d"]}])
+    with pytest.raises(msgspec.ValidationError, match="does not carry Alarm records"):
+        cfg(topic="telemetry.clean")
     with pytest.raises(ConfigError) as info:
         decode({"sinks": [{"type": "alert_router", "id": "a", "routes": [],
                            "destinations": [], "digest_interval": "15 minutes"}]})
     assert "sinks[0].digest_interval" in str(info.value)
+
+
+def test_webhook_status_classification_is_a_whitelist():
+    assert all(status_retriable(s) for s in (408, 425, 429, 500, 502, 503, 504))
+    assert not any(status_retriable(s) for s in (300, 400, 401, 403, 404, 413, 422))
 
 
 def test_routes_by_severity_asset_and_area_with_one_key_per_transition():

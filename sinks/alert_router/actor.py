@@ -170,7 +170,13 @@ class AlertRouterActor(LogSink):
         """Timers (escalations, the digest), then retries of waiting notifications."""
         self.routing.due()
         await self.flush()
-        await self.save()
+        try:
+            await self.save()
+        except OSError as exc:  # commit nothing the checkpoint does not hold; retried next turn
+            self.last_error = f"checkpoint: {describe_error(exc)}"
+            log.warning("alert_checkpoint_failed sink_id=%s error=%s", self.sink_id,
+                        self.last_error)
+            return
         await self.commit(self.committable([]))
 
     async def wait_allowed(self) -> None:

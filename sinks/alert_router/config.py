@@ -192,8 +192,11 @@ class AlertRouter(StrictStruct, tag="alert_router", tag_field="type"):
                     raise ValueError(f"routes[{i}]: no destination has the id {name!r}")
         if self.retry_initial_s > self.retry_max_s:
             raise ValueError("retry_initial_s must be <= retry_max_s")
-        if self.topic != "alarms.clean" and not self.topic.startswith("alarms."):
-            raise ValueError("topic: an alarms.* topic of Alarm records")
+        from otgate.actors.log.topics import record_type
+        from otgate.actors.records import Alarm
+
+        if record_type(self.topic) is not Alarm:
+            raise ValueError(f"topic: {self.topic!r} does not carry Alarm records")
 
     @property
     def consumer_group(self) -> str:

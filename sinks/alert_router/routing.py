@@ -8,7 +8,8 @@ checkpoints, so timers survive a restart.
 
 Rules, in order, for one transition:
 
-1. A replay is dropped: ``seq`` not above the last seen for that ``alarm_id``.
+1. A replay is dropped: ``seq`` not above the last seen for that ``alarm_id``
+   (a record without ``seq``, 0, is never taken for a replay).
 2. An ack, a clear or a move into SHELVED / SUPPRESSED / OUT_OF_SERVICE
    cancels the alarm's pending escalations; the latter three notify nobody.
 3. ``raise`` (or a return from hiding while active and unacknowledged) is
@@ -69,6 +70,8 @@ class Escalation(msgspec.Struct, kw_only=True):
 
 
 class DigestItem(msgspec.Struct, kw_only=True):
+    """One transition waiting for the next digest to one destination."""
+
     destination: str
     alarm: Alarm
     source: Source
