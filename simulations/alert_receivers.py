@@ -47,7 +47,9 @@ class SmtpReceiverConfig(StrictStruct):
 
 class WebhookReceiver:
     """Records every POST it accepts: ``received`` (JSON bodies, in order), ``keys``
-    (accepted requests per ``Idempotency-Key``); ``attempts`` counts every request."""
+    (accepted requests per ``Idempotency-Key``); ``attempts`` counts every request.
+    Faults: ``down`` / ``fail_next`` answer ``fail_status``; ``reply_delay_s`` answers
+    late after accepting."""
 
     def __init__(self) -> None:
         self.received: list[Any] = []
@@ -57,6 +59,7 @@ class WebhookReceiver:
         self.fail_next = 0
         self.down = False
         self.fail_status = 503
+        self.reply_delay_s = 0.0
         self.changed = anyio.Event()
 
     def duplicates(self) -> int:
@@ -78,6 +81,8 @@ class WebhookReceiver:
                     self.keys[key] > 1, str(doc.get("text", "")).splitlines()[0][:200])
         self.changed.set()
         self.changed = anyio.Event()
+        if self.reply_delay_s:  # accepted, but the answer comes late (a lost reply)
+            await anyio.sleep(self.reply_delay_s)
         return web.json_response({"ok": True})
 
     async def serve(self, cfg: WebhookReceiverConfig, *, task_status: Any = None) -> None:

@@ -172,6 +172,7 @@ class LogSink(Actor):
             self.busy_s += self.last_batch_s
             if outcome is Outcome.DELIVERED:
                 await self.commit(self.committable(batch))
+                self.state = State.RUNNING
                 self.on_delivered()
                 self.delivered += len(batch)
                 self.batches += 1
@@ -179,7 +180,6 @@ class LogSink(Actor):
                     log.warning("%s_recovered sink_id=%s after_failures=%d",
                                 self.event, self.sink_id, failures)
                 failures = 0
-                self.state = State.RUNNING
                 batch = None
                 self.pending = 0
                 continue

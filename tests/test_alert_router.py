@@ -18,6 +18,7 @@ from otgate.actors.context import BuildContext
 from otgate.actors.log.base import TopicSpec
 from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.schemas import EmbeddedSchemaStore
+from otgate.actors.messages import State
 from otgate.actors.records import AlarmSeverity
 from otgate.actors.stage_codec import LogCodec
 from otgate.simulations.alert_receivers import (
@@ -26,6 +27,7 @@ from otgate.simulations.alert_receivers import (
     WebhookReceiver,
     WebhookReceiverConfig,
 )
+from otgate.simulations.postgres_server import free_port
 from otgate.sinks.alert_router.actor import AlertRouterActor
 
 TOPIC = "alarms.clean"
@@ -96,6 +98,7 @@ async def test_webhook_outage_breaker_retry_and_no_duplicate_per_transition(tmp_
         assert flaky.received == [] and flaky.attempts >= 2
         assert await uncommitted(lg, cfg.consumer_group) == 15  # ops has confirmed nothing
         assert router.metrics()["pending_notices"] == 15.0
+        assert router.state is State.DEGRADED and router.last_error.startswith("ops: HTTP 503")
         assert "*CRITICAL raise: pump-1" in healthy.received[0]["text"]
         flaky.down = False
 
@@ -114,6 +117,7 @@ async def test_webhook_outage_breaker_retry_and_no_duplicate_per_transition(tmp_
         assert events == ["raise", "ack", "clear"]
     states = [t.to_state for t in router.dest_breakers["ops"].transitions()]
     assert BreakerState.OPEN in states and states[-1] is BreakerState.CLOSED
+    assert snap.state is State.RUNNING
     assert [c.id for c in snap.children] == ["sink.alerts.ops", "sink.alerts.chat"]
     assert snap.metrics["sent_total"] == 30.0 and snap.metrics["send_failures_total"] >= 2
 
@@ -295,3 +299,60 @@ async def test_a_refused_login_keeps_the_alarm_and_opens_the_mail_breaker(tmp_pa
     assert mails.messages == []
     assert "SMTPAuthenticationError" in (router.dest_breakers["oncall"].core.last_error or "")
     assert "wrong" not in router.dest_breakers["oncall"].core.last_error
+
+
+@pytest.mark.anyio
+async def test_connection_refused_is_retried_until_the_webhook_listens(tmp_path):
+    port = free_port()
+    peer = WebhookReceiver()
+    async with alarm_log(tmp_path) as (lg, codec), anyio.create_task_group() as tg:
+        cfg = router_config(id="alerts", **FAST,
+                            destinations=[hook("ops", f"http://127.0.0.1:{port}/ops")],
+                            routes=[{"destinations": ["ops"]}])
+        router = AlertRouterActor("sink.alerts", cfg, lg, codec)
+        d = AlarmDriver("a1")
+        await append(lg, codec, [d.raise_(), d.ack()])
+        await tg.start(router.run)
+
+        async def opened() -> bool:
+            return router.dest_breakers["ops"].breaker_state is BreakerState.OPEN
+
+        await wait_until(opened)
+        assert "ClientConnectorError" in router.last_error and "/ops" not in router.last_error
+        await tg.start(peer.serve, WebhookReceiverConfig(port=port))
+
+        async def delivered() -> bool:
+            return len(peer.received) == 2 and await uncommitted(lg, cfg.consumer_group) == 0
+
+        await wait_until(delivered)
+        tg.cancel_scope.cancel()
+    assert [b["key"] for b in peer.received] == ["a1:1", "a1:2"]
+
+
+@pytest.mark.anyio
+async def test_a_lost_reply_is_the_one_resend_and_it_carries_the_same_key(tmp_path):
+    peer = WebhookReceiver()
+    peer.reply_delay_s = 1.0  # longer than the router's timeout: the reply is lost
+    async with alarm_log(tmp_path) as (lg, codec), anyio.create_task_group() as tg:
+        url = await tg.start(peer.serve, WebhookReceiverConfig(port=0))
+        cfg = router_config(id="alerts", **FAST,
+                            destinations=[hook("ops", url, timeout_s=0.3)],
+                            routes=[{"destinations": ["ops"]}])
+        router = AlertRouterActor("sink.alerts", cfg, lg, codec)
+        await append(lg, codec, [AlarmDriver("a1").raise_()])
+        await tg.start(router.run)
+
+        async def resent() -> bool:
+            return peer.keys["a1:1"] >= 2
+
+        await wait_until(resent)
+        assert await uncommitted(lg, cfg.consumer_group) == 1  # not confirmed yet
+        peer.reply_delay_s = 0.0
+
+        async def confirmed() -> bool:
+            return await uncommitted(lg, cfg.consumer_group) == 0
+
+        await wait_until(confirmed)
+        tg.cancel_scope.cancel()
+    assert set(peer.keys) == {"a1:1"}  # every copy says which transition it is
+    assert "TimeoutError" in (router.dest_breakers["ops"].core.last_error or "")

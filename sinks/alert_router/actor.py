@@ -46,6 +46,7 @@ import msgspec
 from otgate.actors.breaker import CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
+from otgate.actors.messages import State
 from otgate.actors.records import Alarm, Classification, DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import decode
 from otgate.actors.validator.actor import DECODE_ERRORS
@@ -178,6 +179,13 @@ class AlertRouterActor(LogSink):
                         self.last_error)
             return
         await self.commit(self.committable([]))
+        self._update_state()
+
+    def _update_state(self) -> None:
+        """DEGRADED while a destination is failing (its notifications wait), else RUNNING."""
+        if self.state in (State.RUNNING, State.DEGRADED):
+            failing = any(self.failures.values())
+            self.state = State.DEGRADED if failing else State.RUNNING
 
     async def wait_allowed(self) -> None:
         """While the outbox is full, read nothing: retry its notifications instead."""
@@ -189,7 +197,7 @@ class AlertRouterActor(LogSink):
         return False  # destinations are gated one by one in flush()
 
     def on_delivered(self) -> None:
-        pass  # destination breakers record each send
+        self._update_state()  # destination breakers record each send
 
     def on_errored(self, error: str) -> None:
         pass
@@ -245,6 +253,7 @@ class AlertRouterActor(LogSink):
         delay = min(self.config.retry_initial_s * 2 ** (f - 1), self.config.retry_max_s)
         self.retry_at[dest_id] = self._monotonic() + delay
         breaker.record_failure(reason)
+        self.last_error = f"{dest_id}: {reason}"
         log.warning("alert_send_failed sink_id=%s destination=%s attempt=%d retry_in_s=%.2f "
                     "breaker=%s error=%s", self.sink_id, dest_id, f, delay,
                     breaker.breaker_state.value, reason)
