@@ -107,7 +107,7 @@ class AlertRouterActor(LogSink):
         self.refused = 0
         self._read_upto: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
-        self._saved = b""
+        self._dirty = False  # the state changed since the last checkpoint
 
     # -- lifecycle ------------------------------------------------------------
     async def setup(self) -> None:
@@ -146,6 +146,7 @@ class AlertRouterActor(LogSink):
             else:
                 self.routing.accept(alarm, Source(rec.topic, rec.partition, rec.offset))
             self._read_upto[tp] = rec.offset + 1
+            self._dirty = True
         await self.dead_letter(dead)
         await self.flush()
         try:
@@ -169,7 +170,8 @@ class AlertRouterActor(LogSink):
 
     async def tick(self) -> None:
         """Timers (escalations, the digest), then retries of waiting notifications."""
-        self.routing.due()
+        if self.routing.due():
+            self._dirty = True
         await self.flush()
         try:
             await self.save()
@@ -216,7 +218,10 @@ class AlertRouterActor(LogSink):
         async with anyio.create_task_group() as tg:
             for dest_id, notices in by_dest.items():
                 tg.start_soon(self._flush_destination, dest_id, notices, done, dead)
-        self.routing.state.outbox = [n for n in self.routing.state.outbox if id(n) not in done]
+        if done:
+            self.routing.state.outbox = [n for n in self.routing.state.outbox
+                                         if id(n) not in done]
+            self._dirty = True
         await self.dead_letter(dead)
 
     async def _flush_destination(self, dest_id: str, notices: list[Notice], done: set[int],
@@ -282,20 +287,17 @@ class AlertRouterActor(LogSink):
             log.warning("alert_checkpoint_unreadable sink_id=%s path=%s error=%s",
                         self.sink_id, self.checkpoint, describe_error(exc))
             return RouterState()
-        self._saved = raw
         log.info("alert_checkpoint_loaded sink_id=%s pending=%d escalations=%d digest=%d",
                  self.sink_id, len(state.outbox), len(state.escalations), len(state.digest))
         return state
 
     async def save(self) -> None:
         """Write the state when it changed: temp file, fsync, atomic rename."""
-        if self.checkpoint is None:
+        if self.checkpoint is None or not self._dirty:
             return
         raw = msgspec.json.encode(self.routing.state)
-        if raw == self._saved:
-            return
         await anyio.to_thread.run_sync(_write_atomic, self.checkpoint, raw)
-        self._saved = raw
+        self._dirty = False
 
     def metrics(self) -> dict[str, float]:
         m = super().metrics()
