@@ -60,7 +60,6 @@ class WebhookReceiver:
         self.down = False
         self.fail_status = 503
         self.reply_delay_s = 0.0
-        self.changed = anyio.Event()
 
     def duplicates(self) -> int:
         return sum(n - 1 for n in self.keys.values() if n > 1)
@@ -79,8 +78,6 @@ class WebhookReceiver:
         # WARNING: the level the gateway shows by default, so the demo's reader sees it
         log.warning("webhook_received path=%s key=%s duplicate=%s text=%s", req.path, key,
                     self.keys[key] > 1, str(doc.get("text", "")).splitlines()[0][:200])
-        self.changed.set()
-        self.changed = anyio.Event()
         if self.reply_delay_s:  # accepted, but the answer comes late (a lost reply)
             await anyio.sleep(self.reply_delay_s)
         return web.json_response({"ok": True})
@@ -108,7 +105,6 @@ class SmtpReceiver:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.arrived: list[float] = []
-        self.changed = anyio.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -117,8 +113,6 @@ class SmtpReceiver:
         self.arrived.append(time.time())
         log.warning("smtp_received to=%s subject=%s", ",".join(envelope.rcpt_tos),
                     msg["Subject"])
-        self.changed.set()
-        self.changed = anyio.Event()
         return "250 Message accepted for delivery"
 
     async def serve(

@@ -1,6 +1,7 @@
-"""Peers of the alert router: the webhook and SMTP receivers the demo uses
-(otgate.simulations.alert_receivers), served on ephemeral loopback ports in the
-test's event loop, and a self-signed certificate for the SMTP server's STARTTLS."""
+"""Helpers for the alert router's peers. The peers themselves are the demo's
+receivers (otgate.simulations.alert_receivers: an aiohttp webhook and an aiosmtpd
+server), which tests serve on ephemeral loopback ports in their own event loop;
+here: a self-signed certificate for the SMTP server's STARTTLS and its login check."""
 
 from __future__ import annotations
 
