@@ -70,6 +70,8 @@ def test_durations_and_config_errors_name_the_path():
     with pytest.raises(msgspec.ValidationError, match="password"):
         cfg(destinations=[{"type": "email", "id": "m", "host": "h", "tls": "none",
                            "password": "x", "sender": "a@b", "recipients": ["c@d"]}])
+    with pytest.raises(msgspec.ValidationError, match=r"Invalid enum value 'raised' - at `\$.events\[1\]`"):
+        cfg(events=["ack", "raised"])
     with pytest.raises(msgspec.ValidationError, match="does not carry Alarm records"):
         cfg(topic="telemetry.clean")
     with pytest.raises(ConfigError) as info:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -21,6 +21,11 @@ Duration = Annotated[
         description="a duration: a number and a unit (ms, s, min, h), e.g. '5min', '30s'",
     ),
 ]
+AlarmEvent = Literal[
+    "raise", "clear", "ack", "shelve", "unshelve", "shelve_expired", "suppress", "unsuppress",
+    "reset", "out_of_service", "return_to_service",
+]
+"""``Alarm.event``: what moved an alarm (actors/records.py)."""
 _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|min|h)$")
 
@@ -149,7 +154,7 @@ class AlertRouter(StrictStruct, tag="alert_router", tag_field="type"):
     "The alarm journal to read."
     group: Identifier | None = None
     "Consumer group; default 'sink.<id>'."
-    events: list[str] = msgspec.field(default_factory=lambda: ["raise", "ack", "clear", "reset"])
+    events: list[AlarmEvent] = msgspec.field(default_factory=lambda: ["raise", "ack", "clear", "reset"])
     "Transitions that notify. An alarm back from shelving, suppression or out-of-service "
     "while active and unacknowledged notifies like a raise. A transition into SHELVED, "
     "SUPPRESSED or OUT_OF_SERVICE never notifies."
