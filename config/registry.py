@@ -9,9 +9,10 @@ from otgate.protocols.mqtt import MqttSource
 from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.synthetic import SyntheticAdapter
 from otgate.simulations.parts import SimulatorConfig
+from otgate.sinks.alert_router import AlertRouter
 from otgate.sinks.postgres import PostgresSink
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
-SinkConfig = PostgresSink  # grows into a tagged union: PostgresSink | KafkaSink | ...
+SinkConfig = PostgresSink | AlertRouter
 
 __all__ = ["AdapterConfig", "SimulatorConfig", "SinkConfig"]

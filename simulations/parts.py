@@ -12,6 +12,7 @@ from typing import Any
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
 from otgate.config.base import Identifier, Port, StrictStruct
+from otgate.simulations.alert_receivers import SmtpReceiverConfig, WebhookReceiverConfig
 from otgate.simulations.modbus_sim import ModbusTcpSimConfig
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, MqttSimConfig
 from otgate.simulations.opcua_sim_config import OpcUaSimConfig
@@ -144,10 +145,40 @@ async def serve_demo_postgres(
             await anyio.to_thread.run_sync(server.stop)
 
 
+class WebhookReceiverPart(StrictStruct, tag="webhook_receiver", tag_field="type"):
+    """A local webhook endpoint that logs every alert notification it receives."""
+
+    id: Identifier
+    """Part id."""
+    server: WebhookReceiverConfig = WebhookReceiverConfig()
+    """Address."""
+
+    def build(self, ctx: BuildContext) -> Actor:
+        from otgate.simulations.alert_receivers import run_webhook_receiver
+
+        return SimulatorActor(self.id, run_webhook_receiver, self.server)
+
+
+class SmtpReceiverPart(StrictStruct, tag="smtp_receiver", tag_field="type"):
+    """A local SMTP server (aiosmtpd) that logs every alert mail it receives."""
+
+    id: Identifier
+    """Part id."""
+    server: SmtpReceiverConfig = SmtpReceiverConfig()
+    """Address."""
+
+    def build(self, ctx: BuildContext) -> Actor:
+        from otgate.simulations.alert_receivers import run_smtp_receiver
+
+        return SimulatorActor(self.id, run_smtp_receiver, self.server)
+
+
 SimulatorConfig = (
     ModbusTcpSimulator
     | OpcUaSimulator
     | MqttPublisherSimulator
     | MqttBrokerSimulator
     | PostgresDemoServer
+    | WebhookReceiverPart
+    | SmtpReceiverPart
 )

@@ -1,7 +1,7 @@
 """The PostgreSQL sink actor: log topics → tables, at-least-once, idempotent.
 
-Loop: fetch a batch with the sink's own consumer group → wait for the
-circuit breaker → write it (``PgClient.write``, one transaction per record
+The loop is the shared ``LogSink`` (sinks/base.py): fetch a batch with the
+sink's own consumer group → wait for the circuit breaker → write it (``PgClient.write``, one transaction per record
 kind) → commit the log offsets only once the database committed
 (``Delivered``). A retriable failure (``Errored``) keeps the same batch and
 retries it with an exponential delay; after ``breaker_failures`` in a row the
@@ -19,7 +19,6 @@ upsert absorbs it).
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 from collections.abc import Callable
@@ -27,14 +26,14 @@ from typing import Any
 
 import anyio
 
-from otgate.actors.actor import Actor
-from otgate.actors.breaker import BreakerState, CircuitBreaker
+from otgate.actors.breaker import CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
-from otgate.actors.messages import Snapshot, State
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
-from otgate.actors.stage_codec import decode, prepare
+from otgate.actors.stage_codec import decode
 from otgate.actors.validator.actor import DECODE_ERRORS
+from otgate.sinks.base import LogSink
+from otgate.sinks.base import describe_error as _describe
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.postgres.client import (
     ROW_HELPERS,
@@ -47,8 +46,6 @@ from otgate.sinks.postgres.client import (
 )
 from otgate.sinks.postgres.config import PostgresSink, topic_kind
 
-log = logging.getLogger("otgate.sinks.postgres")
-
 Item = tuple[LogRecord, Any, tuple]  # source record, decoded record, table row
 
 
@@ -56,14 +53,11 @@ class _Retry(Exception):
     """A retriable error while isolating rejected rows."""
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"[:300]
-
-
-class PostgresSinkActor(Actor):
+class PostgresSinkActor(LogSink):
     """One PostgreSQL destination behind its own circuit breaker (see module doc)."""
 
     kind = "sink.postgres"
+    event = "postgres"
 
     def __init__(
         self,
@@ -75,91 +69,34 @@ class PostgresSinkActor(Actor):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
-        super().__init__(actor_id)
-        self.config = config
-        self.log = log_backend
-        self.codec = codec
-        self._sleep = sleep
-        self.breaker = CircuitBreaker(
-            f"{actor_id}.breaker",
-            destination=config.redacted_dsn(),
-            failure_threshold=config.breaker_failures,
-            cooldown_s=config.breaker_cooldown_s,
-            clock=clock,
+        super().__init__(
+            actor_id,
+            sink_id=config.id,
+            group=config.consumer_group,
+            topics=config.topics,
+            log_backend=log_backend,
+            codec=codec,
+            batch_size=config.batch_size,
+            fetch_timeout_s=config.fetch_timeout_s,
+            retry_initial_s=config.retry_initial_s,
+            retry_max_s=config.retry_max_s,
+            dlq_topic=config.dlq_topic,
+            breaker=CircuitBreaker(
+                f"{actor_id}.breaker",
+                destination=config.redacted_dsn(),
+                failure_threshold=config.breaker_failures,
+                cooldown_s=config.breaker_cooldown_s,
+                clock=clock,
+                sleep=sleep,
+            ),
             sleep=sleep,
         )
+        self.config = config
         self.client = PgClient(config)
-        self.consumer: Any = None
         self.kinds = {t: topic_kind(t) for t in config.topics}
-        self.pending = 0
-        self.delivered = 0
-        self.batches = 0
-        self.errored_batches = 0
-        self.rejected = 0
-        self.lag: float = float("nan")
-        self.last_batch_s = 0.0
-        self.busy_s = 0.0
 
-    async def setup(self) -> None:
-        self.consumer = self.log.consumer(self.config.consumer_group, self.config.topics)
-
-    async def teardown(self) -> None:
+    async def close_client(self) -> None:
         await self.client.close()
-        if self.consumer is not None:
-            await self.consumer.close()
-
-    async def main(self) -> None:
-        await prepare(self.codec, [self.config.dlq_topic])
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.breaker.run)
-            tg.start_soon(self._watch_lag)
-            await self._deliver_forever()
-
-    async def _deliver_forever(self) -> None:
-        batch: list[LogRecord] | None = None
-        failures = 0
-        while True:
-            if batch is None:
-                batch = await self.consumer.fetch(self.config.batch_size,
-                                                  self.config.fetch_timeout_s)
-                if not batch:
-                    batch = None
-                    continue
-                self.pending = len(batch)
-            await self.breaker.wait_allowed()
-            t0 = time.perf_counter()
-            outcome, error = await self.deliver(batch)
-            self.last_batch_s = time.perf_counter() - t0
-            self.busy_s += self.last_batch_s
-            if outcome is Outcome.DELIVERED:
-                offsets: dict[tuple[str, int], int] = {}
-                for rec in batch:
-                    offsets[(rec.topic, rec.partition)] = rec.offset + 1
-                await self.consumer.commit(offsets)
-                self.breaker.record_success()
-                self.delivered += len(batch)
-                self.batches += 1
-                if failures:
-                    log.warning("postgres_recovered sink_id=%s after_failures=%d",
-                                self.config.id, failures)
-                failures = 0
-                self.state = State.RUNNING
-                batch = None
-                self.pending = 0
-                continue
-            failures += 1
-            self.errored_batches += 1
-            self.state = State.DEGRADED
-            self.last_error = error
-            self.breaker.record_failure(error)
-            log.warning(
-                "postgres_write_failed sink_id=%s records=%d attempt=%d breaker=%s error=%s",
-                self.config.id, len(batch), failures, self.breaker.breaker_state.value, error,
-            )
-            if self.breaker.breaker_state is BreakerState.CLOSED:
-                delay = min(self.config.retry_initial_s * 2 ** (failures - 1),
-                            self.config.retry_max_s)
-                await self._sleep(delay)
 
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """Write one batch; DELIVERED (rejected rows dead-lettered) or ERRORED with the reason."""
@@ -205,14 +142,7 @@ class PostgresSinkActor(Actor):
                     if obj is None:  # written by the fast path: decode it for the DLQ
                         obj = await decode(self.codec, rec.topic, rec.value)
                     dead.append(self._dead(rec, obj, "rejected_by_database", err))
-        if dead:
-            topic = self.config.dlq_topic
-            await self.log.append(
-                topic, [(d.reading.asset_id.encode(), self.codec.encode(topic, d)) for d in dead]
-            )
-            self.rejected += len(dead)
-            log.warning("postgres_rows_rejected sink_id=%s count=%d first_error=%s",
-                        self.config.id, len(dead), dead[0].error)
+        await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
 
     async def _isolate(self, kind: str, items: list[Item]) -> list[tuple[LogRecord, Any, str]]:
@@ -260,40 +190,12 @@ class PostgresSinkActor(Actor):
             gateway_time=now_ns(),
         )
 
-    async def _watch_lag(self) -> None:
-        """Records in the log not yet confirmed by the database (needs ``watermarks``)."""
-        watermarks = getattr(self.log, "watermarks", None)
-        position = getattr(self.consumer, "position", None)
-        if watermarks is None or position is None:
-            return
-        while True:
-            high = 0
-            for topic in self.config.topics:
-                high += sum(n for _, n in (await watermarks(topic)).values())
-            pos = position()
-            if pos:
-                self.lag = float(high - sum(pos.values()) + self.pending)
-            await anyio.sleep(1.0)
-
     def metrics(self) -> dict[str, float]:
-        m = {
-            "delivered_total": float(self.delivered),
-            "batches_total": float(self.batches),
-            "errored_batches_total": float(self.errored_batches),
-            "rejected_total": float(self.rejected),
-            "pending_records": float(self.pending),
-            "lag_records": self.lag,
+        m = super().metrics()
+        m.update({
             "connected": 1.0 if self.client.connected else 0.0,
             "connects_total": float(self.client.connects),
             "direct_copy_batches_total": float(self.client.direct_batches),
             "staged_batches_total": float(self.client.staged_batches),
-            "last_batch_seconds": self.last_batch_s,
-            "busy_seconds_total": self.busy_s,
-        }
-        m.update(self.breaker.metrics())
+        })
         return m
-
-    def snapshot(self) -> Snapshot:
-        snap = super().snapshot()
-        snap.children = [self.breaker.snapshot()]
-        return snap

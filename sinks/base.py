@@ -1,0 +1,249 @@
+"""The delivery loop every log sink shares: own consumer group, commit after delivery.
+
+Loop: fetch a batch with the sink's consumer group → ``tick()`` (timers a
+sink keeps, e.g. the alert router's digests and escalations) → wait until
+the sink may call its destination (``wait_allowed``: a circuit breaker's
+cooldown) → ``deliver(batch)`` → on ``Delivered`` commit the offsets
+``committable(batch)`` names (the whole batch by default) → on ``Errored``
+keep the same batch and retry it after a capped exponential delay (none
+while a breaker gates the next call: its cooldown is the delay). Records a
+destination refuses for good are dead-lettered by the sink
+(``dead_letter``) and then count as delivered. Any other exception fails
+the actor; nothing was committed, so its supervisor's restart replays the
+batch.
+
+While a breaker is open nothing is fetched, so the log keeps the data and
+``lag_records`` (log high watermarks minus the group's position plus the
+batch in hand) grows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from otgate.actors.actor import Actor
+from otgate.actors.breaker import BreakerState, CircuitBreaker
+from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.messages import Snapshot, State
+from otgate.actors.records import DeadLetter
+from otgate.actors.stage_codec import prepare
+from otgate.sinks.outcome import Outcome
+
+log = logging.getLogger("otgate.sinks")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters (logs, DLQ, /health)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class LogSink(Actor):
+    """A sink fed from log topics by its own consumer group (see the module doc).
+
+    Subclasses implement ``deliver``; a sink with one destination passes its
+    ``breaker``; a sink with several overrides ``wait_allowed``, ``gated``,
+    ``on_delivered`` and ``on_errored``. ``event`` prefixes the log events
+    (``<event>_write_failed``, ``<event>_recovered``, ``<event>_rejected``).
+    """
+
+    kind = "sink"
+    event = "sink"
+
+    def __init__(
+        self,
+        actor_id: str,
+        *,
+        sink_id: str,
+        group: str,
+        topics: list[str],
+        log_backend: LogBackend,
+        codec: Any,
+        batch_size: int,
+        fetch_timeout_s: float,
+        retry_initial_s: float,
+        retry_max_s: float,
+        dlq_topic: str,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Any] = anyio.sleep,
+    ) -> None:
+        super().__init__(actor_id)
+        self.sink_id = sink_id
+        self.group = group
+        self.topics = topics
+        self.log = log_backend
+        self.codec = codec
+        self.batch_size = batch_size
+        self.fetch_timeout_s = fetch_timeout_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.dlq_topic = dlq_topic
+        self.breaker = breaker
+        self._sleep = sleep
+        self.consumer: Any = None
+        self.pending = 0
+        self.delivered = 0
+        self.batches = 0
+        self.errored_batches = 0
+        self.rejected = 0
+        self.lag: float = float("nan")
+        self.last_batch_s = 0.0
+        self.busy_s = 0.0
+
+    # -- hooks ----------------------------------------------------------------
+    async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
+        """Send one batch; ``(DELIVERED, "")`` or ``(ERRORED, reason)``."""
+        raise NotImplementedError
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """The destination breakers (run as children, shown in the status tree)."""
+        return [self.breaker] if self.breaker is not None else []
+
+    async def wait_allowed(self) -> None:
+        """Return once the destination may be called (an open breaker's cooldown)."""
+        if self.breaker is not None:
+            await self.breaker.wait_allowed()
+
+    def gated(self) -> bool:
+        """True when ``wait_allowed`` will wait out a cooldown (then no retry delay)."""
+        return self.breaker is not None and self.breaker.breaker_state is not BreakerState.CLOSED
+
+    def on_delivered(self) -> None:
+        if self.breaker is not None:
+            self.breaker.record_success()
+
+    def on_errored(self, error: str) -> None:
+        if self.breaker is not None:
+            self.breaker.record_failure(error)
+
+    async def tick(self) -> None:
+        """Called once per loop turn, with or without a batch (timers)."""
+
+    def committable(self, batch: list[LogRecord]) -> dict[tuple[str, int], int]:
+        """Offsets to commit once ``batch`` is delivered: past its last record per partition."""
+        offsets: dict[tuple[str, int], int] = {}
+        for rec in batch:
+            offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        return offsets
+
+    def output_topics(self) -> list[str]:
+        return [self.dlq_topic]
+
+    async def close_client(self) -> None:
+        """Release the destination connection(s)."""
+
+    # -- lifecycle ------------------------------------------------------------
+    async def setup(self) -> None:
+        self.consumer = self.log.consumer(self.group, self.topics)
+
+    async def teardown(self) -> None:
+        await self.close_client()
+        if self.consumer is not None:
+            await self.consumer.close()
+
+    async def main(self) -> None:
+        await prepare(self.codec, self.output_topics())
+        async with anyio.create_task_group() as tg:
+            for b in self.breakers():
+                await tg.start(b.run)
+            tg.start_soon(self._watch_lag)
+            await self._deliver_forever()
+
+    async def _deliver_forever(self) -> None:
+        batch: list[LogRecord] | None = None
+        failures = 0
+        while True:
+            if batch is None:
+                batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+                await self.tick()
+                if not batch:
+                    batch = None
+                    continue
+                self.pending = len(batch)
+            await self.wait_allowed()
+            t0 = time.perf_counter()
+            outcome, error = await self.deliver(batch)
+            self.last_batch_s = time.perf_counter() - t0
+            self.busy_s += self.last_batch_s
+            if outcome is Outcome.DELIVERED:
+                await self.commit(self.committable(batch))
+                self.state = State.RUNNING
+                self.on_delivered()
+                self.delivered += len(batch)
+                self.batches += 1
+                if failures:
+                    log.warning("%s_recovered sink_id=%s after_failures=%d",
+                                self.event, self.sink_id, failures)
+                failures = 0
+                batch = None
+                self.pending = 0
+                continue
+            failures += 1
+            self.errored_batches += 1
+            self.state = State.DEGRADED
+            self.last_error = error
+            self.on_errored(error)
+            log.warning(
+                "%s_write_failed sink_id=%s records=%d attempt=%d gated=%s error=%s",
+                self.event, self.sink_id, len(batch), failures, self.gated(), error,
+            )
+            if not self.gated():
+                await self._sleep(min(self.retry_initial_s * 2 ** (failures - 1),
+                                      self.retry_max_s))
+            await self.tick()
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if offsets:
+            await self.consumer.commit(offsets)
+
+    async def dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Append refused records to ``dlq_topic`` (reason, source offset); durable on return."""
+        if not dead:
+            return
+        topic = self.dlq_topic
+        await self.log.append(
+            topic, [(d.reading.asset_id.encode(), self.codec.encode(topic, d)) for d in dead]
+        )
+        self.rejected += len(dead)
+        log.warning("%s_rejected sink_id=%s count=%d first_error=%s",
+                    self.event, self.sink_id, len(dead), dead[0].error)
+
+    async def _watch_lag(self) -> None:
+        """Records in the log not yet confirmed by the destination (needs ``watermarks``)."""
+        watermarks = getattr(self.log, "watermarks", None)
+        position = getattr(self.consumer, "position", None)
+        if watermarks is None or position is None:
+            return
+        while True:
+            high = 0
+            for topic in self.topics:
+                high += sum(n for _, n in (await watermarks(topic)).values())
+            pos = position()
+            if pos:
+                self.lag = float(high - sum(pos.values()) + self.pending)
+            await anyio.sleep(1.0)
+
+    def metrics(self) -> dict[str, float]:
+        m = {
+            "delivered_total": float(self.delivered),
+            "batches_total": float(self.batches),
+            "errored_batches_total": float(self.errored_batches),
+            "rejected_total": float(self.rejected),
+            "pending_records": float(self.pending),
+            "lag_records": self.lag,
+            "last_batch_seconds": self.last_batch_s,
+            "busy_seconds_total": self.busy_s,
+        }
+        if self.breaker is not None:
+            m.update(self.breaker.metrics())
+        return m
+
+    def snapshot(self) -> Snapshot:
+        snap = super().snapshot()
+        snap.children = [b.snapshot() for b in self.breakers()]
+        return snap
