@@ -260,7 +260,7 @@ class AlarmService:
                 action=action,
                 alarm_ids=targets,
                 note=note[:500],
-                duration_s=duration_s,
+                duration_s=None if duration_s is None else float(duration_s),
                 by=caller.name,
                 role=caller.role.value,
                 source=_source(caller),
