@@ -1,8 +1,9 @@
 """The HTTP status endpoint (aiohttp): health, metrics, operator actions.
 
-Read-only routes need no token. Mutating routes need ``Authorization: Bearer
-TOKEN`` with a role at least as strong as the route's: viewer < operator <
-engineer < admin.
+``/health*`` and ``/metrics`` need no token. Every other route needs
+``Authorization: Bearer TOKEN`` with a role at least as strong as the route's:
+viewer < operator < engineer < admin. Alarm and DLQ routes are the HTTP face
+of the operator services (``ops_http.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
+from otgate.supervisors.ops_http import OperatorRoutes
 from otgate.supervisors.supervisor import SupervisorStopped
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class StatusServer:
                 web.get("/metrics", self.metrics),
                 web.post("/components/{id}/restart", self.restart),
                 web.post("/faults", self.fault),
+                *OperatorRoutes(gateway).routes(),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
@@ -75,7 +78,7 @@ class StatusServer:
         return web.json_response(self.gateway.health())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = render(self.gateway.snapshot)
+        body = render(self.gateway.snapshot, self.gateway.ops.alarms.table.counts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     # -- mutating -----------------------------------------------------------------

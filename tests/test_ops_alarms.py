@@ -58,8 +58,15 @@ async def evaluate_once(oplog: OperatorLog, seen: set[str]) -> None:
                 "alarms.clean",
                 aid,
                 alarm(
-                    aid, 2, AlarmState.ACTIVE_ACKED, event="ack", by=cmd.by, role=cmd.role,
-                    request_id=cmd.request_id, note=cmd.note, severity=AlarmSeverity.HIGH,
+                    aid,
+                    2,
+                    AlarmState.ACTIVE_ACKED,
+                    event="ack",
+                    by=cmd.by,
+                    role=cmd.role,
+                    request_id=cmd.request_id,
+                    note=cmd.note,
+                    severity=AlarmSeverity.HIGH,
                 ),
             )
 
@@ -78,10 +85,11 @@ async def test_table_filters_actions_idempotence_and_wait(tmp_path) -> None:
         svc = AlarmService(oplog, wait_s=0.3, poll_s=0.02)
 
         listed = await svc.list_alarms(VIEWER)
-        assert [a.alarm_id for a in listed][0] == "pump-1:temp_high"  # HIGH first
+        assert listed[0].alarm_id == "pump-1:temp_high"  # HIGH first
         assert {a.alarm_id: a.seq for a in listed}["fan-1:vib"] == 2
         assert [a.alarm_id for a in await svc.list_alarms(VIEWER, state=["active_unacked"])] == [
-            "pump-1:temp_high", "pump-2:temp_high",
+            "pump-1:temp_high",
+            "pump-2:temp_high",
         ]
         assert [a.alarm_id for a in await svc.list_alarms(VIEWER, asset="fan-*")] == ["fan-1:vib"]
         assert len(await svc.list_alarms(VIEWER, area="hall-b")) == 1
@@ -94,7 +102,11 @@ async def test_table_filters_actions_idempotence_and_wait(tmp_path) -> None:
 
         # No evaluator yet: the command is on the log, the call says "accepted".
         res = await svc.act(
-            OPERATOR, AlarmAction.ACK, ["pump-1:temp_high", "fan-1:vib"], note="seen", request_id="r1"
+            OPERATOR,
+            AlarmAction.ACK,
+            ["pump-1:temp_high", "fan-1:vib"],
+            note="seen",
+            request_id="r1",
         )
         assert res.status == "accepted" and res.targeted == ["pump-1:temp_high"]
         assert res.unchanged == ["fan-1:vib"]  # already acknowledged
@@ -124,7 +136,9 @@ async def test_table_filters_actions_idempotence_and_wait(tmp_path) -> None:
             await svc.act(OPERATOR, AlarmAction.SHELVE, ["pump-2:temp_high"])
         reset = await svc.act(OPERATOR, AlarmAction.RESET, ["fan-1:vib"])
         assert reset.targeted == ["fan-1:vib"]
-        assert (await svc.act(OPERATOR, AlarmAction.RESET, ["pump-2:temp_high"])).status == "unchanged"
+        assert (
+            await svc.act(OPERATOR, AlarmAction.RESET, ["pump-2:temp_high"])
+        ).status == "unchanged"
     finally:
         await oplog.close()
 

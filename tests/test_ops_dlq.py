@@ -136,9 +136,12 @@ async def test_list_filters_show_and_single_reprocess_is_exactly_once(tmp_path) 
         assert states[ids[2]][0] is DlqDisposition.PENDING
         shown = await fresh.show(VIEWER, ids[0])
         assert [h.state for h in shown["history"]] == [
-            DlqDisposition.REPROCESSING, DlqDisposition.REPROCESSED,
+            DlqDisposition.REPROCESSING,
+            DlqDisposition.REPROCESSED,
         ]
-        assert shown["history"][0].by == "olga" and shown["history"][0].note == "sensor recalibrated"
+        assert (
+            shown["history"][0].by == "olga" and shown["history"][0].note == "sensor recalibrated"
+        )
         assert (await fresh.reprocess(OPERATOR, ids=[ids[0]])).counts == {"unchanged": 1}
         assert len(await topic_records(oplog, "telemetry.clean")) == 1
     finally:
@@ -202,7 +205,8 @@ async def test_discard_and_role_boundaries_are_audited_and_change_nothing(tmp_pa
         assert out.counts == {"discarded": 1}
         again = await svc.reprocess(OPERATOR, flt=DlqFilter(asset="pump-1"))
         assert {o.id: o.result for o in again.outcomes} == {
-            ids[0]: "reprocessed", ids[1]: "unchanged",
+            ids[0]: "reprocessed",
+            ids[1]: "unchanged",
         }
         assert [r.seq for r in await topic_records(oplog, "telemetry.clean")] == [0]
         with pytest.raises(BadRequest):

@@ -212,8 +212,12 @@ class AlarmService:
         unchanged = [i for i in alarm_ids if i not in targets]
         if not targets:
             return ActionResult(
-                request_id=request_id, action=action, status="unchanged",
-                targeted=[], unchanged=unchanged, transitions=[],
+                request_id=request_id,
+                action=action,
+                status="unchanged",
+                targeted=[],
+                unchanged=unchanged,
+                transitions=[],
             )
         done = await self._wait(request_id, set(targets))
         return ActionResult(

@@ -38,7 +38,9 @@ async def unauthenticated(oplog: OperatorLog, action: str, surface: str, source:
     """Audit a mutating call that came without a valid token (HTTP 401)."""
     log.warning(
         "operator_action who= surface=%s source=%s action=%s result=refused",
-        surface, source, action,
+        surface,
+        source,
+        action,
     )
     rec = AuditRecord(
         who="",

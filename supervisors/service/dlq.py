@@ -209,7 +209,9 @@ class DlqService:
                     if key not in resumed:
                         outcomes.append(await step(caller, key, letter, note, request_id))
         except ServiceError as exc:
-            await self.oplog.audit(caller, action, target, result=f"error: {exc}", request_id=request_id)
+            await self.oplog.audit(
+                caller, action, target, result=f"error: {exc}", request_id=request_id
+            )
             raise
         counts = dict(collections.Counter(o.result for o in outcomes))
         detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
@@ -262,8 +264,14 @@ class DlqService:
         part = partition_for(asset, await partitions(self.oplog, topic))
         start = (await (await self.oplog.backend()).watermarks(topic))[part][1]
         await self._record(
-            caller, key, D.REPROCESSING, request_id,
-            clean_topic=topic, clean_partition=part, clean_from=start, note=note[:500],
+            caller,
+            key,
+            D.REPROCESSING,
+            request_id,
+            clean_topic=topic,
+            clean_partition=part,
+            clean_from=start,
+            note=note[:500],
         )
         await self.oplog.append(topic, verdict.reading.asset_id, verdict.reading)
         await self._record(caller, key, D.REPROCESSED, request_id, clean_topic=topic)

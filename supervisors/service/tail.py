@@ -40,7 +40,10 @@ async def _decode(oplog: OperatorLog, rec: LogRecord) -> Any | None:
     except (*DECODE_ERRORS, SchemaUnavailable) as exc:
         log.warning(
             "service_undecodable topic=%s partition=%d offset=%d error=%s",
-            rec.topic, rec.partition, rec.offset, type(exc).__name__,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            type(exc).__name__,
         )
         return None
 

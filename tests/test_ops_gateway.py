@@ -1,0 +1,159 @@
+"""Operator services on a real ``otgate run``: the CLI and HTTP faces of the
+DLQ workflow and the alarm table, role boundaries (401/403, nothing changed,
+audited) and the audit trail read back with ``otgate log read``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
+
+TOKENS = """
+[status]
+tokens = [
+  { token = "view-tok", role = "viewer", name = "vic" },
+  { token = "oper-tok", role = "operator", name = "olga" },
+  { token = "eng-tok", role = "engineer", name = "erik" },
+]
+"""
+
+
+def config(max_flow: float) -> str:
+    return (
+        f"""
+[gateway]
+id = "ops"
+[supervision]
+heartbeat_interval = 0.5
+heartbeat_timeout = 2.0
+{TOKENS}
+[processing.validator]
+rules = [{{ parameter = "flow", max = {max_flow}, on_out_of_range = "reject" }}]
+[processing.aggregator]
+enabled = false
+"""
+        + synthetic("a", "pump-1", 0.05)
+    )
+
+
+def otgate(gw, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OTGATE_STATUS_URL": gw.url}
+    env.pop("OTGATE_TOKEN", None)
+    if token:
+        env["OTGATE_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "otgate.supervisors.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def jlines(text: str) -> list[dict]:
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def dlq(gw, query: str = "") -> dict:
+    res = otgate(gw, "dlq", "list", "--json", "--limit", "10000", *query.split(), token="view-tok")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_dlq_workflow_and_roles_through_cli_and_http(gateway) -> None:
+    gw = gateway(config(18.0))  # the synthetic sine runs 15..25: the top half is rejected
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
+    wait_for(lambda: dlq(gw)["total"] >= 5, 60, "dead letters")
+
+    # Refused calls: 401 without / with a wrong token, 403 for a viewer; nothing changes.
+    first = dlq(gw)["letters"][0]["id"]
+    assert gw.post("/dlq/reprocess", {"ids": [first]})[0] == 401
+    assert gw.post("/dlq/reprocess", {"ids": [first]}, token="nope")[0] == 401
+    assert gw.post("/dlq/reprocess", {"ids": [first]}, token="view-tok")[0] == 403
+    assert gw.get("/dlq")[0] == 401  # reads need a viewer token too
+    res = otgate(gw, "dlq", "discard", first, token="view-tok")
+    assert res.returncode == 3 and "403" in res.stderr
+    res = otgate(gw, "dlq", "revalidate", token="oper-tok")  # after a rule change: engineer
+    assert res.returncode == 3 and "needs engineer" in res.stderr
+    assert dlq(gw, "--disposition REPROCESSED,DISCARDED")["total"] == 0
+
+    # Show: the reason and the original reading from telemetry.raw.
+    res = otgate(gw, "dlq", "show", first, token="view-tok")
+    assert res.returncode == 0, res.stderr
+    assert "out_of_range [None, 18.0]" in res.stdout and "pump-1/flow" in res.stdout
+    shown = json.loads(otgate(gw, "dlq", "show", first, "--json", token="view-tok").stdout)
+    assert shown["original"]["seq"] == shown["letter"]["reading"]["seq"]
+
+    # An operator discards one and reprocesses another: still out of range → refused.
+    second = dlq(gw)["letters"][1]["id"]
+    res = otgate(gw, "dlq", "discard", first, "--note", "sensor test", token="oper-tok")
+    assert res.returncode == 0 and "discarded 1" in res.stdout, res.stdout + res.stderr
+    res = otgate(gw, "dlq", "reprocess", second, "--json", token="oper-tok")
+    assert json.loads(res.stdout)["counts"] == {"refused": 1}
+
+    # The engineer widens the rule (SIGHUP reload) and re-validates everything pending.
+    gw.config.write_text(config(100.0))
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config_reloaded" in gw.log(), 60, "reloaded")
+    res = otgate(gw, "dlq", "revalidate", "--json", token="eng-tok")
+    assert res.returncode == 0, res.stderr
+    counts = json.loads(res.stdout)["counts"]
+    pending = dlq(gw, "--disposition PENDING")["total"]
+    assert pending == 0 and counts["reprocessed"] >= 4 and "refused" not in counts
+    again = json.loads(otgate(gw, "dlq", "revalidate", "--json", token="eng-tok").stdout)
+    assert again["counts"] == {}
+
+    # Each reprocessed reading is in telemetry.clean exactly once.
+    reprocessed = {
+        (v["letter"]["reading"]["seq"], v["letter"]["reading"]["gateway_time"])
+        for v in dlq(gw, "--disposition REPROCESSED")["letters"]
+    }
+    assert len(reprocessed) == counts["reprocessed"]
+    read = otgate(
+        gw, "log", "read", "telemetry.clean", "--config", str(gw.config), "--json",
+        "--limit", "100000",
+    )
+    clean = [(r["seq"], r["gateway_time"]) for r in jlines(read.stdout)]
+    assert all(clean.count(k) == 1 for k in reprocessed)
+    assert (first.split("/")[2], "DISCARDED") in {
+        (v["id"].split("/")[2], v["disposition"]) for v in dlq(gw)["letters"]
+    }
+
+    # The audit trail: who, role, what, result, from where; never the token.
+    read = otgate(gw, "log", "read", "logs.audit", "--config", str(gw.config), "--json")
+    audit = [(a["who"], a["role"], a["surface"], a["action"], a["result"]) for a in jlines(read.stdout)]
+    assert audit[:5] == [
+        ("", "", "http", "dlq.reprocess", "refused"),
+        ("", "", "http", "dlq.reprocess", "refused"),
+        ("vic", "viewer", "http", "dlq.reprocess", "refused"),
+        ("vic", "viewer", "cli", "dlq.discard", "refused"),
+        ("olga", "operator", "cli", "dlq.revalidate", "refused"),
+    ]
+    assert ("olga", "operator", "cli", "dlq.discard", "ok") in audit
+    assert ("erik", "engineer", "cli", "dlq.revalidate", "ok") in audit
+    assert "oper-tok" not in read.stdout and "oper-tok" not in gw.log()
+    assert gw.stop() == 0
+
+
+def test_alarm_table_actions_and_metrics(gateway) -> None:
+    gw = gateway(config(100.0))
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
+    res = otgate(gw, "alarms", "list", token="view-tok")
+    assert res.returncode == 0 and "(no alarms)" in res.stdout, res.stderr
+    assert otgate(gw, "alarms", "list").returncode == 3  # no token
+    res = otgate(gw, "alarms", "ack", "pump-1:flow_high", "--note", "x", token="view-tok")
+    assert res.returncode == 3 and "needs operator" in res.stderr
+    res = otgate(gw, "alarms", "ack", "pump-1:flow_high", token="oper-tok")
+    assert res.returncode == 1 and "no alarm 'pump-1:flow_high'" in res.stderr
+    res = otgate(gw, "alarms", "shelve", "pump-1:flow_high", "--for", "soon", token="oper-tok")
+    assert res.returncode == 2 and "expected seconds" in res.stderr  # argparse refuses it
+    status, body = gw.post("/alarms/explode", {"alarm_ids": ["x"]}, token="oper-tok")
+    assert status == 400 and "expected one of ack" in body
+    metrics = gw.get("/metrics")[1]
+    assert 'otgate_alarms{severity="HIGH",state="ACTIVE_UNACKED"} 0.0' in metrics
+    assert 'otgate_alarms_unacknowledged{severity="CRITICAL"} 0.0' in metrics
+    assert gw.stop() == 0
