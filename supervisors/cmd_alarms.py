@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument(
             "--request-id", default="", help="idempotency key (default: a new one per call)"
         )
+        a.add_argument(
+            "--wait",
+            type=float,
+            default=None,
+            help="seconds to wait for the evaluator to apply it (default 5, 0: do not wait)",
+        )
         if name == "shelve":
             a.add_argument(
                 "--for",
@@ -137,6 +143,8 @@ def run_action(args: argparse.Namespace) -> int:
         body["request_id"] = args.request_id
     if args.action == "shelve":
         body["duration_s"] = args.duration
+    if args.wait is not None:
+        body["wait_s"] = args.wait
     try:
         _, doc = call(args, "POST", f"/alarms/{args.action}", body=body)
     except ApiError as exc:

@@ -44,7 +44,7 @@ class OperatorRoutes:
         return [
             web.get("/alarms", self._read(self.alarms)),
             web.get("/alarms/{id:.+}", self._read(self.alarm)),
-            web.post("/alarms/{action}", self._write("alarms", self.alarm_action)),
+            web.post("/alarms/{action}", self._write("alarms.{action}", self.alarm_action)),
             web.get("/dlq", self._read(self.dlq_list)),
             web.get("/dlq/{topic}/{partition}/{offset}", self._read(self.dlq_show)),
             web.post("/dlq/reprocess", self._write("dlq.reprocess", self.dlq_reprocess)),
@@ -80,7 +80,8 @@ class OperatorRoutes:
                 caller = self._caller(request)
             except Unauthorized as exc:
                 surface = request.headers.get("X-Otgate-Surface", "http")[:20]
-                await unauthenticated(self.gateway.oplog, action, surface, request.remote or "")
+                name = action.format(**request.match_info)[:60]  # alarms.{action}
+                await unauthenticated(self.gateway.oplog, name, surface, request.remote or "")
                 raise web.HTTPUnauthorized(text=str(exc)) from None
             if self.gateway.stopping:
                 raise web.HTTPServiceUnavailable(text="the gateway is stopping")
@@ -125,10 +126,10 @@ class OperatorRoutes:
         duration = body.get("duration_s")
         if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise BadRequest("alarm_ids: expected a list of alarm ids")
-        if duration is not None and (
-            isinstance(duration, bool) or not isinstance(duration, int | float)
-        ):
-            raise BadRequest("duration_s: expected a number of seconds")
+        wait = body.get("wait_s")
+        for key, v in (("duration_s", duration), ("wait_s", wait)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise BadRequest(f"{key}: expected a number of seconds")
         result = await self.gateway.ops.alarms.act(
             caller,
             action,
@@ -136,6 +137,7 @@ class OperatorRoutes:
             note=_text(body, "note"),
             duration_s=duration,
             request_id=_text(body, "request_id"),
+            wait_s=None if wait is None else float(wait),
         )
         return reply(result, status=202 if result.status == "accepted" else 200)
 

@@ -10,7 +10,13 @@ import signal
 import subprocess
 import sys
 
+import anyio
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
+
+from otgate.actors.log.config import LogConfig
+from otgate.actors.records import Alarm, AlarmSeverity, AlarmState
+from otgate.supervisors.oplog import OperatorLog
+from otgate.supervisors.service.tail import scan
 
 TOKENS = """
 [status]
@@ -23,8 +29,7 @@ tokens = [
 
 
 def config(max_flow: float) -> str:
-    return (
-        f"""
+    return f"""
 [gateway]
 id = "ops"
 [supervision]
@@ -35,9 +40,7 @@ heartbeat_timeout = 2.0
 rules = [{{ parameter = "flow", max = {max_flow}, on_out_of_range = "reject" }}]
 [processing.aggregator]
 enabled = false
-"""
-        + synthetic("a", "pump-1", 0.05)
-    )
+""" + synthetic("a", "pump-1", 0.05)
 
 
 def otgate(gw, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
@@ -114,8 +117,15 @@ def test_dlq_workflow_and_roles_through_cli_and_http(gateway) -> None:
     }
     assert len(reprocessed) == counts["reprocessed"]
     read = otgate(
-        gw, "log", "read", "telemetry.clean", "--config", str(gw.config), "--json",
-        "--limit", "100000",
+        gw,
+        "log",
+        "read",
+        "telemetry.clean",
+        "--config",
+        str(gw.config),
+        "--json",
+        "--limit",
+        "100000",
     )
     clean = [(r["seq"], r["gateway_time"]) for r in jlines(read.stdout)]
     assert all(clean.count(k) == 1 for k in reprocessed)
@@ -125,7 +135,9 @@ def test_dlq_workflow_and_roles_through_cli_and_http(gateway) -> None:
 
     # The audit trail: who, role, what, result, from where; never the token.
     read = otgate(gw, "log", "read", "logs.audit", "--config", str(gw.config), "--json")
-    audit = [(a["who"], a["role"], a["surface"], a["action"], a["result"]) for a in jlines(read.stdout)]
+    audit = [
+        (a["who"], a["role"], a["surface"], a["action"], a["result"]) for a in jlines(read.stdout)
+    ]
     assert audit[:5] == [
         ("", "", "http", "dlq.reprocess", "refused"),
         ("", "", "http", "dlq.reprocess", "refused"),
@@ -139,7 +151,49 @@ def test_dlq_workflow_and_roles_through_cli_and_http(gateway) -> None:
     assert gw.stop() == 0
 
 
-def test_alarm_table_actions_and_metrics(gateway) -> None:
+def write_alarms(state_dir, alarms: list[Alarm]) -> None:
+    """Append transitions to the running gateway's log, as its evaluator would."""
+
+    async def run() -> None:
+        oplog = OperatorLog(LogConfig(), state_dir)
+        try:
+            for a in alarms:
+                await oplog.append("alarms.clean", a.alarm_id, a)
+        finally:
+            await oplog.close()
+
+    anyio.run(run)
+
+
+def read_topic(state_dir, topic: str) -> list:
+    async def run() -> list:
+        oplog = OperatorLog(LogConfig(), state_dir)
+        try:
+            return [obj async for _rec, obj in scan(oplog, topic)]
+        finally:
+            await oplog.close()
+
+    return anyio.run(run)
+
+
+def high(seq: int, state: AlarmState, **kw) -> Alarm:
+    return Alarm(
+        alarm_id="pump-1:flow_high",
+        occurrence_id="o1",
+        seq=seq,
+        asset_id="pump-1",
+        parameter="flow",
+        state=state,
+        severity=AlarmSeverity.HIGH,
+        area="hall-a",
+        active=True,
+        acked=state is not AlarmState.ACTIVE_UNACKED,
+        gateway_time=seq,
+        **kw,
+    )
+
+
+def test_alarm_table_actions_and_metrics(gateway, tmp_path) -> None:
     gw = gateway(config(100.0))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
     res = otgate(gw, "alarms", "list", token="view-tok")
@@ -156,4 +210,60 @@ def test_alarm_table_actions_and_metrics(gateway) -> None:
     metrics = gw.get("/metrics")[1]
     assert 'otgate_alarms{severity="HIGH",state="ACTIVE_UNACKED"} 0.0' in metrics
     assert 'otgate_alarms_unacknowledged{severity="CRITICAL"} 0.0' in metrics
+
+    # An alarm appears on alarms.clean: the table, its filters and /metrics follow.
+    state_dir = tmp_path / "state"
+    write_alarms(state_dir, [high(1, AlarmState.ACTIVE_UNACKED)])
+    wait_for(
+        lambda: 'otgate_alarms_unacknowledged{severity="HIGH"} 1.0' in gw.get("/metrics")[1],
+        20,
+        "alarm gauges",
+    )
+    res = otgate(
+        gw, "alarms", "list", "--state", "active_unacked", "--area", "hall-*", token="view-tok"
+    )
+    assert "pump-1:flow_high" in res.stdout and "ACTIVE_UNACKED" in res.stdout, res.stderr
+    res = otgate(gw, "alarms", "list", "--severity", "LOW", "--json", token="view-tok")
+    assert json.loads(res.stdout) == {"alarms": []}
+
+    # Ack: the command is written; no evaluator here, so "accepted" (HTTP 202).
+    res = otgate(
+        gw,
+        "alarms",
+        "ack",
+        "pump-1:flow_high",
+        "--note",
+        "looking",
+        "--request-id",
+        "r-7",
+        "--wait",
+        "0.3",
+        token="oper-tok",
+    )
+    assert res.returncode == 0 and "accepted, not yet applied" in res.stdout, res.stderr
+    status, body = gw.post(
+        "/alarms/ack",
+        {"alarm_ids": ["pump-1:flow_high"], "request_id": "r-7", "wait_s": 0.1},
+        token="oper-tok",
+    )
+    assert status == 202 and body["targeted"] == ["pump-1:flow_high"]
+    cmds = read_topic(state_dir, "alarms.commands")
+    assert [(c.request_id, c.by, c.note, c.source.split(":")[0]) for c in cmds] == [
+        ("r-7", "olga", "looking", "cli")
+    ]
+    # The evaluator's transition arrives: the same request is now "applied".
+    write_alarms(
+        state_dir, [high(2, AlarmState.ACTIVE_ACKED, event="ack", by="olga", request_id="r-7")]
+    )
+    res = otgate(
+        gw, "alarms", "ack", "pump-1:flow_high", "--request-id", "r-7", "--json", token="oper-tok"
+    )
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "applied" and doc["transitions"][0]["state"] == "ACTIVE_ACKED"
+    res = otgate(gw, "alarms", "show", "pump-1:flow_high", token="view-tok")
+    assert "ACTIVE_ACKED" in res.stdout and "olga" in res.stdout
+    assert len(read_topic(state_dir, "alarms.commands")) == 1
+    audit = [(a.who, a.action, a.result) for a in read_topic(state_dir, "logs.audit")]
+    assert ("vic", "alarms.ack", "refused") in audit
+    assert audit.count(("olga", "alarms.ack", "ok")) == 3
     assert gw.stop() == 0

@@ -38,6 +38,7 @@ from otgate.supervisors.service.tail import TopicTail
 HISTORY = 50
 """Transitions kept per alarm for ``show``."""
 MAX_SHELVE_S = 30 * 86400.0
+MAX_WAIT_S = 60.0
 
 ROLE_FOR: dict[AlarmAction, Role] = {
     AlarmAction.ACK: Role.OPERATOR,
@@ -187,19 +188,23 @@ class AlarmService:
         note: str = "",
         duration_s: float | None = None,
         request_id: str = "",
+        wait_s: float | None = None,
     ) -> ActionResult:
-        """Ask the evaluator to apply ``action`` to ``alarm_ids`` and wait for it.
+        """Ask the evaluator to apply ``action`` to ``alarm_ids`` and wait for it
+        (``wait_s``, default the service's; 0 returns at once).
 
         Raises Forbidden (audited), BadRequest (no ids, a missing or absurd
-        shelve duration) or NotFound (an id not in the table: nothing written).
+        shelve duration or wait) or NotFound (an id not in the table: nothing
+        written).
         """
+        wait_s = self.wait_s if wait_s is None else wait_s
         request_id = request_id or uuid.uuid4().hex
         name = f"alarms.{action.value.lower()}"
         target = ",".join(alarm_ids)[:200]
         await authorize(self.oplog, caller, ROLE_FOR[action], name, target, request_id)
         try:
             targets, detail = await self._command(
-                caller, action, alarm_ids, note, duration_s, request_id
+                caller, action, alarm_ids, note, duration_s, request_id, wait_s
             )
         except ServiceError as exc:
             await self.oplog.audit(
@@ -219,7 +224,7 @@ class AlarmService:
                 unchanged=unchanged,
                 transitions=[],
             )
-        done = await self._wait(request_id, set(targets))
+        done = await self._wait(request_id, set(targets), wait_s)
         return ActionResult(
             request_id=request_id,
             action=action,
@@ -237,11 +242,14 @@ class AlarmService:
         note: str,
         duration_s: float | None,
         request_id: str,
+        wait_s: float,
     ) -> tuple[list[str], str]:
         """Write the command for the alarms it would change, once per request id;
         returns those alarms and a note for the audit."""
         if not alarm_ids:
             raise BadRequest("alarm_ids: give at least one alarm id")
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise BadRequest(f"wait_s: expected 0..{MAX_WAIT_S:g} s")
         if action is AlarmAction.SHELVE and not (
             duration_s is not None and 0 < duration_s <= MAX_SHELVE_S
         ):
@@ -274,9 +282,9 @@ class AlarmService:
             self._sent[request_id] = cmd
             return targets, ""
 
-    async def _wait(self, request_id: str, targets: set[str]) -> bool:
-        """Whether every target got a transition with ``request_id`` within the wait."""
-        with anyio.move_on_after(self.wait_s):
+    async def _wait(self, request_id: str, targets: set[str], wait_s: float) -> bool:
+        """Whether every target got a transition with ``request_id`` within ``wait_s``."""
+        with anyio.move_on_after(wait_s):
             while True:
                 await self.table.refresh()
                 moved = {a.alarm_id for a in self.table.by_request.get(request_id, [])}
