@@ -73,7 +73,7 @@ class Gateway:
         self.root = Supervisor("gateway", self._specs(loaded), flags)
         self.status = StatusServer(self, self.status_listen)
         self.oplog = OperatorLog(self.config.log, Path(self.config.gateway.state_dir))
-        self.ops = Operations(self.oplog, lambda: self.config)
+        self.ops = Operations(self.oplog, lambda: self.config, self.restart)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()

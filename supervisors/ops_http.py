@@ -1,4 +1,4 @@
-"""The HTTP face of the operator services (alarms, DLQ): routes that parse the
+"""The HTTP face of the operator services (alarms, DLQ, restart): routes that parse the
 request, call the service with the caller, and map its errors to statuses.
 
 Every route needs ``Authorization: Bearer TOKEN``: reads a viewer, actions the
@@ -35,13 +35,14 @@ def reply(doc: Any, status: int = 200) -> web.Response:
 
 
 class OperatorRoutes:
-    """``/alarms`` and ``/dlq`` on the status server (see module doc)."""
+    """``/alarms``, ``/dlq`` and component restart on the status server (see module doc)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     def routes(self) -> list[web.RouteDef]:
         return [
+            web.post("/components/{id}/restart", self._write("component.restart", self.restart)),
             web.get("/alarms", self._read(self.alarms)),
             web.get("/alarms/{id:.+}", self._read(self.alarm)),
             web.post("/alarms/{action}", self._write("alarms.{action}", self.alarm_action)),
@@ -97,6 +98,10 @@ class OperatorRoutes:
                 raise _http_error(exc) from None
 
         return handle
+
+    async def restart(self, request: web.Request, caller: Caller, body: dict) -> web.Response:
+        result = await self.gateway.ops.components.restart(caller, request.match_info["id"])
+        return reply({"result": result})
 
     # -- alarms --------------------------------------------------------------------------
     async def alarms(self, request: web.Request, caller: Caller) -> web.Response:
@@ -190,11 +195,17 @@ class OperatorRoutes:
         )
 
 
-def _http_error(exc: Exception) -> web.HTTPException:
+_STATUS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    404: web.HTTPNotFound,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def _http_error(exc: Forbidden | ServiceError) -> web.HTTPException:
     if isinstance(exc, Forbidden):
         return web.HTTPForbidden(text=str(exc))
-    status = exc.status if isinstance(exc, ServiceError) else 500
-    return {404: web.HTTPNotFound}.get(status, web.HTTPBadRequest)(text=str(exc))
+    return _STATUS.get(exc.status, web.HTTPBadRequest)(text=str(exc))
 
 
 def _csv(text: str) -> list[str]:

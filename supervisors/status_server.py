@@ -17,7 +17,6 @@ from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
 from otgate.supervisors.ops_http import OperatorRoutes
-from otgate.supervisors.supervisor import SupervisorStopped
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -43,7 +42,6 @@ class StatusServer:
                 web.get("/health/ready", self.ready),
                 web.get("/health", self.health),
                 web.get("/metrics", self.metrics),
-                web.post("/components/{id}/restart", self.restart),
                 web.post("/faults", self.fault),
                 *OperatorRoutes(gateway).routes(),
             ]
@@ -100,18 +98,6 @@ class StatusServer:
         if self.gateway.stopping:
             raise web.HTTPServiceUnavailable(text="the gateway is stopping")
         return caller
-
-    async def restart(self, request: web.Request) -> web.Response:
-        caller = self._authorize(request, Role.OPERATOR)
-        cid = request.match_info["id"]
-        try:
-            result = await self.gateway.restart(cid)
-        except KeyError:
-            raise web.HTTPNotFound(text=f"no bulkhead {cid!r}") from None
-        except SupervisorStopped as exc:
-            raise web.HTTPServiceUnavailable(text=str(exc)) from None
-        await self.gateway.oplog.audit(caller, "component.restart", cid, detail=result)
-        return web.json_response({"result": result})
 
     async def fault(self, request: web.Request) -> web.Response:
         self._authorize(request, Role.ADMIN)

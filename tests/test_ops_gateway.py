@@ -263,7 +263,16 @@ def test_alarm_table_actions_and_metrics(gateway, tmp_path) -> None:
     res = otgate(gw, "alarms", "show", "pump-1:flow_high", token="view-tok")
     assert "ACTIVE_ACKED" in res.stdout and "olga" in res.stdout
     assert len(read_topic(state_dir, "alarms.commands")) == 1
+    # A component restart goes through the same service: refused, then done, audited.
+    assert gw.post("/components/a/restart", token="view-tok")[0] == 403
+    assert gw.post("/components/nope/restart", token="oper-tok")[0] == 404
+    assert gw.post("/components/a/restart", token="oper-tok")[0] == 200
     audit = [(a.who, a.action, a.result) for a in read_topic(state_dir, "logs.audit")]
+    assert audit[-3:] == [
+        ("vic", "component.restart", "refused"),
+        ("olga", "component.restart", "error: unknown"),
+        ("olga", "component.restart", "ok"),
+    ]
     assert ("vic", "alarms.ack", "refused") in audit
     assert audit.count(("olga", "alarms.ack", "ok")) == 3
     assert gw.stop() == 0

@@ -20,3 +20,9 @@ class NotFound(ServiceError):
     """The alarm / dead letter named does not exist (HTTP 404)."""
 
     status = 404
+
+
+class Unavailable(ServiceError):
+    """The gateway cannot do it now (stopping, supervisor gone): HTTP 503."""
+
+    status = 503

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -12,6 +12,7 @@ from otgate.actors.validator.config import ValidatorConfig
 from otgate.config.schema import GatewayConfig
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.alarms import AlarmService
+from otgate.supervisors.service.components import ComponentService
 from otgate.supervisors.service.dlq import DlqService
 
 log = logging.getLogger("otgate.service")
@@ -23,13 +24,20 @@ def validator_rules(cfg: GatewayConfig) -> ValidatorConfig:
 
 
 class Operations:
-    """Alarm and DLQ services on the root's operator log; ``config`` returns the
-    config in force (it changes on reload)."""
+    """Alarm, DLQ and component services on the root's operator log; ``config``
+    returns the config in force (it changes on reload), ``restart`` is the
+    root's bulkhead restart."""
 
-    def __init__(self, oplog: OperatorLog, config: Callable[[], GatewayConfig]) -> None:
+    def __init__(
+        self,
+        oplog: OperatorLog,
+        config: Callable[[], GatewayConfig],
+        restart: Callable[[str], Awaitable[str]],
+    ) -> None:
         self.oplog = oplog
         self.alarms = AlarmService(oplog)
         self.dlq = DlqService(oplog, lambda: validator_rules(config()))
+        self.components = ComponentService(oplog, restart)
 
     async def follow(self, every_s: float = 1.0) -> None:
         """Keep the alarm table current for ``/metrics`` (actions refresh it
