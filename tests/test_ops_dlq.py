@@ -9,8 +9,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from peers.tansu import tansu_fixture  # noqa: F401
 
-from otgate.actors.log.config import LogConfig
+from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.records import DeadLetter, DlqDisposition, Reading
 from otgate.actors.validator.config import OnViolation, ParameterRule, ValidatorConfig
 from otgate.supervisors.access import Caller, Forbidden, Role
@@ -69,8 +70,10 @@ class CrashingLog(OperatorLog):
     """A real operator log whose ``fail_on``-th append to ``topic`` (matching
     ``state`` for dispositions) raises before writing: a crash between appends."""
 
-    def __init__(self, tmp: Path, topic: str, fail_on: int, state: DlqDisposition | None) -> None:
-        super().__init__(LogConfig(), tmp)
+    def __init__(
+        self, cfg: LogConfig, tmp: Path, topic: str, fail_on: int, state: DlqDisposition | None
+    ) -> None:
+        super().__init__(cfg, tmp)
         self.topic, self.fail_on, self.state, self.seen = topic, fail_on, state, 0
 
     async def append(self, topic: str, key: str, record: object) -> None:
@@ -148,16 +151,31 @@ async def test_list_filters_show_and_single_reprocess_is_exactly_once(tmp_path) 
         await oplog.close()
 
 
+@pytest.fixture
+def log_cfg(request) -> LogConfig:
+    """The embedded log, or the Kafka backend on a tansu broker."""
+    if request.param == "embedded":
+        return LogConfig()
+    tansu = request.getfixturevalue("tansu")
+    return LogConfig(
+        backend=Backend.KAFKA, bootstrap_servers=[tansu.bootstrap], idempotence=False
+    )
+
+
+AFTER = ("dlq.dispositions", DlqDisposition.REPROCESSED, "after the clean append")
+BEFORE = ("telemetry.clean", None, "before the clean append")
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("topic", "state", "label"),
-    [
-        ("dlq.dispositions", DlqDisposition.REPROCESSED, "after the clean append"),
-        ("telemetry.clean", None, "before the clean append"),
-    ],
+    ("log_cfg", "topic", "state", "label"),
+    [("embedded", *AFTER), ("embedded", *BEFORE), ("kafka", *AFTER)],  # Kafka reads idle 1 s
+    indirect=["log_cfg"],
 )
-async def test_crash_mid_bulk_resumes_without_duplicates(tmp_path, topic, state, label) -> None:
-    oplog = CrashingLog(tmp_path, topic, fail_on=3, state=state)
+async def test_crash_mid_bulk_resumes_without_duplicates(
+    tmp_path, log_cfg, topic, state, label
+) -> None:
+    oplog = CrashingLog(log_cfg, tmp_path, topic, fail_on=3, state=state)
     try:
         ids = await seed(oplog, [letter(i, 150.0 + i) for i in range(6)])
         svc = DlqService(oplog, Rules(100.0))
@@ -169,7 +187,7 @@ async def test_crash_mid_bulk_resumes_without_duplicates(tmp_path, topic, state,
     finally:
         await oplog.close()
 
-    restarted = OperatorLog(LogConfig(), tmp_path)  # the gateway after the crash
+    restarted = OperatorLog(log_cfg, tmp_path)  # the gateway after the crash
     try:
         svc = DlqService(restarted, Rules(1000.0))
         result = await svc.revalidate_all(ENGINEER)
