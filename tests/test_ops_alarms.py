@@ -13,7 +13,8 @@ import pytest
 
 from otgate.actors.log.config import LogConfig
 from otgate.actors.records import Alarm, AlarmAction, AlarmSeverity, AlarmState
-from otgate.supervisors.access import Caller, Forbidden, Role
+from otgate.config.schema import Token
+from otgate.supervisors.access import Caller, Forbidden, Role, identify
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.alarms import AlarmService
 from otgate.supervisors.service.errors import BadRequest, NotFound
@@ -166,5 +167,32 @@ async def test_refused_and_unknown_calls_change_nothing_and_are_audited(tmp_path
             ("olga", "alarms.ack", "error:"),
             ("erik", "alarms.out_of_service", "ok"),
         ]
+    finally:
+        await oplog.close()
+
+
+@pytest.mark.anyio
+async def test_a_token_scoped_to_assets_sees_and_acts_on_those_only(tmp_path) -> None:
+    tokens = [Token(token="line-2-tok", role="operator", name="sam", assets=["fan-*"])]
+    sam = identify(tokens, "line-2-tok", surface="cli")
+    assert sam.assets == ("fan-*",) and sam.in_scope("fan-3") and not sam.in_scope("pump-1")
+    oplog = OperatorLog(LogConfig(), tmp_path)
+    try:
+        for a in [
+            alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED),
+            alarm("fan-1:vib", 1, AlarmState.ACTIVE_UNACKED),
+        ]:
+            await oplog.append("alarms.clean", a.alarm_id, a)
+        svc = AlarmService(oplog, wait_s=0.05, poll_s=0.02)
+        assert [a.alarm_id for a in await svc.list_alarms(sam)] == ["fan-1:vib"]
+        with pytest.raises(Forbidden, match="not scoped to asset 'pump-1'"):
+            await svc.show(sam, "pump-1:temp_high")
+        with pytest.raises(Forbidden, match="not scoped to asset 'pump-1'"):
+            await svc.act(sam, AlarmAction.ACK, ["fan-1:vib", "pump-1:temp_high"])
+        assert await records(oplog, "alarms.commands") == []
+        assert (await svc.act(sam, AlarmAction.ACK, ["fan-1:vib"])).targeted == ["fan-1:vib"]
+        audit = [(r.who, r.result, r.detail) for r in await records(oplog, "logs.audit")]
+        assert audit[0] == ("sam", "refused", "token 'sam' is not scoped to asset 'pump-1'")
+        assert audit[1][:2] == ("sam", "ok")
     finally:
         await oplog.close()

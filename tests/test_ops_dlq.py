@@ -244,3 +244,26 @@ async def test_discard_and_role_boundaries_are_audited_and_change_nothing(tmp_pa
         assert rows[5][3].startswith("error: give either ids or a filter")
     finally:
         await oplog.close()
+
+
+@pytest.mark.anyio
+async def test_a_token_scoped_to_assets_lists_and_reprocesses_those_only(tmp_path) -> None:
+    sam = Caller(name="sam", role=Role.OPERATOR, assets=("fan-*",))
+    oplog = OperatorLog(LogConfig(), tmp_path)
+    try:
+        ids = await seed(oplog, [letter(0, 150.0), letter(1, 150.0, asset="fan-1")])
+        svc = DlqService(oplog, Rules(1000.0))
+        total, views = await svc.list_letters(sam, DlqFilter())
+        assert total == 1 and views[0].id == ids[1]
+        with pytest.raises(Forbidden, match="not scoped to asset 'pump-1'"):
+            await svc.show(sam, ids[0])
+        with pytest.raises(Forbidden, match="not scoped to asset 'pump-1'"):
+            await svc.reprocess(sam, ids=ids)
+        assert await topic_records(oplog, "dlq.dispositions") == []
+        done = await svc.revalidate_all(Caller(name="eve", role=Role.ENGINEER, assets=("fan-*",)))
+        assert {o.id: o.result for o in done.outcomes} == {ids[1]: "reprocessed"}
+        assert [r.asset_id for r in await topic_records(oplog, "telemetry.clean")] == ["fan-1"]
+        audit = [(a.who, a.action, a.result) for a in await topic_records(oplog, "logs.audit")]
+        assert audit == [("sam", "dlq.reprocess", "refused"), ("eve", "dlq.revalidate", "ok")]
+    finally:
+        await oplog.close()

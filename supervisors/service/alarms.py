@@ -29,7 +29,7 @@ from otgate.actors.records import (
     AlarmState,
     now_ns,
 )
-from otgate.supervisors.access import Caller, Role
+from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.audit import authorize
 from otgate.supervisors.service.errors import BadRequest, NotFound, ServiceError
@@ -166,7 +166,8 @@ class AlarmService:
         await authorize(self.oplog, caller, Role.VIEWER, "alarms.list")
         state, severity = _names(state, AlarmState), _names(severity, AlarmSeverity)
         await self.table.refresh()
-        return self.table.select(state=state, severity=severity, asset=asset, area=area)
+        found = self.table.select(state=state, severity=severity, asset=asset, area=area)
+        return [a for a in found if caller.in_scope(a.asset_id)]
 
     async def show(self, caller: Caller, alarm_id: str) -> dict:
         """The alarm's current state and its recent transitions (oldest first)."""
@@ -174,6 +175,7 @@ class AlarmService:
         await self.table.refresh()
         if alarm_id not in self.table.current:
             raise NotFound(f"no alarm {alarm_id!r}")
+        require_scope(caller, [self.table.current[alarm_id].asset_id])
         return {
             "alarm": self.table.current[alarm_id],
             "history": list(self.table.history[alarm_id]),
@@ -193,7 +195,7 @@ class AlarmService:
         """Ask the evaluator to apply ``action`` to ``alarm_ids`` and wait for it
         (``wait_s``, default the service's; 0 returns at once).
 
-        Raises Forbidden (audited), BadRequest (no ids, a missing or absurd
+        Raises Forbidden (role or asset scope; audited), BadRequest (no ids, a missing or absurd
         shelve duration or wait) or NotFound (an id not in the table: nothing
         written).
         """
@@ -206,6 +208,11 @@ class AlarmService:
             targets, detail = await self._command(
                 caller, action, alarm_ids, note, duration_s, request_id, wait_s
             )
+        except Forbidden as exc:  # out of the token's asset scope
+            await self.oplog.audit(
+                caller, name, target, result="refused", detail=str(exc), request_id=request_id
+            )
+            raise
         except ServiceError as exc:
             await self.oplog.audit(
                 caller, name, target, result=f"error: {exc}", request_id=request_id
@@ -259,6 +266,7 @@ class AlarmService:
             unknown = [i for i in alarm_ids if i not in self.table.current]
             if unknown:
                 raise NotFound(f"no alarm {', '.join(map(repr, unknown))}")
+            require_scope(caller, [self.table.current[i].asset_id for i in alarm_ids])
             for _rec, cmd in await self._commands.poll():
                 self._sent[cmd.request_id] = cmd
             sent = self._sent.get(request_id)

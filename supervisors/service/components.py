@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from otgate.supervisors.access import Caller, Role
+from otgate.supervisors.access import Caller, Forbidden, Role
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.audit import authorize
 from otgate.supervisors.service.errors import NotFound, Unavailable
@@ -21,6 +21,14 @@ class ComponentService:
     async def restart(self, caller: Caller, component: str) -> str:
         """Restart one bulkhead now; returns what the supervisor did."""
         await authorize(self.oplog, caller, Role.OPERATOR, "component.restart", component)
+        if caller.assets:  # a component serves many assets
+            exc = Forbidden(
+                caller, Role.OPERATOR, "a token scoped to assets cannot restart components"
+            )
+            await self.oplog.audit(
+                caller, "component.restart", component, result="refused", detail=str(exc)
+            )
+            raise exc
         try:
             result = await self._restart(component)
         except KeyError:

@@ -36,7 +36,7 @@ from otgate.actors.log.partition import partition_for
 from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition, now_ns
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.actors.validator.rules import RuleSet
-from otgate.supervisors.access import Caller, Role
+from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.audit import authorize
 from otgate.supervisors.service.dlq_view import (
@@ -81,11 +81,14 @@ class DlqService:
         d = self.state.get(key)
         return d.state if d is not None else D.PENDING
 
-    async def _letters(self, flt: DlqFilter) -> Any:
+    async def _letters(self, caller: Caller, flt: DlqFilter) -> Any:
+        """``(name, letter)`` of every letter ``flt`` selects in ``caller``'s scope."""
         for topic in flt.topics:
             async for rec, letter in scan(self.oplog, topic):
                 key = letter_id(topic, rec.partition, rec.offset)
-                if flt.matches(letter, self._state(key)):
+                if flt.matches(letter, self._state(key)) and caller.in_scope(
+                    letter.reading.asset_id
+                ):
                     yield key, letter
 
     # -- read ---------------------------------------------------------------------------
@@ -98,7 +101,7 @@ class DlqService:
             raise BadRequest(f"limit: expected 1..{MAX_LIST}")
         await self._refresh()
         total, out = 0, []
-        async for key, letter in self._letters(flt):
+        async for key, letter in self._letters(caller, flt):
             total += 1
             if len(out) < limit:
                 out.append(self._view(key, letter))
@@ -115,6 +118,7 @@ class DlqService:
         at (``original`` is None when the raw topic no longer holds it)."""
         await authorize(self.oplog, caller, Role.VIEWER, "dlq.show", name)
         letter = await self._letter(name)
+        require_scope(caller, [letter.reading.asset_id])
         await self._refresh()
         original = None
         if letter.source_topic and letter.source_offset >= 0:
@@ -204,10 +208,16 @@ class DlqService:
                     selected = [(name, await self._letter(name)) for name in ids]
                 else:
                     assert flt is not None
-                    selected = [(k, lt) async for k, lt in self._letters(flt)]
+                    selected = [(k, lt) async for k, lt in self._letters(caller, flt)]
+                require_scope(caller, [lt.reading.asset_id for _k, lt in selected])
                 for key, letter in selected:
                     if key not in resumed:
                         outcomes.append(await step(caller, key, letter, note, request_id))
+        except Forbidden as exc:  # out of the token's asset scope
+            await self.oplog.audit(
+                caller, action, target, result="refused", detail=str(exc), request_id=request_id
+            )
+            raise
         except ServiceError as exc:
             await self.oplog.audit(
                 caller, action, target, result=f"error: {exc}", request_id=request_id
