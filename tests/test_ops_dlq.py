@@ -267,3 +267,26 @@ async def test_a_token_scoped_to_assets_lists_and_reprocesses_those_only(tmp_pat
         assert audit == [("sam", "dlq.reprocess", "refused"), ("eve", "dlq.revalidate", "ok")]
     finally:
         await oplog.close()
+
+
+@pytest.mark.anyio
+async def test_an_undecoded_letter_is_reprocessed_from_its_source_record(tmp_path) -> None:
+    oplog = OperatorLog(LogConfig(), tmp_path)
+    try:
+        good = letter(0, 50.0).reading
+        await oplog.append("telemetry.raw", "pump-1", good)  # offset 0: decodable now
+        placeholder = Reading(asset_id="", parameter="", value=None, gateway_time=T0)
+        lost = msgspec.structs.replace(
+            letter(0, 0.0), reading=placeholder, reason="unknown_schema", source_offset=0
+        )
+        gone = msgspec.structs.replace(lost, reason="undecodable", source_offset=7)
+        ids = await seed(oplog, [lost, gone])
+        svc = DlqService(oplog, Rules(100.0))
+        result = await svc.reprocess(OPERATOR, ids=ids)
+        assert [(o.result, o.reason) for o in result.outcomes] == [
+            ("reprocessed", ""),
+            ("refused", "undecodable"),  # its source record is not there
+        ]
+        assert await topic_records(oplog, "telemetry.clean") == [good]
+    finally:
+        await oplog.close()

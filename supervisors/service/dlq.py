@@ -33,7 +33,7 @@ import anyio
 import msgspec
 
 from otgate.actors.log.partition import partition_for
-from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition, now_ns
+from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition, Reading, now_ns
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.actors.validator.rules import RuleSet
 from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
@@ -54,6 +54,8 @@ from otgate.supervisors.service.tail import TopicTail, partitions, read_at, scan
 
 D = DlqDisposition
 FINAL = (D.REPROCESSED, D.DISCARDED)
+UNDECODED = ("undecodable", "unknown_schema")
+"""Reasons of letters the validator could not decode (their reading is a placeholder)."""
 MAX_LIST = 10_000
 
 
@@ -264,14 +266,12 @@ class DlqService:
             return Outcome(id=key, result="unchanged", reason=last.state.value)
         if last is not None and last.state is D.REPROCESSING:
             return await self._resume(caller, key, letter, last, request_id)
-        verdict = RuleSet(self.rules()).check(letter.reading)
-        if verdict.reading is None:
-            reason = verdict.reject or "dropped"
+        reading, reason = await self._check(letter)
+        if reading is None:
             await self._record(caller, key, D.PENDING, request_id, reason=reason, note=note[:500])
             return Outcome(id=key, result="refused", reason=reason)
         topic = clean_topic(key.partition("/")[0])
-        asset = verdict.reading.asset_id.encode()
-        part = partition_for(asset, await partitions(self.oplog, topic))
+        part = partition_for(reading.asset_id.encode(), await partitions(self.oplog, topic))
         start = (await (await self.oplog.backend()).watermarks(topic))[part][1]
         await self._record(
             caller,
@@ -283,9 +283,32 @@ class DlqService:
             clean_from=start,
             note=note[:500],
         )
-        await self.oplog.append(topic, verdict.reading.asset_id, verdict.reading)
+        await self.oplog.append(topic, reading.asset_id, reading)
         await self._record(caller, key, D.REPROCESSED, request_id, clean_topic=topic)
         return Outcome(id=key, result="reprocessed", clean_topic=topic)
+
+    async def _check(self, letter: DeadLetter) -> tuple[Reading | None, str]:
+        """The letter's reading as the current rules pass it, or None and why not."""
+        reading = await self._original(letter)
+        if reading is None:
+            return None, letter.reason
+        verdict = RuleSet(self.rules()).check(reading)
+        if verdict.reading is None:
+            return None, verdict.reject or "dropped"
+        return verdict.reading, ""
+
+    async def _original(self, letter: DeadLetter) -> Reading | None:
+        """The reading the letter stands for. A letter the validator could not
+        decode holds a placeholder: its source record is decoded again (its
+        schema may be known by now); None when it still cannot be."""
+        if letter.reason not in UNDECODED:
+            return letter.reading
+        original = None
+        if letter.source_topic and letter.source_offset >= 0:
+            original = await read_at(
+                self.oplog, letter.source_topic, letter.source_partition, letter.source_offset
+            )
+        return original if isinstance(original, Reading) else None
 
     async def _resume(
         self,
@@ -298,18 +321,18 @@ class DlqService:
         """Finish an interrupted reprocess: append the reading only if the intent's
         partition does not hold it yet."""
         topic = intent.clean_topic
-        async for _rec, reading in scan(
+        original = await self._original(letter)
+        async for _rec, found in scan(
             self.oplog, topic, partition=intent.clean_partition, start=intent.clean_from
         ):
-            if same_reading(reading, letter.reading):
+            if original is not None and same_reading(found, original):
                 break
         else:
-            verdict = RuleSet(self.rules()).check(letter.reading)
-            if verdict.reading is None:  # the rules changed since: it stays in the DLQ
-                reason = verdict.reject or "dropped"
+            reading, reason = await self._check(letter)
+            if reading is None:  # the rules changed since: it stays in the DLQ
                 await self._record(caller, key, D.PENDING, request_id, reason=reason)
                 return Outcome(id=key, result="refused", reason=reason)
-            await self.oplog.append(topic, verdict.reading.asset_id, verdict.reading)
+            await self.oplog.append(topic, reading.asset_id, reading)
         await self._record(caller, key, D.REPROCESSED, request_id, clean_topic=topic)
         return Outcome(id=key, result="resumed", clean_topic=topic)
 
