@@ -67,8 +67,9 @@ def letter(i: int, value: float, asset: str = "pump-1", reason: str = "") -> Dea
 
 
 class CrashingLog(OperatorLog):
-    """A real operator log whose ``fail_on``-th append to ``topic`` (matching
-    ``state`` for dispositions) raises before writing: a crash between appends."""
+    """A real operator log whose ``fail_on``-th append to ``topic`` (holding a
+    record in ``state`` for dispositions) raises before writing: a crash
+    between the steps of a reprocess."""
 
     def __init__(
         self, cfg: LogConfig, tmp: Path, topic: str, fail_on: int, state: DlqDisposition | None
@@ -76,12 +77,14 @@ class CrashingLog(OperatorLog):
         super().__init__(cfg, tmp)
         self.topic, self.fail_on, self.state, self.seen = topic, fail_on, state, 0
 
-    async def append(self, topic: str, key: str, record: object) -> None:
-        if topic == self.topic and (self.state is None or record.state is self.state):
+    async def append_many(self, topic: str, records: list) -> None:
+        if topic == self.topic and (
+            self.state is None or any(r.state is self.state for _k, r in records)
+        ):
             self.seen += 1
             if self.seen == self.fail_on:
                 raise OSError("power cut")
-        await super().append(topic, key, record)
+        await super().append_many(topic, records)
 
 
 async def seed(oplog: OperatorLog, letters: list[DeadLetter]) -> list[str]:
@@ -175,23 +178,22 @@ BEFORE = ("telemetry.clean", None, "before the clean append")
 async def test_crash_mid_bulk_resumes_without_duplicates(
     tmp_path, log_cfg, topic, state, label
 ) -> None:
-    oplog = CrashingLog(log_cfg, tmp_path, topic, fail_on=3, state=state)
+    oplog = CrashingLog(log_cfg, tmp_path, topic, fail_on=2, state=state)
     try:
         ids = await seed(oplog, [letter(i, 150.0 + i) for i in range(6)])
-        svc = DlqService(oplog, Rules(100.0))
-        svc.rules().rules[0] = msgspec.structs.replace(svc.rules().rules[0], max=1000.0)
+        svc = DlqService(oplog, Rules(1000.0), chunk=2)  # three chunks: the second fails
         with pytest.raises(OSError, match="power cut"):
             await svc.revalidate_all(ENGINEER)
         done = await topic_records(oplog, "telemetry.clean")
-        assert [r.seq for r in done] == ([0, 1, 2] if state else [0, 1]), label
+        assert [r.seq for r in done] == ([0, 1, 2, 3] if state else [0, 1]), label
     finally:
         await oplog.close()
 
     restarted = OperatorLog(log_cfg, tmp_path)  # the gateway after the crash
     try:
-        svc = DlqService(restarted, Rules(1000.0))
+        svc = DlqService(restarted, Rules(1000.0), chunk=2)
         result = await svc.revalidate_all(ENGINEER)
-        assert result.counts == {"resumed": 1, "reprocessed": 3}, label
+        assert result.counts == {"resumed": 2, "reprocessed": 2}, label
         clean = await topic_records(restarted, "telemetry.clean")
         assert sorted(r.seq for r in clean) == [0, 1, 2, 3, 4, 5], label
         assert (await svc.revalidate_all(ENGINEER)).counts == {}

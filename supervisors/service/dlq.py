@@ -6,20 +6,9 @@ duplicate rules need the stream's history, which a single record does not
 have). If it passes, it is appended to ``<x>.clean``; if not, it stays, with
 the new reason. Every step is a ``DispositionRecord`` on ``dlq.dispositions``.
 
-Exactly once in ``*.clean``, with no transaction between two topics:
-
-1. ``REPROCESSING`` (intent) names the clean partition and a lower bound of
-   its next offset, *before* the reading is appended;
-2. the reading is appended to ``*.clean``;
-3. ``REPROCESSED`` is appended. A letter REPROCESSED or DISCARDED is never
-   touched again (a second reprocess is a no-op).
-
-A crash between 1 and 3 leaves the intent as the letter's last record. The
-next mutating call (of any surface, after a restart too) first resumes such
-intents: it searches the named partition from the bound for the reading and
-appends it only if it is not there, then writes REPROCESSED. A bulk call
-interrupted half way is resumed by repeating it: done letters are no-ops.
-One lock serialises mutations in the root, so two operators cannot race.
+Exactly once in ``*.clean`` (intent, append, done; a crash in between is
+resumed by the next call): see ``dlq_apply.py``. One lock serialises
+mutations in the root, so two operators cannot race.
 """
 
 from __future__ import annotations
@@ -32,42 +21,40 @@ from typing import Any
 import anyio
 import msgspec
 
-from otgate.actors.log.partition import partition_for
-from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition, Reading, now_ns
+from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition
 from otgate.actors.validator.config import ValidatorConfig
-from otgate.actors.validator.rules import RuleSet
 from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.audit import authorize
+from otgate.supervisors.service.dlq_apply import Applier
 from otgate.supervisors.service.dlq_view import (
     BulkResult,
     DlqFilter,
     LetterView,
     Outcome,
-    clean_topic,
     letter_id,
     parse_id,
-    same_reading,
 )
 from otgate.supervisors.service.errors import BadRequest, NotFound, ServiceError
 from otgate.supervisors.service.tail import TopicTail, partitions, read_at, scan
 
 D = DlqDisposition
-FINAL = (D.REPROCESSED, D.DISCARDED)
-UNDECODED = ("undecodable", "unknown_schema")
-"""Reasons of letters the validator could not decode (their reading is a placeholder)."""
 MAX_LIST = 10_000
 
 
 class DlqService:
     """The DLQ actions of every operator surface (see module doc).
 
-    ``rules`` returns the validator config in force now (it changes on reload).
+    ``rules`` returns the validator config in force now (it changes on reload);
+    a bulk call writes ``chunk`` letters per append.
     """
 
-    def __init__(self, oplog: OperatorLog, rules: Callable[[], ValidatorConfig]) -> None:
+    def __init__(
+        self, oplog: OperatorLog, rules: Callable[[], ValidatorConfig], *, chunk: int = 500
+    ) -> None:
         self.oplog = oplog
         self.rules = rules
+        self.chunk = chunk
         self.state: dict[str, DispositionRecord] = {}
         self.history: dict[str, list[DispositionRecord]] = collections.defaultdict(list)
         self._tail = TopicTail(oplog, "dlq.dispositions")
@@ -155,7 +142,7 @@ class DlqService:
         """Re-validate the letters named by ``ids`` or selected by ``flt`` against
         the current rules; passing ones go to ``*.clean`` exactly once."""
         return await self._mutate(
-            caller, "dlq.reprocess", Role.OPERATOR, ids, flt, note, request_id, self._reprocess
+            caller, "dlq.reprocess", Role.OPERATOR, ids, flt, note, request_id, "reprocess"
         )
 
     async def revalidate_all(
@@ -164,7 +151,7 @@ class DlqService:
         """Reprocess every pending letter of both DLQs (after a rule change)."""
         flt = DlqFilter(dispositions=(D.PENDING, D.REPROCESSING))
         return await self._mutate(
-            caller, "dlq.revalidate", Role.ENGINEER, (), flt, note, request_id, self._reprocess
+            caller, "dlq.revalidate", Role.ENGINEER, (), flt, note, request_id, "reprocess"
         )
 
     async def discard(
@@ -178,7 +165,7 @@ class DlqService:
     ) -> BulkResult:
         """Mark letters as never to be reprocessed (a disposition only)."""
         return await self._mutate(
-            caller, "dlq.discard", Role.OPERATOR, ids, flt, note, request_id, self._discard
+            caller, "dlq.discard", Role.OPERATOR, ids, flt, note, request_id, "discard"
         )
 
     async def _mutate(
@@ -190,7 +177,7 @@ class DlqService:
         flt: DlqFilter | None,
         note: str,
         request_id: str,
-        step: Callable[..., Any],
+        step: str,
     ) -> BulkResult:
         request_id = request_id or uuid.uuid4().hex
         ids = list(ids)
@@ -204,7 +191,8 @@ class DlqService:
                 parse_id(name)
             async with self._lock:
                 await self._refresh()
-                resumed = await self._resume_all(caller, request_id)
+                apply = Applier(self.oplog, self.rules, self.state, caller, request_id, note)
+                resumed = await apply.resume_all()
                 outcomes += resumed.values()
                 if ids:
                     selected = [(name, await self._letter(name)) for name in ids]
@@ -212,9 +200,9 @@ class DlqService:
                     assert flt is not None
                     selected = [(k, lt) async for k, lt in self._letters(caller, flt)]
                 require_scope(caller, [lt.reading.asset_id for _k, lt in selected])
-                for key, letter in selected:
-                    if key not in resumed:
-                        outcomes.append(await step(caller, key, letter, note, request_id))
+                todo = [(k, lt) for k, lt in selected if k not in resumed]
+                for i in range(0, len(todo), self.chunk):
+                    outcomes += await getattr(apply, step)(todo[i : i + self.chunk])
         except Forbidden as exc:  # out of the token's asset scope
             await self.oplog.audit(
                 caller, action, target, result="refused", detail=str(exc), request_id=request_id
@@ -229,122 +217,6 @@ class DlqService:
         detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         await self.oplog.audit(caller, action, target, detail=detail, request_id=request_id)
         return BulkResult(request_id=request_id, counts=counts, outcomes=outcomes)
-
-    async def _record(
-        self, caller: Caller, key: str, state: DlqDisposition, request_id: str, **fields: Any
-    ) -> DispositionRecord:
-        topic, partition, offset = parse_id(key)
-        rec = DispositionRecord(
-            dlq_topic=topic,
-            dlq_partition=partition,
-            dlq_offset=offset,
-            state=state,
-            by=caller.name,
-            role=caller.role.value,
-            source=caller.source or caller.surface,
-            request_id=request_id,
-            gateway_time=now_ns(),
-            **fields,
-        )
-        await self.oplog.append("dlq.dispositions", key, rec)
-        self.state[key] = rec
-        return rec
-
-    async def _discard(
-        self, caller: Caller, key: str, letter: DeadLetter, note: str, request_id: str
-    ) -> Outcome:
-        if self._state(key) in FINAL or self._state(key) is D.REPROCESSING:
-            return Outcome(id=key, result="unchanged", reason=self._state(key).value)
-        await self._record(caller, key, D.DISCARDED, request_id, note=note[:500])
-        return Outcome(id=key, result="discarded")
-
-    async def _reprocess(
-        self, caller: Caller, key: str, letter: DeadLetter, note: str, request_id: str
-    ) -> Outcome:
-        last = self.state.get(key)
-        if last is not None and last.state in FINAL:
-            return Outcome(id=key, result="unchanged", reason=last.state.value)
-        if last is not None and last.state is D.REPROCESSING:
-            return await self._resume(caller, key, letter, last, request_id)
-        reading, reason = await self._check(letter)
-        if reading is None:
-            await self._record(caller, key, D.PENDING, request_id, reason=reason, note=note[:500])
-            return Outcome(id=key, result="refused", reason=reason)
-        topic = clean_topic(key.partition("/")[0])
-        part = partition_for(reading.asset_id.encode(), await partitions(self.oplog, topic))
-        start = (await (await self.oplog.backend()).watermarks(topic))[part][1]
-        await self._record(
-            caller,
-            key,
-            D.REPROCESSING,
-            request_id,
-            clean_topic=topic,
-            clean_partition=part,
-            clean_from=start,
-            note=note[:500],
-        )
-        await self.oplog.append(topic, reading.asset_id, reading)
-        await self._record(caller, key, D.REPROCESSED, request_id, clean_topic=topic)
-        return Outcome(id=key, result="reprocessed", clean_topic=topic)
-
-    async def _check(self, letter: DeadLetter) -> tuple[Reading | None, str]:
-        """The letter's reading as the current rules pass it, or None and why not."""
-        reading = await self._original(letter)
-        if reading is None:
-            return None, letter.reason
-        verdict = RuleSet(self.rules()).check(reading)
-        if verdict.reading is None:
-            return None, verdict.reject or "dropped"
-        return verdict.reading, ""
-
-    async def _original(self, letter: DeadLetter) -> Reading | None:
-        """The reading the letter stands for. A letter the validator could not
-        decode holds a placeholder: its source record is decoded again (its
-        schema may be known by now); None when it still cannot be."""
-        if letter.reason not in UNDECODED:
-            return letter.reading
-        original = None
-        if letter.source_topic and letter.source_offset >= 0:
-            original = await read_at(
-                self.oplog, letter.source_topic, letter.source_partition, letter.source_offset
-            )
-        return original if isinstance(original, Reading) else None
-
-    async def _resume(
-        self,
-        caller: Caller,
-        key: str,
-        letter: DeadLetter,
-        intent: DispositionRecord,
-        request_id: str,
-    ) -> Outcome:
-        """Finish an interrupted reprocess: append the reading only if the intent's
-        partition does not hold it yet."""
-        topic = intent.clean_topic
-        original = await self._original(letter)
-        async for _rec, found in scan(
-            self.oplog, topic, partition=intent.clean_partition, start=intent.clean_from
-        ):
-            if original is not None and same_reading(found, original):
-                break
-        else:
-            reading, reason = await self._check(letter)
-            if reading is None:  # the rules changed since: it stays in the DLQ
-                await self._record(caller, key, D.PENDING, request_id, reason=reason)
-                return Outcome(id=key, result="refused", reason=reason)
-            await self.oplog.append(topic, reading.asset_id, reading)
-        await self._record(caller, key, D.REPROCESSED, request_id, clean_topic=topic)
-        return Outcome(id=key, result="resumed", clean_topic=topic)
-
-    async def _resume_all(self, caller: Caller, request_id: str) -> dict[str, Outcome]:
-        """Finish every interrupted reprocess (see module doc)."""
-        out = {}
-        for key, d in list(self.state.items()):
-            if d.state is D.REPROCESSING:
-                letter = await read_at(self.oplog, d.dlq_topic, d.dlq_partition, d.dlq_offset)
-                if letter is not None:
-                    out[key] = await self._resume(caller, key, letter, d, request_id)
-        return out
 
 
 def _describe(flt: DlqFilter | None) -> str:

@@ -38,11 +38,12 @@ def clean_topic(dlq_topic: str) -> str:
     return f"{dlq_topic.removeprefix('dlq.')}.clean"
 
 
-def same_reading(a: object, b: object) -> bool:
-    """Whether two readings are one session read (the validator may have changed
-    quality and device_time, never these)."""
-    fields = ("asset_id", "parameter", "gateway_time", "seq", "adapter_id")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+def identity(reading: object) -> tuple:
+    """What names one session read (the validator may change quality and
+    device_time, never these): a reprocessed reading is found by it."""
+    return tuple(
+        getattr(reading, f) for f in ("asset_id", "parameter", "gateway_time", "seq", "adapter_id")
+    )
 
 
 class DlqFilter(msgspec.Struct, frozen=True, kw_only=True):
