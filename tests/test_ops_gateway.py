@@ -4,6 +4,7 @@ audited) and the audit trail read back with ``otgate log read``."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -14,10 +15,11 @@ import anyio
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 
 from otgate.actors.log.config import LogConfig
-from otgate.actors.records import Alarm, AlarmSeverity, AlarmState
+from otgate.actors.records import Alarm, AlarmSeverity, AlarmState, DeadLetter, Reading
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.tail import scan
 
+T0 = 1_700_000_000_000_000_000
 TOKENS = """
 [status]
 tokens = [
@@ -275,4 +277,76 @@ def test_alarm_table_actions_and_metrics(gateway, tmp_path) -> None:
     ]
     assert ("vic", "alarms.ack", "refused") in audit
     assert audit.count(("olga", "alarms.ack", "ok")) == 3
+    assert gw.stop() == 0
+
+
+SEEDED = 20_000
+
+
+def seed_letters(state_dir, n: int) -> None:
+    """Dead letters in the gateway's log before it starts (a rule refused them)."""
+
+    async def run() -> None:
+        oplog = OperatorLog(LogConfig(), state_dir)
+        try:
+            letters = [
+                DeadLetter(
+                    reading=Reading(
+                        asset_id="pump-9",
+                        parameter="flow",
+                        value=150.0,
+                        device_time=T0 + i,
+                        gateway_time=T0 + i,
+                        seq=i,
+                        adapter_id="seed",
+                    ),
+                    reason="out_of_range [None, 100.0]",
+                    gateway_time=T0 + i,
+                )
+                for i in range(n)
+            ]
+            await oplog.append_many("dlq.telemetry", [("pump-9", lt) for lt in letters])
+        finally:
+            await oplog.close()
+
+    anyio.run(run)
+
+
+def reprocessed_so_far(state_dir) -> int:
+    return sum(
+        1 for d in read_topic(state_dir, "dlq.dispositions") if d.state.value == "REPROCESSED"
+    )
+
+
+def test_gateway_killed_mid_bulk_reprocess_resumes_without_duplicates(gateway, tmp_path) -> None:
+    state_dir = tmp_path / "state"
+    seed_letters(state_dir, SEEDED)
+    gw = gateway(config(1000.0))
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
+    bulk = subprocess.Popen(
+        [sys.executable, "-m", "otgate.supervisors.cli", "dlq", "revalidate"],
+        env={**os.environ, "OTGATE_STATUS_URL": gw.url, "OTGATE_TOKEN": "eng-tok"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: reprocessed_so_far(state_dir) > 0, 60, "the bulk under way")
+        gw.kill()  # a power cut in the middle of the bulk
+    finally:
+        _, err = bulk.communicate(timeout=60)
+    done_before = reprocessed_so_far(state_dir)
+    assert 0 < done_before < SEEDED and bulk.returncode == 2, err  # the CLI lost the gateway
+
+    gw.start()
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready after the crash")
+    res = otgate(gw, "dlq", "revalidate", "--json", token="eng-tok")
+    assert res.returncode == 0, res.stderr
+    counts = json.loads(res.stdout)["counts"]
+    assert counts.get("resumed", 0) + counts["reprocessed"] + done_before == SEEDED, counts
+    seen = collections.Counter(
+        r.seq for r in read_topic(state_dir, "telemetry.clean") if r.adapter_id == "seed"
+    )
+    assert len(seen) == SEEDED and set(seen.values()) == {1}  # every one, exactly once
+    assert reprocessed_so_far(state_dir) == SEEDED
     assert gw.stop() == 0
