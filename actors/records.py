@@ -295,8 +295,11 @@ class DispositionRecord(msgspec.Struct, frozen=True, kw_only=True):
     ``<dlq_topic>/<partition>/<offset>``): the last record per key is its disposition.
 
     ``reason`` is the validator's new reason when a reprocess was refused again
-    (state PENDING). ``by``/``role``/``source`` say who; ``request_id`` ties the
-    step to its operator call (and to the audit record).
+    (state PENDING), or ``duplicate of <letter>`` when another letter of the
+    same source record was reprocessed. ``source`` names that record
+    (``<topic>/<partition>/<offset>``, e.g. of ``telemetry.raw``). ``by``/``role``
+    say who, ``origin`` from where; ``request_id`` ties the step to its
+    operator call (and to the audit record).
     """
 
     dlq_topic: str
@@ -305,12 +308,13 @@ class DispositionRecord(msgspec.Struct, frozen=True, kw_only=True):
     state: DlqDisposition
     reason: str = ""
     note: str = ""
+    source: str = ""
     clean_topic: str = ""
     clean_partition: int = -1
     clean_from: int = -1
     by: str = ""
     role: str = ""
-    source: str = ""
+    origin: str = ""
     request_id: str = ""
     gateway_time: int
 

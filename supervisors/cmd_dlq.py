@@ -166,6 +166,8 @@ def run_mutate(args: argparse.Namespace) -> int:
         for o in doc["outcomes"]
     ]
     print(table(["ID", "RESULT", "REASON", "INTO"], rows) if rows else "(nothing selected)")
+    if doc.get("omitted"):
+        print(f"({doc['omitted']} more not listed)")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(doc["counts"].items()))
     print(f"{args.action}: {counts or 'nothing to do'} (request {doc['request_id']})")
     return 0

@@ -160,9 +160,7 @@ def log_cfg(request) -> LogConfig:
     if request.param == "embedded":
         return LogConfig()
     tansu = request.getfixturevalue("tansu")
-    return LogConfig(
-        backend=Backend.KAFKA, bootstrap_servers=[tansu.bootstrap], idempotence=False
-    )
+    return LogConfig(backend=Backend.KAFKA, bootstrap_servers=[tansu.bootstrap], idempotence=False)
 
 
 AFTER = ("dlq.dispositions", DlqDisposition.REPROCESSED, "after the clean append")
@@ -290,5 +288,27 @@ async def test_an_undecoded_letter_is_reprocessed_from_its_source_record(tmp_pat
             ("refused", "undecodable"),  # its source record is not there
         ]
         assert await topic_records(oplog, "telemetry.clean") == [good]
+    finally:
+        await oplog.close()
+
+
+@pytest.mark.anyio
+async def test_two_letters_of_one_source_record_reach_clean_once(tmp_path) -> None:
+    """A validator replaying a batch after a restart can dead-letter one raw
+    record twice; reprocessing both writes its reading once."""
+    oplog = OperatorLog(LogConfig(), tmp_path)
+    try:
+        ids = await seed(oplog, [letter(4, 150.0), letter(4, 150.0), letter(5, 150.0)])
+        svc = DlqService(oplog, Rules(1000.0))
+        first = await svc.reprocess(OPERATOR, ids=ids[:1])
+        assert first.counts == {"reprocessed": 1}
+        rest = await DlqService(oplog, Rules(1000.0)).reprocess(OPERATOR, ids=ids[1:])
+        assert [(o.result, o.reason) for o in rest.outcomes] == [
+            ("duplicate", f"duplicate of {ids[0]}"),
+            ("reprocessed", ""),
+        ]
+        assert [r.seq for r in await topic_records(oplog, "telemetry.clean")] == [4, 5]
+        _, views = await svc.list_letters(VIEWER, DlqFilter(dispositions=(DlqDisposition.PENDING,)))
+        assert views == []
     finally:
         await oplog.close()

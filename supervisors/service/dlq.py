@@ -28,6 +28,7 @@ from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service.audit import authorize
 from otgate.supervisors.service.dlq_apply import Applier
 from otgate.supervisors.service.dlq_view import (
+    MAX_OUTCOMES,
     BulkResult,
     DlqFilter,
     LetterView,
@@ -216,7 +217,12 @@ class DlqService:
         counts = dict(collections.Counter(o.result for o in outcomes))
         detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         await self.oplog.audit(caller, action, target, detail=detail, request_id=request_id)
-        return BulkResult(request_id=request_id, counts=counts, outcomes=outcomes)
+        return BulkResult(
+            request_id=request_id,
+            counts=counts,
+            outcomes=outcomes[:MAX_OUTCOMES],
+            omitted=max(0, len(outcomes) - MAX_OUTCOMES),
+        )
 
 
 def _describe(flt: DlqFilter | None) -> str:

@@ -15,6 +15,13 @@ A crash between 1 and 3 leaves intents as the letters' last records.
 searches each named partition from the lowest bound for the readings, appends
 only those not there, then writes REPROCESSED. A bulk call interrupted half
 way is resumed by repeating it: the letters done are no-ops.
+
+Letters of one source record (the validator, at-least-once, dead-letters a
+replayed batch again) are one reading: the first reprocessed goes to
+``*.clean``, the others are marked REPROCESSED as its duplicates. A validator
+that replays a refused record after a rule change passes it to ``*.clean``
+itself; reprocessing its letter then adds a second copy (not detected here;
+the sinks' upsert on (asset, parameter, device time) absorbs it).
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ UNDECODED = ("undecodable", "unknown_schema")
 Letters = Sequence[tuple[str, DeadLetter]]
 
 
+def source_of(letter: DeadLetter) -> str:
+    """``<topic>/<partition>/<offset>`` of the record a letter came from ("" if unknown)."""
+    if not letter.source_topic or letter.source_offset < 0:
+        return ""
+    return f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
+
+
 class Applier:
     """Appends disposition steps for one caller's call and keeps ``state`` (the
     last disposition per letter name) current."""
@@ -59,6 +73,13 @@ class Applier:
         self.caller = caller
         self.request_id = request_id
         self.note = note[:500]
+        # source record -> the letter reprocessed for it (a replaying validator
+        # can dead-letter one raw record twice; its reading goes to *.clean once)
+        self.sources = {
+            d.source: k
+            for k, d in state.items()
+            if d.source and d.state in (D.REPROCESSING, D.REPROCESSED) and not d.reason
+        }
 
     def _state(self, key: str) -> DlqDisposition:
         d = self.state.get(key)
@@ -76,7 +97,7 @@ class Applier:
                 state=state,
                 by=self.caller.name,
                 role=self.caller.role.value,
-                source=self.caller.source or self.caller.surface,
+                origin=self.caller.source or self.caller.surface,
                 request_id=self.request_id,
                 gateway_time=now_ns(),
                 **fields,
@@ -107,30 +128,41 @@ class Applier:
             if st is not D.PENDING:  # REPROCESSING was resumed before any chunk
                 out[key] = Outcome(id=key, result="unchanged", reason=st.value)
                 continue
+            src = source_of(letter)
+            if src in self.sources:
+                reason = f"duplicate of {self.sources[src]}"
+                refused.append((key, D.REPROCESSED, {"reason": reason, "source": src}))
+                out[key] = Outcome(id=key, result="duplicate", reason=reason)
+                continue
             reading, reason = await self.check(letter)
             if reading is None:
                 refused.append((key, D.PENDING, {"reason": reason, "note": self.note}))
                 out[key] = Outcome(id=key, result="refused", reason=reason)
             else:
-                passing.append((key, clean_topic(key.partition("/")[0]), reading))
+                if src:
+                    self.sources[src] = key
+                passing.append((key, clean_topic(key.partition("/")[0]), reading, src))
         await self._record(refused)
         if passing:
             backend = await self.oplog.backend()
-            marks = {t: await backend.watermarks(t) for t in {t for _k, t, _r in passing}}
+            marks = {t: await backend.watermarks(t) for t in {p[1] for p in passing}}
             intents = []
-            for key, topic, reading in passing:
+            for key, topic, reading, src in passing:
                 part = partition_for(reading.asset_id.encode(), len(marks[topic]))
                 where = {"clean_topic": topic, "clean_partition": part, "note": self.note}
+                where["source"] = src
                 intents.append(
                     (key, D.REPROCESSING, {**where, "clean_from": marks[topic][part][1]})
                 )
             await self._record(intents)
             for topic in marks:
                 await self.oplog.append_many(
-                    topic, [(r.asset_id, r) for _k, t, r in passing if t == topic]
+                    topic, [(p[2].asset_id, p[2]) for p in passing if p[1] == topic]
                 )
-            await self._record([(k, D.REPROCESSED, {"clean_topic": t}) for k, t, _r in passing])
-            for key, topic, _r in passing:
+            await self._record(
+                [(k, D.REPROCESSED, {"clean_topic": t, "source": src}) for k, t, _r, src in passing]
+            )
+            for key, topic, _r, _src in passing:
                 out[key] = Outcome(id=key, result="reprocessed", clean_topic=topic)
         return [out[key] for key, _letter in chunk]
 
@@ -188,6 +220,7 @@ class Applier:
                     out[key] = Outcome(id=key, result="refused", reason=reason)
                     continue
                 await self.oplog.append(d.clean_topic, reading.asset_id, reading)
-            await self._record([(key, D.REPROCESSED, {"clean_topic": d.clean_topic})])
+            done = {"clean_topic": d.clean_topic, "source": d.source}
+            await self._record([(key, D.REPROCESSED, done)])
             out[key] = Outcome(id=key, result="resumed", clean_topic=d.clean_topic)
         return out

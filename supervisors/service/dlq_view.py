@@ -95,7 +95,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     ``result``: ``reprocessed`` (now in ``clean_topic``), ``refused`` (the
     current rules still refuse it: ``reason``), ``discarded``, ``unchanged``
     (already reprocessed or discarded: nothing written), ``resumed`` (an
-    interrupted reprocess finished without writing the reading twice).
+    interrupted reprocess finished without writing the reading twice),
+    ``duplicate`` (another letter of the same source record was reprocessed:
+    marked REPROCESSED, nothing written).
     """
 
     id: str
@@ -104,9 +106,15 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     clean_topic: str = ""
 
 
+MAX_OUTCOMES = 1000
+"""Outcomes listed in one answer; ``counts`` always covers every letter."""
+
+
 class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Outcomes of one reprocess / discard call, with counts per result."""
+    """Outcomes of one reprocess / discard call, with counts per result (the
+    first ``MAX_OUTCOMES`` outcomes are listed, ``omitted`` says how many not)."""
 
     request_id: str
     counts: dict[str, int]
     outcomes: list[Outcome]
+    omitted: int = 0
