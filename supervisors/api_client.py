@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8787"
-TIMEOUT_S = 30.0
 
 
 class ApiError(Exception):
@@ -35,8 +34,8 @@ class ApiError(Exception):
 
 
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
-    """``--url``, ``--token``, ``--token-file`` and ``--json`` for a command that
-    calls the endpoint."""
+    """``--url``, ``--token``, ``--token-file``, ``--timeout`` and ``--json`` for a
+    command that calls the endpoint."""
     p.add_argument(
         "--url",
         default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
@@ -47,6 +46,9 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         help="file holding the bearer token (default: $OTGATE_TOKEN)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)"
     )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
 
@@ -81,7 +83,7 @@ def call(
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raise ApiError(exc.code, exc.read().decode(errors="replace").strip()) from None

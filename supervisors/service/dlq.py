@@ -57,7 +57,6 @@ class DlqService:
         self.rules = rules
         self.chunk = chunk
         self.state: dict[str, DispositionRecord] = {}
-        self.history: dict[str, list[DispositionRecord]] = collections.defaultdict(list)
         self._tail = TopicTail(oplog, "dlq.dispositions")
         self._lock = anyio.Lock()
 
@@ -65,7 +64,6 @@ class DlqService:
         for _rec, d in await self._tail.poll():
             key = letter_id(d.dlq_topic, d.dlq_partition, d.dlq_offset)
             self.state[key] = d
-            self.history[key].append(d)
 
     def _state(self, key: str) -> DlqDisposition:
         d = self.state.get(key)
@@ -118,7 +116,11 @@ class DlqService:
         return {
             **msgspec.structs.asdict(self._view(name, letter)),
             "original": original,
-            "history": list(self.history.get(name, [])),
+            "history": [  # read back when asked: only the last step per letter is kept
+                d
+                async for _rec, d in scan(self.oplog, "dlq.dispositions")
+                if letter_id(d.dlq_topic, d.dlq_partition, d.dlq_offset) == name
+            ],
         }
 
     async def _letter(self, name: str) -> DeadLetter:
