@@ -274,6 +274,51 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     gateway_time: int
 
 
+class DlqDisposition(enum.Enum):
+    """What became of one dead letter (``dlq.dispositions``)."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
+    PENDING = "PENDING"
+    """Still in the DLQ (no record yet, or re-validated and refused again: see ``reason``)."""
+    REPROCESSING = "REPROCESSING"
+    """Intent: the reading passed and is being appended to ``clean_topic`` (a crash
+    here is resumed: ``clean_partition`` from ``clean_from`` is searched for it first)."""
+    REPROCESSED = "REPROCESSED"
+    """The reading is in ``clean_topic`` (once); reprocessing it again is a no-op."""
+    DISCARDED = "DISCARDED"
+    """An operator decided it never goes to ``*.clean``."""
+
+
+class DispositionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One step in the life of one dead letter (``dlq.dispositions``, keyed
+    ``<dlq_topic>/<partition>/<offset>``): the last record per key is its disposition.
+
+    ``reason`` is the validator's new reason when a reprocess was refused again
+    (state PENDING), or ``duplicate of <letter>`` when another letter of the
+    same source record was reprocessed. ``source`` names that record
+    (``<topic>/<partition>/<offset>``, e.g. of ``telemetry.raw``). ``by``/``role``
+    say who, ``origin`` from where; ``request_id`` ties the step to its
+    operator call (and to the audit record).
+    """
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    state: DlqDisposition
+    reason: str = ""
+    note: str = ""
+    source: str = ""
+    clean_topic: str = ""
+    clean_partition: int = -1
+    clean_from: int = -1
+    by: str = ""
+    role: str = ""
+    origin: str = ""
+    request_id: str = ""
+    gateway_time: int
+
+
 class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something the gateway itself did or saw (``logs.gateway``).
 

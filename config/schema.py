@@ -53,6 +53,10 @@ class Token(StrictStruct):
     """viewer | operator | engineer | admin."""
     name: str = ""
     """Who holds it, as the audit trail names the caller (default ``token<i>-<role>``)."""
+    assets: list[str] = []
+    """Limit the token to these assets (fnmatch patterns, e.g. ``"line-2-*"``): it sees
+    and acts on their alarms and dead letters only, and cannot restart components.
+    Empty: every asset."""
 
     def __post_init__(self) -> None:
         if self.role not in ("viewer", "operator", "engineer", "admin"):

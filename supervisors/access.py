@@ -5,12 +5,15 @@ caller here, so they share one permission check. Roles are ordered:
 viewer < operator (+ ack alarms, restart components, approve DLQ) <
 engineer (+ change rules, reload config, write setpoints) < admin.
 Tokens are compared in constant time against every configured token and
-never logged; a caller is known by the token's ``name``.
+never logged; a caller is known by the token's ``name``. A token can be
+scoped to some assets (``assets``: fnmatch patterns): its caller sees and
+acts on those assets' alarms and dead letters only (``in_scope``).
 """
 
 from __future__ import annotations
 
 import enum
+import fnmatch
 import hmac
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +49,12 @@ class Caller(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     surface: str = "http"
     source: str = ""
+    assets: tuple[str, ...] = ()
+    """Asset patterns this caller is limited to (empty: every asset)."""
+
+    def in_scope(self, asset_id: str) -> bool:
+        """Whether this caller may see and act on ``asset_id``."""
+        return not self.assets or any(fnmatch.fnmatchcase(asset_id, p) for p in self.assets)
 
 
 class Unauthorized(Exception):
@@ -53,12 +62,21 @@ class Unauthorized(Exception):
 
 
 class Forbidden(Exception):
-    """A valid token whose role is too weak (HTTP 403)."""
+    """A valid token whose role is too weak, or out of its scope (HTTP 403)."""
 
-    def __init__(self, caller: Caller, needed: Role) -> None:
-        super().__init__(f"role {caller.role.value} cannot do this; needs {needed.value}")
+    def __init__(self, caller: Caller, needed: Role, text: str = "") -> None:
+        super().__init__(text or f"role {caller.role.value} cannot do this; needs {needed.value}")
         self.caller = caller
         self.needed = needed
+
+
+def require_scope(caller: Caller, assets: Sequence[str]) -> None:
+    """Raise Forbidden when one of ``assets`` is out of ``caller``'s scope."""
+    outside = sorted({a for a in assets if not caller.in_scope(a)})
+    if outside:
+        raise Forbidden(
+            caller, caller.role, f"token {caller.name!r} is not scoped to asset {outside[0]!r}"
+        )
 
 
 def identify(
@@ -79,6 +97,7 @@ def identify(
         role=Role(tok.role),
         surface=surface,
         source=source,
+        assets=tuple(getattr(tok, "assets", ())),
     )
 
 

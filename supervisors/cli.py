@@ -13,6 +13,8 @@ COMMANDS: dict[str, str] = {
     "check-config": "otgate.config.cmd_check",
     "status": "otgate.supervisors.cmd_status",
     "log": "otgate.actors.log.cmd",
+    "alarms": "otgate.supervisors.cmd_alarms",
+    "dlq": "otgate.supervisors.cmd_dlq",
     "simulate": "otgate.simulations.cmd_simulate",
     "bench": "otgate.simulations.cmd_bench",
     "control-plane": "otgate.config.control_plane.cmd",

@@ -26,6 +26,7 @@ from otgate.supervisors.bulkhead import Bulkhead
 from otgate.supervisors.health import health_document
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.plan import plan_bulkheads
+from otgate.supervisors.service.ops import Operations
 from otgate.supervisors.spec import ChildSpec, OnExhausted
 from otgate.supervisors.status_server import StatusServer
 from otgate.supervisors.supervisor import Supervisor, SupervisorStopped
@@ -78,6 +79,7 @@ class Gateway:
         self.root = Supervisor("gateway", self._specs(loaded), flags)
         self.status = StatusServer(self, self.status_listen)
         self.oplog = OperatorLog(self.config.log, Path(self.config.gateway.state_dir))
+        self.ops = Operations(self.oplog, lambda: self.config, self.restart)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()
@@ -136,6 +138,7 @@ class Gateway:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
+                tg.start_soon(self.ops.follow)
                 tree_scope = anyio.CancelScope()
                 tree_done = anyio.Event()
                 tg.start_soon(self._run_tree, tree_scope, tree_done)

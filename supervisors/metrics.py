@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otgate.actors.messages import Snapshot
+from otgate.actors.records import AlarmSeverity, AlarmState
 from otgate.supervisors.health import rollup
 
 _STATUSES = ("HEALTHY", "DEGRADED", "UNHEALTHY", "FAILED")
@@ -63,7 +64,40 @@ def _nodes(root: Snapshot, parent: str = "") -> Iterator[tuple[str, Snapshot]]:
         yield from _nodes(child, root.id)
 
 
-def render(snapshot: Callable[[], Snapshot]) -> bytes:
+AlarmCounts = dict[str, dict[tuple[str, str], int]]
+"""``AlarmTable.counts()``: per (state, severity), and active / unacked per severity."""
+
+
+class AlarmCollector:
+    """The alarm table as gauges: every state and severity, zeros included."""
+
+    def __init__(self, counts: Callable[[], AlarmCounts]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        alarms = GaugeMetricFamily(
+            "otgate_alarms", "Alarms by state and severity", labels=["state", "severity"]
+        )
+        for st in AlarmState:
+            for sev in AlarmSeverity:
+                alarms.add_metric([st.value, sev.value], counts["state"].get((st.value, sev.value), 0))
+        yield alarms
+        for key, name, text in (
+            ("active", "otgate_alarms_active", "Alarms whose condition is active"),
+            ("unacked", "otgate_alarms_unacknowledged", "Alarms not yet acknowledged"),
+        ):
+            g = GaugeMetricFamily(name, text, labels=["severity"])
+            for sev in AlarmSeverity:
+                g.add_metric([sev.value], counts[key].get(("", sev.value), 0))
+            yield g
+
+
+def render(
+    snapshot: Callable[[], Snapshot], alarm_counts: Callable[[], AlarmCounts] | None = None
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TreeCollector(snapshot))
+    if alarm_counts is not None:
+        registry.register(AlarmCollector(alarm_counts))
     return generate_latest(registry)

@@ -10,6 +10,7 @@ closes it at stop. Appends are durable when they return, like every append.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,14 @@ class OperatorLog:
 
     async def append(self, topic: str, key: str, record: Any) -> None:
         """Durably append one record of ``topic``'s type, keyed by ``key``."""
+        await self.append_many(topic, [(key, record)])
+
+    async def append_many(self, topic: str, records: Sequence[tuple[str, Any]]) -> None:
+        """Durably append ``(key, record)`` pairs of ``topic``'s type in one call."""
+        if not records:
+            return
         codec = await self._ready(topic)
-        await self.log.append(topic, [(key.encode(), codec.encode(topic, record))])
+        await self.log.append(topic, [(k.encode(), codec.encode(topic, r)) for k, r in records])
 
     async def audit(
         self,

@@ -1,8 +1,9 @@
 """The HTTP status endpoint (aiohttp): health, metrics, operator actions.
 
-Read-only routes need no token. Mutating routes need ``Authorization: Bearer
-TOKEN`` with a role at least as strong as the route's: viewer < operator <
-engineer < admin.
+``/health*`` and ``/metrics`` need no token. Every other route needs
+``Authorization: Bearer TOKEN`` with a role at least as strong as the route's:
+viewer < operator < engineer < admin. Alarm and DLQ routes are the HTTP face
+of the operator services (``ops_http.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
-from otgate.supervisors.supervisor import SupervisorStopped
+from otgate.supervisors.ops_http import OperatorRoutes
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -41,8 +42,8 @@ class StatusServer:
                 web.get("/health/ready", self.ready),
                 web.get("/health", self.health),
                 web.get("/metrics", self.metrics),
-                web.post("/components/{id}/restart", self.restart),
                 web.post("/faults", self.fault),
+                *OperatorRoutes(gateway).routes(),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
@@ -75,7 +76,7 @@ class StatusServer:
         return web.json_response(self.gateway.health())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = render(self.gateway.snapshot)
+        body = render(self.gateway.snapshot, self.gateway.ops.alarms.table.counts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     # -- mutating -----------------------------------------------------------------
@@ -97,18 +98,6 @@ class StatusServer:
         if self.gateway.stopping:
             raise web.HTTPServiceUnavailable(text="the gateway is stopping")
         return caller
-
-    async def restart(self, request: web.Request) -> web.Response:
-        caller = self._authorize(request, Role.OPERATOR)
-        cid = request.match_info["id"]
-        try:
-            result = await self.gateway.restart(cid)
-        except KeyError:
-            raise web.HTTPNotFound(text=f"no bulkhead {cid!r}") from None
-        except SupervisorStopped as exc:
-            raise web.HTTPServiceUnavailable(text=str(exc)) from None
-        await self.gateway.oplog.audit(caller, "component.restart", cid, detail=result)
-        return web.json_response({"result": result})
 
     async def fault(self, request: web.Request) -> web.Response:
         self._authorize(request, Role.ADMIN)

@@ -16,7 +16,8 @@ avoids duplicates when the producer retries; tansu 0.6 does not support it.
 
 Consumers use a consumer group with manual commits and start at the group's
 committed offsets, else at the earliest record. ``end_offsets`` is never used
-(tansu under-reports it).
+to decide what to read (tansu under-reports it); ``watermarks`` gives it only
+as a lower bound.
 """
 
 from __future__ import annotations
@@ -192,6 +193,28 @@ class KafkaLog:
             with anyio.CancelScope(shield=True):
                 await c.stop()
         return out
+
+    async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """``{partition: (oldest offset, next offset)}`` as the broker reports them.
+
+        The next offset is a lower bound only: tansu reports the last batch's
+        base offset + 1. Good for "search from here", never for "read up to here".
+        """
+        c = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=self.client_id,
+        )
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(await self._partition_count(topic))]
+            low = await c.beginning_offsets(tps)
+            high = await c.end_offsets(tps)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await c.stop()
+        return {tp.partition: (low[tp], high[tp]) for tp in tps}
 
     async def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)

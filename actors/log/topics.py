@@ -17,6 +17,7 @@ from otgate.actors.records import (
     AuditRecord,
     Classification,
     DeadLetter,
+    DispositionRecord,
     GatewayEvent,
     Reading,
 )
@@ -42,6 +43,7 @@ TOPICS: dict[str, tuple[type, float | None, int]] = {
     "logs.audit": (AuditRecord, 365 * DAY, 90),
     "dlq.telemetry": (DeadLetter, None, NEVER),
     "dlq.events": (DeadLetter, None, NEVER),
+    "dlq.dispositions": (DispositionRecord, None, NEVER),
 }
 
 RAW_TOPIC: dict[Classification, str] = {

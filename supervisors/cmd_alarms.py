@@ -1,0 +1,165 @@
+"""``otgate alarms list|show|ack|shelve|unshelve|suppress|unsuppress|reset|
+out-of-service|return-to-service``: the alarm table and operator actions of
+the running gateway (through its status endpoint; see api_client.py)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import urllib.parse
+from typing import Any
+
+from otgate.supervisors.api_client import (
+    ApiError,
+    add_endpoint_args,
+    call,
+    iso,
+    print_json,
+    report_error,
+    table,
+)
+
+ACTIONS = {
+    "ack": "acknowledge alarms (operator)",
+    "shelve": "hide alarms for a time (operator; --for)",
+    "unshelve": "end shelving (operator)",
+    "suppress": "suppress alarms (operator)",
+    "unsuppress": "end suppression (operator)",
+    "reset": "reset latched alarms whose condition cleared (operator)",
+    "out-of-service": "take alarms out of service (engineer)",
+    "return-to-service": "return alarms to service (engineer)",
+}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("alarms", help="list, show and act on the running gateway's alarms")
+    cmds = p.add_subparsers(dest="alarms_command", required=True, metavar="ACTION")
+    ls = cmds.add_parser("list", help="the current alarm table")
+    ls.add_argument("--state", default="", help="states, comma-separated (ACTIVE_UNACKED,...)")
+    ls.add_argument("--severity", default="", help="severities, comma-separated (HIGH,...)")
+    ls.add_argument("--asset", default="", help="asset id or fnmatch pattern")
+    ls.add_argument("--area", default="", help="area or fnmatch pattern")
+    ls.set_defaults(func=run_list)
+    show = cmds.add_parser("show", help="one alarm and its recent transitions")
+    show.add_argument("alarm_id")
+    show.set_defaults(func=run_show)
+    add_endpoint_args(ls)
+    add_endpoint_args(show)
+    for name, text in ACTIONS.items():
+        a = cmds.add_parser(name, help=text)
+        a.add_argument("alarm_ids", nargs="+", metavar="ALARM_ID")
+        a.add_argument("--note", default="", help="why (kept in the alarm journal and audit)")
+        a.add_argument(
+            "--request-id", default="", help="idempotency key (default: a new one per call)"
+        )
+        a.add_argument(
+            "--wait",
+            type=float,
+            default=None,
+            help="seconds to wait for the evaluator to apply it (default 5, 0: do not wait)",
+        )
+        if name == "shelve":
+            a.add_argument(
+                "--for",
+                dest="duration",
+                required=True,
+                type=duration,
+                help="how long, e.g. 600, 30m, 8h",
+            )
+        add_endpoint_args(a)
+        a.set_defaults(func=run_action, action=name)
+
+
+def duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds or 30m, 8h, 1d")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    query = {"state": args.state, "severity": args.severity, "asset": args.asset, "area": args.area}
+    try:
+        _, doc = call(args, "GET", "/alarms", query=query)
+    except ApiError as exc:
+        return report_error("alarms list", exc)
+    if args.json:
+        print_json(doc)
+        return 0
+    print(render_alarms(doc["alarms"]))
+    return 0
+
+
+def render_alarms(alarms: list[dict[str, Any]]) -> str:
+    if not alarms:
+        return "(no alarms)"
+    rows = [
+        [
+            a["alarm_id"],
+            a["state"],
+            a["severity"],
+            a["asset_id"],
+            a.get("area", ""),
+            iso(a.get("raised_time")),
+            a.get("by", ""),
+            a.get("message", ""),
+        ]
+        for a in alarms
+    ]
+    head = ["ALARM", "STATE", "SEVERITY", "ASSET", "AREA", "RAISED", "LAST BY", "MESSAGE"]
+    return table(head, rows)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    try:
+        _, doc = call(args, "GET", "/alarms/" + urllib.parse.quote(args.alarm_id, safe=":"))
+    except ApiError as exc:
+        return report_error("alarms show", exc)
+    if args.json:
+        print_json(doc)
+        return 0
+    a = doc["alarm"]
+    print(f"{a['alarm_id']}: {a['state']} ({a['severity']}) on {a['asset_id']}/{a['parameter']}")
+    rows = [
+        [
+            h["seq"],
+            iso(h["gateway_time"]),
+            h["event"],
+            h["state"],
+            h.get("by", ""),
+            h.get("source", ""),
+            h.get("note", ""),
+        ]
+        for h in doc["history"]
+    ]
+    print(table(["SEQ", "TIME", "EVENT", "STATE", "BY", "FROM", "NOTE"], rows))
+    return 0
+
+
+def run_action(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"alarm_ids": args.alarm_ids, "note": args.note}
+    if args.request_id:
+        body["request_id"] = args.request_id
+    if args.action == "shelve":
+        body["duration_s"] = args.duration
+    if args.wait is not None:
+        body["wait_s"] = args.wait
+    try:
+        _, doc = call(args, "POST", f"/alarms/{args.action}", body=body)
+    except ApiError as exc:
+        return report_error(f"alarms {args.action}", exc)
+    if args.json:
+        print_json(doc)
+        return 0
+    what = {
+        "applied": "applied",
+        "accepted": "accepted, not yet applied by the evaluator",
+        "unchanged": "nothing to change",
+    }[doc["status"]]
+    print(f"{args.action} {what} (request {doc['request_id']})")
+    for t in doc["transitions"]:
+        print(f"  {t['alarm_id']}: {t['previous_state']} -> {t['state']}")
+    if doc["unchanged"]:
+        print(f"  unchanged: {', '.join(doc['unchanged'])}")
+    return 0
