@@ -22,27 +22,9 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from otgate.config.base import PortOrZero, StrictStruct
+from otgate.simulations.alert_receivers_config import SmtpReceiverConfig, WebhookReceiverConfig
 
 log = logging.getLogger("otgate.simulations.alerts")
-
-
-class WebhookReceiverConfig(StrictStruct):
-    """A local webhook endpoint (any path) for the demo's alert route."""
-
-    host: str = "127.0.0.1"
-    """Address to listen on (keep it on loopback)."""
-    port: PortOrZero = 18080
-    """Port (0 = ephemeral)."""
-
-
-class SmtpReceiverConfig(StrictStruct):
-    """A local SMTP server for the demo's mail route (accepts every mail)."""
-
-    host: str = "127.0.0.1"
-    """Address to listen on (keep it on loopback)."""
-    port: PortOrZero = 10025
-    """Port (0 = ephemeral)."""
 
 
 class WebhookReceiver:

@@ -12,7 +12,7 @@ from typing import Any
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
 from otgate.config.base import Identifier, Port, StrictStruct
-from otgate.simulations.alert_receivers import SmtpReceiverConfig, WebhookReceiverConfig
+from otgate.simulations.alert_receivers_config import SmtpReceiverConfig, WebhookReceiverConfig
 from otgate.simulations.modbus_sim import ModbusTcpSimConfig
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, MqttSimConfig
 from otgate.simulations.opcua_sim_config import OpcUaSimConfig
