@@ -14,6 +14,7 @@ fast as possible": collectd's modbus plugin sends one request per point (it
 never merges registers; otgate reads the 100 points in 2 requests), so at
 full speed it is capped by the single-process simulator long before either
 side's own CPU, and the comparison would measure the simulator.
+``OTGATE_BENCH_PEER_INTERVAL=S`` sets another interval for both.
 
 Counting is at the broker: after a side has stopped, its topic is fetched
 from the start and every record whose (producer) timestamp lies in the
@@ -31,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -88,7 +91,9 @@ def sim_config(units: int) -> Any:
     return msgspec.convert({"devices": devices, "update_interval": 0.5}, ModbusTcpSimConfig)
 
 
-def otgate_config(state: Path, modbus_port: int, units: int, bootstrap: str) -> str:
+def otgate_config(
+    state: Path, modbus_port: int, units: int, bootstrap: str, interval: float
+) -> str:
     points = ", ".join(
         "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in p.items() if k != "signal")
         + " }"
@@ -103,7 +108,7 @@ def otgate_config(state: Path, modbus_port: int, units: int, bootstrap: str) -> 
     for u in range(1, units + 1):
         out.append(
             f'[[adapters]]\ntype = "modbus_tcp"\nid = "dev{u}"\nhost = "127.0.0.1"\n'
-            f"port = {modbus_port}\npoll_interval = {INTERVAL}\ntimeout = 2.0\n"
+            f"port = {modbus_port}\npoll_interval = {interval}\ntimeout = 2.0\n"
             f'[[adapters.groups]]\nunit_id = {u}\nasset_id = "asset{u}"\npoints = [{points}]\n'
         )
     return "".join(out)
@@ -145,12 +150,11 @@ async def _consumer(bootstrap: str, topic: str) -> tuple[Any, list[Any]]:
     return c, tps
 
 
-async def wait_for_records(bootstrap: str, topic: str, alive: Callable[[], bool]) -> None:
+async def wait_for_records(bootstrap: str, topic: str, check: Callable[[], None]) -> None:
     """Until the topic holds a record (the side is connected end to end)."""
     with anyio.fail_after(60):
         while True:
-            if not alive():
-                raise RuntimeError("the side exited before writing a record")
+            check()
             c, tps = await _consumer(bootstrap, topic)
             try:
                 if tps and sum((await c.end_offsets(tps)).values()) > 0:
@@ -181,36 +185,53 @@ async def count_in_window(bootstrap: str, topic: str, t0: float, t1: float) -> t
     return inside, total
 
 
+@dataclass
+class Rig:
+    """What both sides share: the simulator, the broker, the scenario."""
+
+    tmp: Path
+    collectd: Path
+    lib_dir: Path | None
+    bootstrap: str
+    sim_pid: int
+    sim_port: int
+    units: int
+    interval: float
+
+
+@dataclass
+class Side:
+    name: str
+    topic: str
+    start: Callable[[], Awaitable[int]]
+    """Start the side; its root PID."""
+    stop: Callable[[], Awaitable[None]]
+    check: Callable[[], None]
+    """Raises (with the side's log) once the side has exited."""
+
+
 async def measure(
-    report: Any,
-    name: str,
-    start: Callable[[], Awaitable[int]],
-    stop: Callable[[], Awaitable[None]],
-    alive: Callable[[], bool],
-    topic: str,
-    bootstrap: str,
-    sim_pid: int,
-    warmup: float,
-    window: float,
+    report: Any, rig: Rig, side: Side, warmup: float, window: float
 ) -> dict[str, float]:
     """Start a side, wait for its first record, measure one window, stop, count."""
     try:
-        pid = await start()
-        await wait_for_records(bootstrap, topic, alive)
-        report.progress(f"peer: {name} pid={pid} delivering; warming up {warmup:g} s")
+        pid = await side.start()
+        await wait_for_records(rig.bootstrap, side.topic, side.check)
+        report.progress(f"peer: {side.name} pid={pid} delivering; warming up {warmup:g} s")
         await anyio.sleep(warmup)
-        (c0, _), (s0, _), t0 = tree_usage(pid), tree_usage(sim_pid), time.time()
+        (c0, _), (s0, _), t0 = tree_usage(pid), tree_usage(rig.sim_pid), time.time()
         await anyio.sleep(window)
-        (c1, rss), (s1, _), t1 = tree_usage(pid), tree_usage(sim_pid), time.time()
+        side.check()
+        (c1, rss), (s1, _), t1 = tree_usage(pid), tree_usage(rig.sim_pid), time.time()
     finally:
-        await stop()
-    inside, total = await count_in_window(bootstrap, topic, t0, t1)
+        await side.stop()
+    inside, total = await count_in_window(rig.bootstrap, side.topic, t0, t1)
     pts = max(inside, 1)
     r = {"points_per_s": inside / (t1 - t0), "cpu_us_per_point": (c1 - c0) / pts * 1e6,
          "sim_cpu_us_per_point": (s1 - s0) / pts * 1e6, "rss_mib": rss}
     report.progress(
-        f"peer: {name} {r['points_per_s']:,.0f} points/s, {r['cpu_us_per_point']:.1f} µs CPU/point "
-        f"({inside:,} of {total:,} records in the window)"
+        f"peer: {side.name} {r['points_per_s']:,.0f} points/s, "
+        f"{r['cpu_us_per_point']:.1f} µs CPU/point ({inside:,} of {total:,} records in the window)"
     )
     return r
 
@@ -230,7 +251,8 @@ async def run(report: Any, args: argparse.Namespace) -> None:
     """Run collectd and otgate in turn (interleaved rounds); add their rows to ``report``."""
     quick = getattr(args, "quick", False)
     units = 5 if quick else DEVICES
-    warmup, window, rounds = (1.0, 3.0, 1) if quick else (3.0, 10.0, 2)
+    warmup, window, rounds = (1.0, 3.0, 1) if quick else (3.0, 15.0, 2)
+    interval = float(os.environ.get("OTGATE_BENCH_PEER_INTERVAL", INTERVAL))
     report.progress("peer: checking Debian packages (collectd-core and the plugins' libraries)")
     binary = await anyio.to_thread.run_sync(ensure_collectd)
     with tempfile.TemporaryDirectory(prefix="otgate-bench-peer-") as tmp_s:
@@ -238,23 +260,17 @@ async def run(report: Any, args: argparse.Namespace) -> None:
         lib_dir, rdkafka = librdkafka_dir(tmp)
         report.progress(f"peer: collectd {binary} with {rdkafka}")
         tansu, port = await anyio.to_thread.run_sync(start_tansu, tmp)
-        bootstrap = f"127.0.0.1:{port}"
         sim, sim_port = await start_simulator(units, "otgate.simulations.bench_peer")
-        report.progress(f"peer: tansu on {bootstrap}, simulator {units} x {POINTS} points "
-                        f"on port {sim_port}; poll interval {INTERVAL:g} s")
+        rig = Rig(tmp, binary, lib_dir, f"127.0.0.1:{port}", sim.pid, sim_port, units, interval)
+        report.progress(f"peer: tansu on {rig.bootstrap}, simulator {units} x {POINTS} points "
+                        f"on port {sim_port}; poll interval {interval:g} s")
         results: dict[str, list[dict[str, float]]] = {"collectd": [], "otgate": []}
         try:
             for i in range(rounds):
-                order = ["collectd", "otgate"] if i % 2 == 0 else ["otgate", "collectd"]
-                for name in order:
-                    report.progress(f"peer: round {i + 1}/{rounds}: {name}")
-                    side = (_collectd_side if name == "collectd" else _otgate_side)(
-                        tmp, i, binary, lib_dir, sim_port, units, bootstrap
-                    )
-                    if name == "collectd":
-                        await _create_topic(bootstrap, side[3])
-                    results[name].append(await measure(
-                        report, name, *side, bootstrap, sim.pid, warmup, window))
+                sides = [_collectd_side(rig, i), _otgate_side(rig, i)]
+                for side in sides if i % 2 == 0 else sides[::-1]:
+                    report.progress(f"peer: round {i + 1}/{rounds}: {side.name}")
+                    results[side.name].append(await measure(report, rig, side, warmup, window))
         finally:
             sim.terminate()
             with anyio.move_on_after(5):
@@ -263,19 +279,19 @@ async def run(report: Any, args: argparse.Namespace) -> None:
                 sim.kill()
             tansu.terminate()
             tansu.wait(10)
-    _rows(report, results, units, rdkafka)
+    _rows(report, results, units, interval, rdkafka)
 
 
-def _collectd_side(tmp: Path, i: int, binary: Path, lib_dir: Path | None, sim_port: int,
-                   units: int, bootstrap: str) -> tuple:
+def _collectd_side(rig: Rig, i: int) -> Side:
     topic = f"{COLLECTD_TOPIC}.{i}"
-    conf = tmp / f"collectd-{i}.conf"
-    conf.write_text(collectd_config(tmp=tmp, modbus_port=sim_port, units=units,
-                                    data=collectd_data(), interval=INTERVAL,
-                                    bootstrap=bootstrap, topic=topic))
-    proc = CollectdProcess(binary, conf, lib_dir)
+    conf = rig.tmp / f"collectd-{i}.conf"
+    conf.write_text(collectd_config(tmp=rig.tmp, modbus_port=rig.sim_port, units=rig.units,
+                                    data=collectd_data(), interval=rig.interval,
+                                    bootstrap=rig.bootstrap, topic=topic))
+    proc = CollectdProcess(rig.collectd, conf, rig.lib_dir)
 
     async def start() -> int:
+        await _create_topic(rig.bootstrap, topic)  # 1 partition, as otgate's
         proc.start()
         assert proc.proc is not None
         return proc.proc.pid
@@ -283,18 +299,18 @@ def _collectd_side(tmp: Path, i: int, binary: Path, lib_dir: Path | None, sim_po
     async def stop() -> None:
         await anyio.to_thread.run_sync(proc.stop)
 
-    def alive() -> bool:
-        if proc.proc is not None and proc.proc.poll() is None:
-            return True
-        raise RuntimeError(f"collectd exited:\n{proc.log()[-2000:]}")
+    def check() -> None:
+        if proc.proc is None or proc.proc.poll() is not None:
+            raise RuntimeError(f"collectd exited:\n{proc.log()[-2000:]}")
 
-    return start, stop, alive, topic
+    return Side("collectd", topic, start, stop, check)
 
 
-def _otgate_side(tmp: Path, i: int, binary: Path, lib_dir: Path | None, sim_port: int,
-                 units: int, bootstrap: str) -> tuple:
-    conf = tmp / f"otgate-{i}.toml"
-    conf.write_text(otgate_config(tmp / f"state-{i}", sim_port, units, bootstrap))
+def _otgate_side(rig: Rig, i: int) -> Side:
+    conf = rig.tmp / f"otgate-{i}.toml"
+    conf.write_text(
+        otgate_config(rig.tmp / f"state-{i}", rig.sim_port, rig.units, rig.bootstrap, rig.interval)
+    )
     gw = GatewayProcess(conf)
 
     async def start() -> int:
@@ -306,19 +322,18 @@ def _otgate_side(tmp: Path, i: int, binary: Path, lib_dir: Path | None, sim_port
         if gw.proc is not None:
             await anyio.to_thread.run_sync(gw.stop)
 
-    def alive() -> bool:
-        if gw.proc is not None and gw.proc.poll() is None:
-            return True
-        raise RuntimeError(f"otgate exited:\n{gw.log()[-2000:]}")
+    def check() -> None:
+        if gw.proc is None or gw.proc.poll() is not None:
+            raise RuntimeError(f"otgate exited:\n{gw.log()[-2000:]}")
 
-    return start, stop, alive, OTGATE_TOPIC
+    return Side("otgate", OTGATE_TOPIC, start, stop, check)
 
 
 def _rows(report: Any, results: dict[str, list[dict[str, float]]], units: int,
-          rdkafka: str) -> None:
+          interval: float, rdkafka: str) -> None:
     med = {side: {k: median(r[k] for r in rs) for k in rs[0]} for side, rs in results.items()}
     base = med["collectd"]
-    scenario = f"{units} dev x {POINTS} pts, poll {INTERVAL:g} s"
+    scenario = f"{units} dev x {POINTS} pts, poll {interval:g} s"
     meta = {
         "collectd": ("collectd 5.12 modbus -> write_kafka (JSON)", POINTS,
                      rdkafka.split(" (")[0]),
