@@ -50,6 +50,7 @@ from otgate.simulations.bench_modbus import serve_main, start_simulator
 from otgate.simulations.collectd_peer import (
     CollectdProcess,
     collectd_config,
+    collectd_version,
     ensure_collectd,
     librdkafka_dir,
 )
@@ -145,7 +146,11 @@ async def _consumer(bootstrap: str, topic: str) -> tuple[Any, list[Any]]:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                          auto_offset_reset="earliest")
     await c.start()
-    await c.topics()  # fetch metadata
+    try:
+        await c.topics()  # fetch metadata
+    except BaseException:
+        await c.stop()
+        raise
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
     return c, tps
 
@@ -279,7 +284,7 @@ async def run(report: Any, args: argparse.Namespace) -> None:
                 sim.kill()
             tansu.terminate()
             tansu.wait(10)
-    _rows(report, results, units, interval, rdkafka)
+    _rows(report, results, units, interval, f"collectd {collectd_version(binary)}", rdkafka)
 
 
 def _collectd_side(rig: Rig, i: int) -> Side:
@@ -330,14 +335,18 @@ def _otgate_side(rig: Rig, i: int) -> Side:
 
 
 def _rows(report: Any, results: dict[str, list[dict[str, float]]], units: int,
-          interval: float, rdkafka: str) -> None:
+          interval: float, collectd: str, rdkafka: str) -> None:
+    import aiokafka
+
     med = {side: {k: median(r[k] for r in rs) for k in rs[0]} for side, rs in results.items()}
     base = med["collectd"]
     scenario = f"{units} dev x {POINTS} pts, poll {interval:g} s"
     meta = {
-        "collectd": ("collectd 5.12 modbus -> write_kafka (JSON)", POINTS,
+        # collectd's modbus plugin sends one request per Data block (point)
+        "collectd": (f"{collectd} modbus -> write_kafka (JSON)", POINTS,
                      rdkafka.split(" (")[0]),
-        "otgate": ("otgate modbus_tcp -> kafka log (Avro)", _otgate_reads_per_poll(), "aiokafka"),
+        "otgate": ("otgate modbus_tcp -> kafka log (Avro)", _otgate_reads_per_poll(),
+                   f"aiokafka {aiokafka.__version__}"),
     }
     for side in ("collectd", "otgate"):
         m = med[side]

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,13 @@ def ensure_collectd() -> Path:
         if not need.exists():
             raise RuntimeError(f"{need} missing after installing collectd-core")
     return Path(binary)
+
+
+def collectd_version(binary: Path) -> str:
+    """``5.12.0`` from ``collectd -h`` (its usage text ends with the version)."""
+    out = subprocess.run([str(binary), "-h"], capture_output=True, text=True).stdout
+    m = re.search(r"^collectd (\d+\.\d+\.\d+)", out, re.M)
+    return m.group(1) if m else "?"
 
 
 def librdkafka_version(path: str) -> tuple[int, int, int]:
