@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -85,10 +86,11 @@ def adapter_config(port: int, unit: int) -> Any:
     return msgspec.convert(raw, ModbusTcpAdapter)
 
 
-async def _start_simulator(units: int) -> tuple[Any, int]:
-    proc = await anyio.open_process(
-        [sys.executable, "-m", "otgate.simulations.bench_modbus", "--serve", str(units)]
-    )
+async def start_simulator(
+    units: int, module: str = "otgate.simulations.bench_modbus"
+) -> tuple[Any, int]:
+    """``python -m MODULE --serve UNITS`` as a child process: (process, its port)."""
+    proc = await anyio.open_process([sys.executable, "-m", module, "--serve", str(units)])
     assert proc.stdout is not None
     line = b""
     with anyio.fail_after(30):
@@ -219,7 +221,7 @@ async def run(report: Any, args: argparse.Namespace) -> None:
     units = 5 if quick else DEVICES
     seconds = 1.0 if quick else 4.0
     report.progress(f"modbus: starting simulator ({units} devices x {POINTS} points)")
-    proc, port = await _start_simulator(units)
+    proc, port = await start_simulator(units)
     try:
         # interleave ceiling and gateway rounds so drift in a shared machine's
         # load hits both alike; each number is the median of its rounds
@@ -268,23 +270,28 @@ async def run(report: Any, args: argparse.Namespace) -> None:
     )
 
 
-async def _serve(units: int) -> None:
+async def _serve(config: Any) -> None:
     from otgate.simulations.modbus_sim import run_modbus_tcp_simulator
 
     async with anyio.create_task_group() as tg:
-        port = await tg.start(run_modbus_tcp_simulator, sim_config(units))
+        port = await tg.start(run_modbus_tcp_simulator, config)
         print(port, flush=True)
 
 
-def main() -> None:
-    """``python -m otgate.simulations.bench_modbus --serve N``: the bench's simulator."""
+def serve_main(make_config: Callable[[int], Any]) -> None:
+    """``python -m MODULE --serve N``: serve ``make_config(N)``, print the port."""
     p = argparse.ArgumentParser()
     p.add_argument("--serve", type=int, required=True)
     ns = p.parse_args()
     import logging
 
     logging.disable(logging.WARNING)
-    anyio.run(_serve, ns.serve)
+    anyio.run(_serve, make_config(ns.serve))
+
+
+def main() -> None:
+    """``python -m otgate.simulations.bench_modbus --serve N``: the bench's simulator."""
+    serve_main(sim_config)
 
 
 if __name__ == "__main__":

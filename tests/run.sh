@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . simulations/debian-deps.sh
-ensure_debian mosquitto:mosquitto systemd-analyze:systemd pg_ctl:postgresql venv:python3-venv
+ensure_debian mosquitto:mosquitto systemd-analyze:systemd pg_ctl:postgresql venv:python3-venv \
+  collectd:collectd-core libmodbus.so.5:libmodbus5 librdkafka.so.1:librdkafka1 libyajl.so.2:libyajl2
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
