@@ -1,0 +1,199 @@
+"""The alarm evaluator actor: readings and operator commands in, the alarm journal out.
+
+Reads ``telemetry.clean``, ``events.clean``, ``alarms.raw`` and
+``alarms.commands`` with one consumer group; writes every transition to
+``alarms.clean`` (keyed by asset) and flood events to ``logs.gateway``.
+
+Delivery: per batch, evaluate, append the transitions, then commit the input
+offsets (at-least-once, like the validator). Timers run every ``tick_s``
+after a batch, so when a timer fires everything read before is committed.
+
+Restart (a crash, a kill -9): before reading any input, ``recover`` reads the
+whole journal (``alarms.clean``, group ``<group>.journal``, never committed)
+and folds it into the table: last state, acknowledgements, shelving, applied
+request ids, and each alarm's watermark (the device time of its last raise or
+clear). The replayed batch after the last commit then raises nothing twice
+(readings not newer than the watermark change nothing) and applies no command
+twice; nothing is lost since nothing was committed before it was journalled.
+Cost: the start reads the journal once (it only holds transitions).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from otgate.actors.actor import Actor
+from otgate.actors.alarms.config import AlarmsConfig
+from otgate.actors.alarms.evaluator import Evaluator
+from otgate.actors.alarms.health import AlarmHealth
+from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
+from otgate.actors.records import Alarm, GatewayEvent, now_ns
+from otgate.actors.stage_codec import decode, prepare
+from otgate.actors.validator.actor import DECODE_ERRORS
+
+log = logging.getLogger("otgate.alarms")
+
+JOURNAL = "alarms.clean"
+COMMANDS = "alarms.commands"
+EVENTS = "logs.gateway"
+_ROW = ("(f_asset_id, f_parameter, f_value, f_quality == 'BAD', "
+        "f_gateway_time if f_device_time is None else f_device_time, f_unit)")
+
+
+class AlarmEvaluator(Actor):
+    """Evaluates alarm definitions on the clean stream (see module doc)."""
+
+    kind = "alarms"
+
+    def __init__(self, actor_id: str, config: AlarmsConfig, log_backend: LogBackend, codec: Any,
+                 *, fetch_timeout_s: float = 0.1, wall_ns: Any = now_ns,
+                 clock: Any = time.monotonic) -> None:
+        super().__init__(actor_id)
+        self.config = config
+        self.log = log_backend
+        self.codec = codec
+        self.fetch_timeout_s = min(fetch_timeout_s, config.tick_s)
+        self._wall = wall_ns
+        self._clock = clock
+        self.evaluator = Evaluator(config)
+        self.health = AlarmHealth(config.health, source=actor_id)
+        self.consumer: Any = None
+        self.consumed = 0
+        self.commands = 0
+        self.undecodable = 0
+        self.transitions = 0
+        self.recovered = 0
+        self.busy_s = 0.0
+        self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
+
+    async def setup(self) -> None:
+        self.consumer = self.log.consumer(self.config.group, [*self.config.inputs, COMMANDS])
+
+    async def teardown(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.close()
+
+    async def main(self) -> None:
+        await prepare(self.codec, [*self.config.inputs, COMMANDS, JOURNAL, EVENTS])
+        await self.recover()
+        tick = self.config.tick_s
+        next_tick = self._clock() + tick
+        while True:
+            records = await self.consumer.fetch(self.config.batch_size, self.fetch_timeout_s)
+            due = self._clock() >= next_tick
+            if records or due:
+                await self.step(records, due)
+            if due:
+                next_tick = self._clock() + tick
+
+    async def recover(self) -> None:
+        """Fold the whole journal into the table before any input is read."""
+        journal = self.log.consumer(f"{self.config.group}.journal", [JOURNAL])
+        folded: list[Alarm] = []
+        try:
+            while recs := await journal.fetch(10_000, 0.05):
+                for rec in recs:
+                    try:
+                        folded.append(await decode(self.codec, JOURNAL, rec.value))
+                    except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+                        log.warning("alarms_journal_undecodable offset=%d error=%s",
+                                    rec.offset, type(exc).__name__)
+        finally:
+            await journal.close()
+        now = self._wall()
+        known = self.evaluator.restore(folded, now)
+        for rec in folded:  # the health windows see the raises of before the restart
+            self.health.observe((rec,), rec.gateway_time)
+        self.health.tick(now)
+        self.evaluator.start(now)
+        self.recovered = len(folded)
+        log.info("alarms_recovered evaluator_id=%s transitions=%d alarms=%d standing=%d",
+                 self.id, len(folded), known,
+                 sum(1 for e in self.evaluator.entries.values() if e.standing))
+
+    async def step(self, records: list[LogRecord], timers: bool) -> None:
+        """Evaluate one batch (and the timers), journal the transitions, then commit."""
+        t0 = time.perf_counter()
+        now = self._wall()
+        out: list[Alarm] = []
+        commit: dict[tuple[str, int], int] = {}
+        if records:
+            await self._evaluate(records, now, out, commit)
+        events: list[GatewayEvent] = []
+        if timers:
+            self.evaluator.tick(now, out)
+            events += self.health.tick(now)
+        events += self.health.observe(out, now)
+        if out:
+            enc = self.codec.encode
+            await self.log.append(JOURNAL, [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out])
+            self.transitions += len(out)
+            for r in out:
+                log.info("alarm_transition alarm_id=%s event=%s state=%s previous=%s by=%s seq=%d",
+                         r.alarm_id, r.event, r.state.value, r.previous_state.value, r.by, r.seq)
+        if events:
+            await self.log.append(EVENTS, [(e.source.encode(), self.codec.encode(EVENTS, e))
+                                           for e in events])
+            for e in events:
+                log.warning("%s evaluator_id=%s %s", e.kind, self.id,
+                            " ".join(f"{k}={v}" for k, v in e.fields.items()))
+        if commit:
+            await self.consumer.commit(commit)
+        self.busy_s += time.perf_counter() - t0
+
+    async def _evaluate(self, records: list[LogRecord], now: int, out: list[Alarm],
+                        commit: dict[tuple[str, int], int]) -> None:
+        ev = self.evaluator
+        bindings, feed = ev.bindings, ev.reading
+        row_decoder = getattr(self.codec, "row_decoder", None)
+        raw_topics = self._raw
+        tp: tuple[str, int] | None = None
+        for rec in records:
+            topic = rec.topic
+            if tp is None or rec.partition != tp[1] or topic != tp[0]:
+                tp = (topic, rec.partition)
+            commit[tp] = rec.offset + 1
+            try:
+                if topic == COMMANDS:
+                    cmd = await decode(self.codec, topic, rec.value)
+                    self.commands += 1
+                    ev.command(cmd, now, out)
+                    continue
+                fn = row_decoder(topic, rec.value, _ROW, {}) if row_decoder else None
+                if fn is not None:
+                    asset, parameter, value, bad, t, unit = fn(rec.value, 5)
+                else:
+                    r = await decode(self.codec, topic, rec.value)
+                    asset, parameter, value, unit = r.asset_id, r.parameter, r.value, r.unit
+                    bad = r.quality.value == "BAD"
+                    t = r.gateway_time if r.device_time is None else r.device_time
+            except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+                # the validator dead-letters undecodable readings; alarms.raw keeps them
+                self.undecodable += 1
+                log.warning("alarms_undecodable topic=%s partition=%d offset=%d error=%s",
+                            topic, rec.partition, rec.offset, type(exc).__name__)
+                continue
+            for b in bindings(asset, parameter, topic in raw_topics, unit, now):
+                feed(b, value, bad, t, now, out)
+        self.consumed += len(records)
+
+    def metrics(self) -> dict[str, float]:
+        ev = self.evaluator
+        m = {
+            "consumed_total": float(self.consumed),
+            "commands_total": float(self.commands),
+            "commands_duplicate_total": float(ev.duplicates),
+            "commands_refused_total": float(ev.refused),
+            "transitions_total": float(self.transitions),
+            "journal_recovered": float(self.recovered),
+            "undecodable_total": float(self.undecodable),
+            "alarms_defined": float(len(ev.entries)),
+            "readings_ignored_total": float(sum(b.condition.ignored
+                                                for b in ev.bindings_by_id.values())),
+            "busy_seconds_total": self.busy_s,
+        }
+        m.update(self.health.metrics(ev.entries.values(), self._wall()))
+        return m
