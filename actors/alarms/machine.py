@@ -221,10 +221,12 @@ class AlarmEntry:
 
     def _format(self, value: Any) -> str:
         d = self.defn
-        return d.message.format(
-            asset=self.asset_id, parameter=self.parameter, name=d.name, value=value,
-            limit=d.limit_value(), unit=self.unit,
-        )
+        fields = {"asset": self.asset_id, "parameter": self.parameter, "name": d.name,
+                  "value": value, "limit": d.limit_value(), "unit": self.unit}
+        try:
+            return d.message.format(**fields)
+        except (ValueError, TypeError):  # a format spec that does not fit this value
+            return "{asset} {parameter}: {name} ({value})".format(**fields)
 
     def _record(self, event: str, before: AlarmState, now: int, who: Who,
                 device_time: int | None = None) -> Alarm:
