@@ -39,8 +39,22 @@ log = logging.getLogger("otgate.alarms")
 JOURNAL = "alarms.clean"
 COMMANDS = "alarms.commands"
 EVENTS = "logs.gateway"
+QUIET_MEMORY = 200_000
+"""Unwatched streams remembered by their first bytes (then the memory starts over)."""
 _ROW = ("(f_asset_id, f_parameter, f_value, f_quality == 'BAD', "
         "f_gateway_time if f_device_time is None else f_device_time, f_unit)")
+
+
+def _prefix(value: bytes) -> bytes | None:
+    """A Reading's ``asset_id`` and ``parameter`` as written (the first two fields of
+    the current schema: Avro strings with their lengths), or None when either is 64
+    bytes or longer (a length of more than one varint byte)."""
+    pos = 5
+    for _ in (0, 1):
+        if pos >= len(value) or value[pos] >= 0x80:
+            return None
+        pos += 1 + (value[pos] >> 1)
+    return value[5:pos]
 
 
 class AlarmEvaluator(Actor):
@@ -68,6 +82,8 @@ class AlarmEvaluator(Actor):
         self.recovered = 0
         self.busy_s = 0.0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
+        self._quiet: set[tuple[str, bytes]] = set()  # (topic, prefix) of unwatched streams
+        self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, [*self.config.inputs, COMMANDS])
@@ -150,21 +166,28 @@ class AlarmEvaluator(Actor):
         bindings, feed = ev.bindings, ev.reading
         row_decoder = getattr(self.codec, "row_decoder", None)
         raw_topics = self._raw
+        quiet, current = self._quiet, self._current
         tp: tuple[str, int] | None = None
         for rec in records:
             topic = rec.topic
             if tp is None or rec.partition != tp[1] or topic != tp[0]:
                 tp = (topic, rec.partition)
             commit[tp] = rec.offset + 1
+            data = rec.value
+            # hot path: a stream no definition watches is known by its first bytes
+            prefix = _prefix(data) if data[:5] == current.get(topic) else None
+            if prefix is not None and (topic, prefix) in quiet:
+                continue
             try:
                 if topic == COMMANDS:
-                    cmd = await decode(self.codec, topic, rec.value)
+                    cmd = await decode(self.codec, topic, data)
                     self.commands += 1
                     ev.command(cmd, now, out)
                     continue
-                fn = row_decoder(topic, rec.value, _ROW, {}) if row_decoder else None
+                fn = row_decoder(topic, data, _ROW, {}) if row_decoder else None
                 if fn is not None:
-                    asset, parameter, value, bad, t, unit = fn(rec.value, 5)
+                    current[topic] = data[:5]
+                    asset, parameter, value, bad, t, unit = fn(data, 5)
                 else:
                     r = await decode(self.codec, topic, rec.value)
                     asset, parameter, value, unit = r.asset_id, r.parameter, r.value, r.unit
@@ -176,7 +199,12 @@ class AlarmEvaluator(Actor):
                 log.warning("alarms_undecodable topic=%s partition=%d offset=%d error=%s",
                             topic, rec.partition, rec.offset, type(exc).__name__)
                 continue
-            for b in bindings(asset, parameter, topic in raw_topics, unit, now):
+            found = bindings(asset, parameter, topic in raw_topics, unit, now)
+            if not found and prefix is not None:
+                if len(quiet) >= QUIET_MEMORY:
+                    quiet.clear()
+                quiet.add((topic, prefix))
+            for b in found:
                 feed(b, value, bad, t, now, out)
         self.consumed += len(records)
 
