@@ -15,6 +15,7 @@ so a replayed command changes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
@@ -32,6 +33,7 @@ from otgate.actors.alarms.config import (
 from otgate.actors.alarms.machine import AlarmEntry, Refused, Who
 from otgate.actors.records import Alarm, AlarmAction, AlarmCommand
 
+log = logging.getLogger("otgate.alarms")
 S = 1_000_000_000
 APPLIED_MEMORY = 100_000
 """Request ids remembered (commands are replayed at most one batch back)."""
@@ -158,8 +160,10 @@ class Evaluator:
 
     def command(self, cmd: AlarmCommand, now: int, out: list[Alarm]) -> bool:
         """Apply an operator command to each of its alarms; False when its request_id
-        was applied before (then nothing is written). Each alarm id gets one record:
-        the transition, or a ``refused:<action>`` answer with the reason in ``note``."""
+        was applied before (then nothing is written). Each known alarm gets one
+        record: the transition, or a ``refused:<action>`` answer with the reason in
+        ``note``; an unknown alarm id gets none (no journal entry for an alarm that
+        does not exist), only the ``alarm_command_refused`` log line."""
         if cmd.request_id in self.applied:
             self.duplicates += 1
             return False
@@ -169,18 +173,22 @@ class Evaluator:
             entry = self.entries.get(aid)
             event = cmd.action.value.lower()
             if entry is None:
-                self.refused += 1
-                out.append(_unknown(aid, who, now, event))
+                self._refuse(cmd, aid, "unknown alarm")
                 continue
             try:
                 out.append(self._apply(entry, cmd, who, now))
             except Refused as exc:
-                self.refused += 1
+                self._refuse(cmd, aid, str(exc))
                 out.append(entry.refused(str(exc), who, now, event))
                 continue
             if cmd.action is AlarmAction.RESET:
                 self._parent_changed(entry, now, out)
         return True
+
+    def _refuse(self, cmd: AlarmCommand, aid: str, reason: str) -> None:
+        self.refused += 1
+        log.info("alarm_command_refused request_id=%s action=%s alarm_id=%s by=%s reason=%s",
+                 cmd.request_id, cmd.action.value, aid, cmd.by, reason)
 
     def _apply(self, e: AlarmEntry, cmd: AlarmCommand, who: Who, now: int) -> Alarm:
         a = cmd.action
@@ -229,10 +237,3 @@ class Evaluator:
                                       for p in self._by_asset_def.get((e.asset_id, name), ()))
         return len(self.entries)
 
-
-def _unknown(aid: str, who: Who, now: int, event: str) -> Alarm:
-    from otgate.actors.records import AlarmState
-
-    return Alarm(alarm_id=aid, asset_id="", parameter="", state=AlarmState.NORMAL,
-                 event=f"refused:{event}", by=who.by, role=who.role, source=who.source,
-                 note="unknown alarm", request_id=who.request_id, gateway_time=now)

@@ -192,9 +192,7 @@ class AlarmEntry:
     def refused(self, reason: str, who: Who, now: int, event: str) -> Alarm:
         """The answer to an action that did not apply: the unchanged state and ``seq``
         (not a transition: a consumer keyed on (alarm_id, seq) drops it)."""
-        state = self.state
-        rec = self._build(f"refused:{event}", state, now, who, note=reason)
-        return rec
+        return self._build(f"refused:{event}", self.state, now, who, note=reason)
 
     def fold(self, rec: Alarm) -> None:
         """Take the facts of a journalled transition (rebuilding after a restart)."""
