@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
 
 from otgate.actors.log.config import LogConfig
@@ -129,48 +130,27 @@ def expected(readings: list, test) -> list[tuple[str, int]]:
     return out
 
 
-def test_evaluator_killed_mid_stream_loses_and_repeats_nothing(gateway, tmp_path) -> None:
-    state = tmp_path / "state"
-    gw = gateway(CONFIG.format(state=state))
+def journal(state: Path) -> list:
+    return read_topic(state, "alarms.clean")
 
-    def journal() -> list:
-        return read_topic(state, "alarms.clean")
 
-    def count(aid: str) -> int:
-        return sum(1 for r in journal() if r.alarm_id == aid and r.event in ("raise", "clear"))
+def count(state: Path, aid: str = "press-1:trip:trip") -> int:
+    return sum(1 for r in journal(state) if r.alarm_id == aid and r.event in ("raise", "clear"))
 
-    wait_for(lambda: count("press-1:trip:trip") >= 4, 40, "trip transitions")
-    wait_for(lambda: any(r.alarm_id == STANDING for r in journal()), 10, "the standing alarm")
+
+def ack_the_standing_alarm(state: Path) -> None:
+    wait_for(lambda: count(state) >= 4, 40, "trip transitions")
+    wait_for(lambda: any(r.alarm_id == STANDING for r in journal(state)), 10, "standing alarm")
     command(state, AlarmAction.ACK, STANDING, "ack-1")
-    wait_for(lambda: any(r.request_id == "ack-1" for r in journal()), 10, "the ack")
-    for kill in range(2):
-        before = count("press-1:trip:trip")
-        pid = gw.component("processing")["pid"]
-        os.kill(pid, signal.SIGKILL)
-        rewind(state, 40)
-        wait_for(lambda pid=pid: gw.component("processing")["pid"] not in (None, pid), 30,
-                 "the processing bulkhead back")
-        if kill == 0:
-            command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
-        wait_for(lambda before=before: count("press-1:trip:trip") >= before + 4, 30,
-                 "transitions after the restart")
-    node = gw.component("processing")
-    assert node["restarts"] >= 2
+    wait_for(lambda: any(r.request_id == "ack-1" for r in journal(state)), 10, "the ack")
 
-    def evaluator_metrics() -> dict:
-        node = find(gw.component("processing"), "alarms")
-        return node["metrics"] if node and node["metrics"].get("consumed_total") else {}
 
-    m = wait_for(evaluator_metrics, 10, "the evaluator's metrics in /health")
-    assert m["readings_ignored_total"] > 0  # the replay was read, and ignored
-    assert m["alarms_active_acked"] == 1.0 and m["journal_recovered"] > 0
-    gw.stop()
-
-    recs = journal()
+def check_journal(state: Path) -> None:
+    """Every transition once, in order, exactly as the readings dictate; the ack kept."""
     by_alarm: dict[str, list] = {}
-    for r in recs:
+    for r in journal(state):
         by_alarm.setdefault(r.alarm_id, []).append(r)
-    for aid, rs in by_alarm.items():  # every transition once, in order
+    for aid, rs in by_alarm.items():
         assert [r.seq for r in rs] == list(range(1, len(rs) + 1)), aid
     raw = [r for r in read_topic(state, "alarms.raw") if r.parameter == "trip"]
     temp = [r for r in read_topic(state, "telemetry.clean") if r.parameter == "temp"]
@@ -180,7 +160,51 @@ def test_evaluator_killed_mid_stream_loses_and_repeats_nothing(gateway, tmp_path
         want = expected(readings, test)
         assert got == want[:len(got)], aid  # nothing lost, nothing raised twice
         assert len(got) >= len(want) - 2, aid  # the tail read before the stop
-    standing = by_alarm[STANDING]
-    assert [(r.event, r.state) for r in standing] == [
+    assert [(r.event, r.state) for r in by_alarm[STANDING]] == [
         ("raise", AlarmState.ACTIVE_UNACKED), ("ack", AlarmState.ACTIVE_ACKED)]
+
+
+def test_evaluator_killed_mid_stream_loses_and_repeats_nothing(gateway, tmp_path) -> None:
+    state = tmp_path / "state"
+    gw = gateway(CONFIG.format(state=state))
+    ack_the_standing_alarm(state)
+    for kill in range(2):
+        before = count(state)
+        pid = gw.component("processing")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        rewind(state, 40)
+        wait_for(lambda pid=pid: gw.component("processing")["pid"] not in (None, pid), 30,
+                 "the processing bulkhead back")
+        if kill == 0:
+            command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
+        wait_for(lambda before=before: count(state) >= before + 4, 30,
+                 "transitions after the restart")
+    assert gw.component("processing")["restarts"] >= 2
+
+    def evaluator_metrics() -> dict:
+        node = find(gw.component("processing"), "alarms")
+        return node["metrics"] if node and node["metrics"].get("consumed_total") else {}
+
+    m = wait_for(evaluator_metrics, 10, "the evaluator's metrics in /health")
+    assert m["readings_ignored_total"] > 0  # the replay was read, and ignored
+    assert m["alarms_active_acked"] == 1.0 and m["journal_recovered"] > 0
+    gw.stop()
+    check_journal(state)
     assert gw.log().count("alarms_recovered") >= 3
+
+
+def test_gateway_killed_and_restarted_keeps_the_alarm_table(gateway, tmp_path) -> None:
+    state = tmp_path / "state"
+    gw = gateway(CONFIG.format(state=state))
+    ack_the_standing_alarm(state)
+    processing = psutil.Process(gw.component("processing")["pid"])
+    before = count(state)
+    gw.kill()  # the root, with SIGKILL: its bulkheads die with it (PR_SET_PDEATHSIG)
+    processing.wait(10)
+    rewind(state, 40)
+    gw.start()
+    command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
+    wait_for(lambda: count(state) >= before + 4, 40, "transitions after the restart")
+    gw.stop()
+    check_journal(state)
+    assert "alarms_recovered" in gw.log()

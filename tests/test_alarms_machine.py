@@ -357,6 +357,7 @@ def test_chattering_stale_and_shelved_too_long() -> None:
     ({"definitions": [{"kind": "high", "name": "x", "parameter": "p"}]},
      "missing required field `limit`"),
     ({"definitions": [{**HI, "kind": "spike"}]}, "kind"),
+    ({"inputs": ["telemetry.1s"]}, "inputs[0]: 'telemetry.1s' is not a topic of readings"),
 ])
 def test_bad_definitions_are_refused_with_their_path(alarms, error) -> None:
     with pytest.raises(msgspec.ValidationError) as exc:

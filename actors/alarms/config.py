@@ -182,6 +182,12 @@ class AlarmsConfig(StrictStruct):
     "Records fetched and evaluated per batch (transitions are appended per batch)."
 
     def __post_init__(self) -> None:
+        from otgate.actors.log.topics import record_type
+        from otgate.actors.records import Reading
+
+        for i, topic in enumerate(self.inputs):
+            if record_type(topic) is not Reading:
+                raise ValueError(f"inputs[{i}]: {topic!r} is not a topic of readings")
         names: dict[str, int] = {}
         for i, d in enumerate(self.definitions):
             if d.name in names:
