@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from otgate.actors.records import AlarmSeverity
+from otgate.actors.log.topics import record_type
+from otgate.actors.records import AlarmSeverity, Reading
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 if TYPE_CHECKING:
@@ -182,9 +183,6 @@ class AlarmsConfig(StrictStruct):
     "Records fetched and evaluated per batch (transitions are appended per batch)."
 
     def __post_init__(self) -> None:
-        from otgate.actors.log.topics import record_type
-        from otgate.actors.records import Reading
-
         for i, topic in enumerate(self.inputs):
             if record_type(topic) is not Reading:
                 raise ValueError(f"inputs[{i}]: {topic!r} is not a topic of readings")
