@@ -127,3 +127,12 @@ async def test_a_flood_is_written_to_logs_gateway(tmp_path):
         assert a.metrics()["alarm_flood"] == 1.0
     finally:
         await lg.close()
+
+
+def test_without_definitions_only_alarms_raw_is_read():
+    def inputs(**cfg) -> list[str]:
+        return AlarmEvaluator("alarms", msgspec.convert(cfg, AlarmsConfig), None, None).inputs()
+
+    assert inputs() == ["alarms.raw"]
+    assert inputs(unmatched_raw="ignore") == []
+    assert inputs(**CFG) == ["telemetry.clean", "events.clean", "alarms.raw"]

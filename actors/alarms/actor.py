@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from otgate.actors.actor import Actor
-from otgate.actors.alarms.config import AlarmsConfig
+from otgate.actors.alarms.config import AlarmsConfig, Unmatched
 from otgate.actors.alarms.evaluator import Evaluator
 from otgate.actors.alarms.health import AlarmHealth
 from otgate.actors.log.base import LogBackend, LogRecord
@@ -40,21 +40,9 @@ JOURNAL = "alarms.clean"
 COMMANDS = "alarms.commands"
 EVENTS = "logs.gateway"
 QUIET_MEMORY = 200_000
-"""Unwatched streams remembered by their first bytes (then the memory starts over)."""
+"""Unwatched streams remembered per topic by their first bytes (then it starts over)."""
 _ROW = ("(f_asset_id, f_parameter, f_value, f_quality == 'BAD', "
         "f_gateway_time if f_device_time is None else f_device_time, f_unit)")
-
-
-def _prefix(value: bytes) -> bytes | None:
-    """A Reading's ``asset_id`` and ``parameter`` as written (the first two fields of
-    the current schema: Avro strings with their lengths), or None when either is 64
-    bytes or longer (a length of more than one varint byte)."""
-    pos = 5
-    for _ in (0, 1):
-        if pos >= len(value) or value[pos] >= 0x80:
-            return None
-        pos += 1 + (value[pos] >> 1)
-    return value[5:pos]
 
 
 class AlarmEvaluator(Actor):
@@ -82,11 +70,21 @@ class AlarmEvaluator(Actor):
         self.recovered = 0
         self.busy_s = 0.0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
-        self._quiet: set[tuple[str, bytes]] = set()  # (topic, prefix) of unwatched streams
+        self._quiet: dict[str, set[bytes]] = {}  # topic -> prefixes of unwatched streams
         self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
 
     async def setup(self) -> None:
-        self.consumer = self.log.consumer(self.config.group, [*self.config.inputs, COMMANDS])
+        self.consumer = self.log.consumer(self.config.group, [*self.inputs(), COMMANDS])
+
+    def inputs(self) -> list[str]:
+        """The input topics worth reading: without definitions, only ``alarms.raw``
+        can raise an alarm (``unmatched_raw``), so the clean topics are not read."""
+        cfg = self.config
+        if cfg.definitions:
+            return list(cfg.inputs)
+        if cfg.unmatched_raw is Unmatched.IGNORE:
+            return []
+        return [t for t in cfg.inputs if t in self._raw]
 
     async def teardown(self) -> None:
         if self.consumer is not None:
@@ -166,18 +164,30 @@ class AlarmEvaluator(Actor):
         bindings, feed = ev.bindings, ev.reading
         row_decoder = getattr(self.codec, "row_decoder", None)
         raw_topics = self._raw
-        quiet, current = self._quiet, self._current
+        quiet_by_topic, current = self._quiet, self._current
         tp: tuple[str, int] | None = None
+        header: bytes | None = None
+        quiet: set[bytes] = set()
+        last = 0
         for rec in records:
             topic = rec.topic
             if tp is None or rec.partition != tp[1] or topic != tp[0]:
-                tp = (topic, rec.partition)
-            commit[tp] = rec.offset + 1
+                if tp is not None:
+                    commit[tp] = last + 1
+                tp = (topic, rec.partition)  # one tuple per run of a partition
+                header = current.get(topic)
+                quiet = quiet_by_topic.setdefault(topic, set())
+            last = rec.offset
             data = rec.value
-            # hot path: a stream no definition watches is known by its first bytes
-            prefix = _prefix(data) if data[:5] == current.get(topic) else None
-            if prefix is not None and (topic, prefix) in quiet:
-                continue
+            # Hot path: a stream no definition watches is known by its first bytes, the
+            # asset and parameter as written (Avro strings under 64 bytes: one length byte).
+            prefix = None
+            if data[:5] == header and data[5] < 0x80:
+                end = 6 + (data[5] >> 1)
+                if end < len(data) and data[end] < 0x80:
+                    prefix = data[5:end + 1 + (data[end] >> 1)]
+                    if prefix in quiet:
+                        continue
             try:
                 if topic == COMMANDS:
                     cmd = await decode(self.codec, topic, data)
@@ -186,10 +196,10 @@ class AlarmEvaluator(Actor):
                     continue
                 fn = row_decoder(topic, data, _ROW, {}) if row_decoder else None
                 if fn is not None:
-                    current[topic] = data[:5]
+                    header = current[topic] = data[:5]
                     asset, parameter, value, bad, t, unit = fn(data, 5)
                 else:
-                    r = await decode(self.codec, topic, rec.value)
+                    r = await decode(self.codec, topic, data)
                     asset, parameter, value, unit = r.asset_id, r.parameter, r.value, r.unit
                     bad = r.quality.value == "BAD"
                     t = r.gateway_time if r.device_time is None else r.device_time
@@ -203,9 +213,11 @@ class AlarmEvaluator(Actor):
             if not found and prefix is not None:
                 if len(quiet) >= QUIET_MEMORY:
                     quiet.clear()
-                quiet.add((topic, prefix))
+                quiet.add(prefix)
             for b in found:
                 feed(b, value, bad, t, now, out)
+        if tp is not None:
+            commit[tp] = last + 1
         self.consumed += len(records)
 
     def metrics(self) -> dict[str, float]:
