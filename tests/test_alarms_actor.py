@@ -136,3 +136,50 @@ def test_without_definitions_only_alarms_raw_is_read():
     assert inputs() == ["alarms.raw"]
     assert inputs(unmatched_raw="ignore") == []
     assert inputs(**CFG) == ["telemetry.clean", "events.clean", "alarms.raw"]
+
+
+@pytest.mark.anyio
+async def test_a_start_reads_the_checkpoint_and_only_the_journal_written_since(tmp_path):
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        cfg = msgspec.convert({**CFG, "checkpoint_interval_s": 0.05}, AlarmsConfig)
+        await put(lg, codec, "telemetry.clean", [rd(t, 90.0 + 20 * (t % 2)) for t in range(6)])
+        a = AlarmEvaluator("alarms", cfg, lg, codec, tmp_path)
+
+        async def saved() -> bool:
+            return a.checkpoints >= 1 and a.consumed >= 6
+
+        await run_until(a, saved)
+        await put(lg, codec, "telemetry.clean", [rd(6, 50.0), rd(7, 120.0)])
+        await put(lg, codec, "alarms.commands", [AlarmCommand(
+            request_id="r1", action=AlarmAction.ACK, alarm_ids=["oven-1:temp:hot"],
+            gateway_time=T0)])
+        slow = msgspec.structs.replace(cfg, checkpoint_interval_s=3600.0)
+        b = AlarmEvaluator("alarms", slow, lg, codec, tmp_path)  # dies before its checkpoint
+
+        async def caught_up() -> bool:
+            return b.consumed >= 3
+
+        await run_until(b, caught_up)
+        journal = await read_all(lg, codec, "alarms.clean")
+        assert [r.event for r in journal] == ["raise", "clear"] * 3 + ["raise", "ack"]
+        assert a.recovered == 0 and b.recovered == 0  # a's file held all it had written
+        # the third start folds only what b wrote after a's checkpoint ...
+        c = AlarmEvaluator("alarms", cfg, lg, codec, tmp_path)
+        await c.setup()
+        await c.recover()
+        assert c.recovered == 3  # b's clear, raise and ack
+        # ... and knows what a rebuild from the whole journal knows
+        (tmp_path / "alarms.ckpt").write_bytes(b"\x00 not msgpack")
+        d = AlarmEvaluator("alarms", cfg, lg, codec, tmp_path)
+        await d.setup()
+        await d.recover()
+        assert d.recovered == len(journal)
+        for x in (c, d):
+            e = x.evaluator.entries["oven-1:temp:hot"]
+            assert (e.seq, e.state, e.data_time) == (8, AlarmState.ACTIVE_ACKED, T0 + 7 * S)
+            assert "r1" in x.evaluator.applied
+            await x.teardown()
+    finally:
+        await lg.close()

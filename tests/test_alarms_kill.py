@@ -53,6 +53,7 @@ points = [
 enabled = false
 [processing.alarms]
 tick_s = 0.1
+checkpoint_interval_s = 0.5   # the restarts read the checkpoint, then the journal since
 definitions = [
   {{ kind = "boolean", name = "trip", parameter = "trip", severity = "CRITICAL" }},
   {{ kind = "high", name = "hot", parameter = "temp", limit = 105.0 }},

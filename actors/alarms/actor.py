@@ -8,23 +8,29 @@ Delivery: per batch, evaluate, append the transitions, then commit the input
 offsets (at-least-once, like the validator). Timers run every ``tick_s``
 after a batch, so when a timer fires everything read before is committed.
 
-Restart (a crash, a kill -9): before reading any input, ``recover`` reads the
-whole journal (``alarms.clean``, group ``<group>.journal``, never committed)
-and folds it into the table: last state, acknowledgements, shelving, applied
-request ids, and each alarm's watermark (the device time of its last raise or
-clear). The replayed batch after the last commit then raises nothing twice
-(readings not newer than the watermark change nothing) and applies no command
-twice; nothing is lost since nothing was committed before it was journalled.
-Cost: the start reads the journal once (it only holds transitions).
+Restart (a crash, a kill -9): before reading any input, ``recover`` rebuilds
+the table: the checkpoint (``checkpoint.py``, saved every
+``checkpoint_interval_s``), then the journal (``alarms.clean``) written since
+it, read with the group ``<group>.journal`` (or the whole journal when there
+is no checkpoint). The table holds each alarm's last state,
+acknowledgements, shelving, the applied request ids, and each alarm's
+watermark (the device time of its last raise or clear). The replayed batch
+after the last input commit then raises nothing twice (readings not newer
+than the watermark change nothing) and applies no command twice; nothing is
+lost since nothing was committed before it was journalled.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import anyio
+
 from otgate.actors.actor import Actor
+from otgate.actors.alarms import checkpoint
 from otgate.actors.alarms.config import AlarmsConfig, Unmatched
 from otgate.actors.alarms.evaluator import Evaluator
 from otgate.actors.alarms.health import AlarmHealth
@@ -51,8 +57,8 @@ class AlarmEvaluator(Actor):
     kind = "alarms"
 
     def __init__(self, actor_id: str, config: AlarmsConfig, log_backend: LogBackend, codec: Any,
-                 *, fetch_timeout_s: float = 0.1, wall_ns: Any = now_ns,
-                 clock: Any = time.monotonic) -> None:
+                 state_dir: Path | None = None, *, fetch_timeout_s: float = 0.1,
+                 wall_ns: Any = now_ns, clock: Any = time.monotonic) -> None:
         super().__init__(actor_id)
         self.config = config
         self.log = log_backend
@@ -62,7 +68,13 @@ class AlarmEvaluator(Actor):
         self._clock = clock
         self.evaluator = Evaluator(config)
         self.health = AlarmHealth(config.health, source=actor_id)
+        self.ckpt_path = Path(state_dir) / f"{actor_id}.ckpt" if state_dir else None
         self.consumer: Any = None
+        self.journal: Any = None
+        self._journal_pos: dict[tuple[str, int], int] = {}
+        self._dirty = False
+        self.checkpoints = 0
+        self.checkpoint_bytes = 0
         self.consumed = 0
         self.commands = 0
         self.undecodable = 0
@@ -75,6 +87,7 @@ class AlarmEvaluator(Actor):
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, [*self.inputs(), COMMANDS])
+        self.journal = self.log.consumer(f"{self.config.group}.journal", [JOURNAL])
 
     def inputs(self) -> list[str]:
         """The input topics worth reading: without definitions, only ``alarms.raw``
@@ -87,14 +100,16 @@ class AlarmEvaluator(Actor):
         return [t for t in cfg.inputs if t in self._raw]
 
     async def teardown(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.close()
+        for c in (self.consumer, self.journal):
+            if c is not None:
+                await c.close()
 
     async def main(self) -> None:
         await prepare(self.codec, [*self.config.inputs, COMMANDS, JOURNAL, EVENTS])
         await self.recover()
-        tick = self.config.tick_s
+        tick, every = self.config.tick_s, self.config.checkpoint_interval_s
         next_tick = self._clock() + tick
+        next_checkpoint = self._clock() + every
         while True:
             records = await self.consumer.fetch(self.config.batch_size, self.fetch_timeout_s)
             due = self._clock() >= next_tick
@@ -102,31 +117,64 @@ class AlarmEvaluator(Actor):
                 await self.step(records, due)
             if due:
                 next_tick = self._clock() + tick
+            if self._clock() >= next_checkpoint:
+                await self.checkpoint()
+                next_checkpoint = self._clock() + every
 
     async def recover(self) -> None:
-        """Fold the whole journal into the table before any input is read."""
-        journal = self.log.consumer(f"{self.config.group}.journal", [JOURNAL])
+        """Rebuild the table (checkpoint, then the journal since) before any input."""
+        saved = checkpoint.load(self.ckpt_path) if self.ckpt_path else None
+        # without a checkpoint, read the whole journal: a group that never commits
+        reader = self.journal if saved else self.log.consumer(
+            f"{self.config.group}.rebuild", [JOURNAL])
         folded: list[Alarm] = []
         try:
-            while recs := await journal.fetch(10_000, 0.05):
+            while recs := await reader.fetch(10_000, 0.05):
                 for rec in recs:
+                    if reader is self.journal:
+                        self._journal_pos[(rec.topic, rec.partition)] = rec.offset + 1
                     try:
                         folded.append(await decode(self.codec, JOURNAL, rec.value))
                     except (*DECODE_ERRORS, SchemaUnavailable) as exc:
                         log.warning("alarms_journal_undecodable offset=%d error=%s",
                                     rec.offset, type(exc).__name__)
         finally:
-            await journal.close()
+            if reader is not self.journal:
+                await reader.close()
         now = self._wall()
-        known = self.evaluator.restore(folded, now)
+        if saved:
+            for rid in saved.applied:
+                self.evaluator.remember(rid)
+            self.health.load(saved.raises, saved.raises_per_alarm)
+        known = self.evaluator.restore(folded, now, saved.entries if saved else ())
         for rec in folded:  # the health windows see the raises of before the restart
             self.health.observe((rec,), rec.gateway_time)
         self.health.tick(now)
         self.evaluator.start(now)
         self.recovered = len(folded)
-        log.info("alarms_recovered evaluator_id=%s transitions=%d alarms=%d standing=%d",
-                 self.id, len(folded), known,
+        log.info("alarms_recovered evaluator_id=%s checkpoint=%s transitions=%d alarms=%d "
+                 "standing=%d", self.id, "yes" if saved else "no", len(folded), known,
                  sum(1 for e in self.evaluator.entries.values() if e.standing))
+
+    async def checkpoint(self) -> None:
+        """Save the table when it changed, then move ``<group>.journal`` past what it
+        holds (every record we appended so far is in the table)."""
+        if self.ckpt_path is None or not self._dirty:
+            return
+        while recs := await self.journal.fetch(10_000, 0):
+            for rec in recs:
+                self._journal_pos[(rec.topic, rec.partition)] = rec.offset + 1
+        ev = self.evaluator
+        body = checkpoint.AlarmCheckpoint(
+            entries=[checkpoint.EntryState.of(e) for e in ev.entries.values() if e.seq > 0],
+            applied=list(ev.applied), **self.health.export(),
+        )
+        self._dirty = False
+        self.checkpoint_bytes = await anyio.to_thread.run_sync(
+            checkpoint.save, self.ckpt_path, body)
+        if self._journal_pos:
+            await self.journal.commit(dict(self._journal_pos))
+        self.checkpoints += 1
 
     async def step(self, records: list[LogRecord], timers: bool) -> None:
         """Evaluate one batch (and the timers), journal the transitions, then commit."""
@@ -145,6 +193,7 @@ class AlarmEvaluator(Actor):
             enc = self.codec.encode
             await self.log.append(JOURNAL, [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out])
             self.transitions += len(out)
+            self._dirty = True
             for r in out:
                 log.info("alarm_transition alarm_id=%s event=%s state=%s previous=%s by=%s seq=%d",
                          r.alarm_id, r.event, r.state.value, r.previous_state.value, r.by, r.seq)
@@ -192,7 +241,7 @@ class AlarmEvaluator(Actor):
                 if topic == COMMANDS:
                     cmd = await decode(self.codec, topic, data)
                     self.commands += 1
-                    ev.command(cmd, now, out)
+                    self._dirty |= ev.command(cmd, now, out)
                     continue
                 fn = row_decoder(topic, data, _ROW, {}) if row_decoder else None
                 if fn is not None:
@@ -229,6 +278,8 @@ class AlarmEvaluator(Actor):
             "commands_refused_total": float(ev.refused),
             "transitions_total": float(self.transitions),
             "journal_recovered": float(self.recovered),
+            "checkpoints_total": float(self.checkpoints),
+            "checkpoint_bytes": float(self.checkpoint_bytes),
             "undecodable_total": float(self.undecodable),
             "alarms_defined": float(len(ev.entries)),
             "readings_ignored_total": float(sum(b.condition.ignored

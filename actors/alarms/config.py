@@ -177,6 +177,9 @@ class AlarmsConfig(StrictStruct):
     "Longest shelving time; longer requests are cut to it."
     tick_s: PositiveSeconds = 0.5
     "How often timers run (shelve expiry, stale, bad quality, delays without new data)."
+    checkpoint_interval_s: PositiveSeconds = 60.0
+    "How often the alarm table is saved (when it changed), so a start reads only the "
+    "journal written since."
     health: HealthLimits = HealthLimits()
     "Limits of the alarm-system health metrics."
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
@@ -220,4 +223,4 @@ class AlarmsConfig(StrictStruct):
 
         if ctx.log is None:
             raise ValueError("the processing stage needs a log in its bulkhead")
-        return AlarmEvaluator("alarms", self, ctx.log, stage_codec(ctx))
+        return AlarmEvaluator("alarms", self, ctx.log, stage_codec(ctx), ctx.state_dir)

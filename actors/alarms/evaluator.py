@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
+from otgate.actors.alarms.checkpoint import EntryState
 from otgate.actors.alarms.conditions import Condition
 from otgate.actors.alarms.config import (
     AlarmDefinition,
@@ -104,10 +105,7 @@ class Evaluator:
         b = self.bindings_by_id.get(aid)
         if b is not None:
             return b
-        entry = self.entries.get(aid)
-        if entry is None:
-            entry = self.entries[aid] = AlarmEntry(aid, d, asset, parameter, unit)
-            self._by_asset_def[(asset, d.name)].append(entry)
+        entry = self._entry(aid, d, asset, parameter)
         entry.unit = entry.unit or unit
         last_t = entry.data_time if entry.data_time is not None else -(1 << 62)
         cond = Condition(d, active=entry.active, last_t=last_t, arrival=now)
@@ -167,7 +165,7 @@ class Evaluator:
         if cmd.request_id in self.applied:
             self.duplicates += 1
             return False
-        self._remember(cmd.request_id)
+        self.remember(cmd.request_id)
         who = Who.of(cmd)
         for aid in dict.fromkeys(cmd.alarm_ids):
             entry = self.entries.get(aid)
@@ -207,29 +205,30 @@ class Evaluator:
             return e.reset(who, now)
         return e.set_out_of_service(a is AlarmAction.OUT_OF_SERVICE, who, now)
 
-    def _remember(self, request_id: str) -> None:
+    def remember(self, request_id: str) -> None:
+        """Count ``request_id`` as applied (the oldest are forgotten past APPLIED_MEMORY)."""
         if request_id:
             self.applied[request_id] = None
             if len(self.applied) > APPLIED_MEMORY:
                 self.applied.popitem(last=False)
 
     # -- restart ----------------------------------------------------------------
-    def restore(self, records: Iterable[Alarm], now: int) -> int:
-        """Fold journalled transitions (oldest first) into the table; returns how many
-        alarms it knows afterwards. Definitions that no longer exist are dropped."""
+    def restore(self, records: Iterable[Alarm], now: int,
+                states: Iterable[EntryState] = ()) -> int:
+        """Rebuild the table: checkpointed ``states`` first, then journalled
+        transitions (oldest first; those the states already hold are skipped).
+        Returns how many alarms it knows. Definitions that no longer exist are dropped."""
         by_name = {d.name: d for d in self.definitions}
         by_name.setdefault(self.device.name, self.device)
+        for st in states:
+            d = by_name.get(st.definition)
+            if d is not None:
+                st.apply(self._entry(st.alarm_id, d, st.asset_id, st.parameter))
         for rec in records:
-            self._remember(rec.request_id)
+            self.remember(rec.request_id)
             d = by_name.get(rec.definition)
-            if d is None or rec.seq == 0:
-                continue
-            e = self.entries.get(rec.alarm_id)
-            if e is None:
-                e = self.entries[rec.alarm_id] = AlarmEntry(rec.alarm_id, d, rec.asset_id,
-                                                            rec.parameter)
-                self._by_asset_def[(rec.asset_id, d.name)].append(e)
-            e.fold(rec)
+            if d is not None and rec.seq > 0:
+                self._entry(rec.alarm_id, d, rec.asset_id, rec.parameter).fold(rec)
         for e in list(self.entries.values()):  # watch them (stale timers run from now)
             self._bind(e.defn, e.asset_id, e.parameter, e.unit, now)
         for e in self.entries.values():  # design suppression follows the parents' state
@@ -237,3 +236,9 @@ class Evaluator:
                                       for p in self._by_asset_def.get((e.asset_id, name), ()))
         return len(self.entries)
 
+    def _entry(self, aid: str, d: AlarmDefinition, asset: str, parameter: str) -> AlarmEntry:
+        e = self.entries.get(aid)
+        if e is None:
+            e = self.entries[aid] = AlarmEntry(aid, d, asset, parameter)
+            self._by_asset_def[(asset, d.name)].append(e)
+        return e

@@ -38,6 +38,16 @@ class AlarmHealth:
         self.chatter_episodes = 0
         self.peak_rate = 0
 
+    def export(self) -> dict[str, object]:
+        """The raise times the windows still count (for the checkpoint)."""
+        return {"raises": list(self.raises),
+                "raises_per_alarm": {k: list(v) for k, v in self.per_alarm.items()}}
+
+    def load(self, raises: list[int], per_alarm: dict[str, list[int]]) -> None:
+        self.raises.extend(raises)
+        for aid, times in per_alarm.items():
+            self.per_alarm[aid] = deque(times, maxlen=self.limits.chatter_count)
+
     def observe(self, transitions: Iterable[Alarm], now: int) -> list[GatewayEvent]:
         """Count the raises among ``transitions``; returns a flood's start event."""
         lim = self.limits
