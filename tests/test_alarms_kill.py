@@ -189,6 +189,9 @@ def test_evaluator_killed_mid_stream_loses_and_repeats_nothing(gateway, tmp_path
     m = wait_for(evaluator_metrics, 10, "the evaluator's metrics in /health")
     assert m["readings_ignored_total"] > 0  # the replay was read, and ignored
     assert m["alarms_active_acked"] == 1.0 and m["journal_recovered"] > 0
+    metrics = gw.get("/metrics")[1]
+    assert 'otgate_component_metric{id="alarms",name="alarm_rate_10min",parent="processing"}' \
+        in metrics
     gw.stop()
     check_journal(state)
     assert gw.log().count("alarms_recovered") >= 3
