@@ -35,6 +35,7 @@ from otgate.actors.alarms.config import AlarmsConfig, Unmatched
 from otgate.actors.alarms.evaluator import Evaluator
 from otgate.actors.alarms.health import AlarmHealth
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import Alarm, GatewayEvent, now_ns
 from otgate.actors.stage_codec import decode, prepare
@@ -45,6 +46,8 @@ log = logging.getLogger("otgate.alarms")
 JOURNAL = "alarms.clean"
 COMMANDS = "alarms.commands"
 EVENTS = "logs.gateway"
+JOURNAL_JOIN_S = 8.0
+"""On a broker, how long the first journal read at start waits for records."""
 QUIET_MEMORY = 200_000
 """Unwatched streams remembered per topic by their first bytes (then it starts over)."""
 _ROW = ("(f_asset_id, f_parameter, f_value, f_quality == 'BAD', "
@@ -128,8 +131,14 @@ class AlarmEvaluator(Actor):
         reader = self.journal if saved else self.log.consumer(
             f"{self.config.group}.rebuild", [JOURNAL])
         folded: list[Alarm] = []
+        # An embedded fetch reads a snapshot: empty means the end. A broker's group
+        # consumer may answer empty until its partitions are assigned (a rebalance
+        # takes seconds): an incomplete fold would raise alarms twice, so wait there.
+        embedded = isinstance(self.log, EmbeddedLog)
+        wait = 0.05 if embedded else JOURNAL_JOIN_S
         try:
-            while recs := await reader.fetch(10_000, 0.05):
+            while recs := await reader.fetch(10_000, wait):
+                wait = 0.05 if embedded else 0.5
                 for rec in recs:
                     if reader is self.journal:
                         self._journal_pos[(rec.topic, rec.partition)] = rec.offset + 1
