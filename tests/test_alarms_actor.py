@@ -183,3 +183,25 @@ async def test_a_start_reads_the_checkpoint_and_only_the_journal_written_since(t
             await x.teardown()
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_alarms_are_journalled_past_the_disk_block_tier(tmp_path):
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        cfg = msgspec.convert({"tick_s": 0.05, "definitions": [
+            {"kind": "stale", "name": "silent", "asset": "oven-1", "parameter": "temp",
+             "for_s": 0.2}]}, AlarmsConfig)
+        lg.set_blocked(True)  # the disk at its block tier: readings wait, alarms do not
+        a = AlarmEvaluator("alarms", cfg, lg, codec)
+
+        async def raised() -> bool:
+            return a.transitions >= 1
+
+        await run_until(a, raised)
+        lg.set_blocked(False)
+        [r] = await read_all(lg, codec, "alarms.clean")
+        assert (r.alarm_id, r.event) == ("oven-1:temp:silent", "raise")
+    finally:
+        await lg.close()

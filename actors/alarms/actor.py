@@ -87,6 +87,9 @@ class AlarmEvaluator(Actor):
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
         self._quiet: dict[str, set[bytes]] = {}  # topic -> prefixes of unwatched streams
         self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
+        # The disk's block tier (95 %) holds the readings back, not the alarms: a stale
+        # alarm is what a plant needs to see then (alarm topics are never evicted).
+        self._urgent = {"bypass_block": True} if isinstance(log_backend, EmbeddedLog) else {}
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, [*self.inputs(), COMMANDS])
@@ -200,7 +203,8 @@ class AlarmEvaluator(Actor):
         events += self.health.observe(out, now)
         if out:
             enc = self.codec.encode
-            await self.log.append(JOURNAL, [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out])
+            await self.log.append(JOURNAL, [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out],
+                                  **self._urgent)
             self.transitions += len(out)
             self._dirty = True
             for r in out:
@@ -208,7 +212,7 @@ class AlarmEvaluator(Actor):
                          r.alarm_id, r.event, r.state.value, r.previous_state.value, r.by, r.seq)
         if events:
             await self.log.append(EVENTS, [(e.source.encode(), self.codec.encode(EVENTS, e))
-                                           for e in events])
+                                           for e in events], **self._urgent)
             for e in events:
                 log.warning("%s evaluator_id=%s %s", e.kind, self.id,
                             " ".join(f"{k}={v}" for k, v in e.fields.items()))
