@@ -241,6 +241,20 @@ def test_low_deviation_rate_and_bit_conditions() -> None:
     assert ev(p.feed(1, 3, parameter="status")) == [("trip", "raise")]
 
 
+def test_deviation_from_a_setpoint_parameter_of_the_same_asset() -> None:
+    p = Plant({"kind": "deviation", "name": "dev", "parameter": "temp",
+               "setpoint_parameter": "temp_sp", "limit": 5.0, "deadband": 1.0})
+    assert p.feed(0, 150.0) == []  # no setpoint read yet: nothing to judge against
+    p.feed(1, 148.0, parameter="temp_sp")
+    p.feed(1, 140.0, parameter="temp_sp", asset="other-oven")  # another asset's setpoint
+    assert p.feed(2, 150.0) == []
+    p.feed(3, 160.0, parameter="temp_sp")  # the operator raises the setpoint
+    [r] = p.feed(4, 150.0)
+    assert (r.alarm_id, r.event, r.limit) == ("oven:temp:dev", "raise", 5.0)
+    assert p.feed(5, 155.5) == []  # within the limit, not yet past the deadband
+    assert [r.event for r in p.feed(6, 156.0)] == ["clear"]
+
+
 def test_bad_quality_for_n_seconds_and_stale() -> None:
     p = Plant(
         {"kind": "bad_quality", "name": "badq", "parameter": "temp", "for_s": 10.0},
@@ -358,6 +372,8 @@ def test_chattering_stale_and_shelved_too_long() -> None:
      "missing required field `limit`"),
     ({"definitions": [{**HI, "kind": "spike"}]}, "kind"),
     ({"inputs": ["telemetry.1s"]}, "inputs[0]: 'telemetry.1s' is not a topic of readings"),
+    ({"definitions": [{"kind": "deviation", "name": "d", "parameter": "p", "limit": 1.0}]},
+     "definition 'd': set one of setpoint, setpoint_parameter - at `$.alarms.definitions[0]`"),
 ])
 def test_bad_definitions_are_refused_with_their_path(alarms, error) -> None:
     with pytest.raises(msgspec.ValidationError) as exc:

@@ -41,7 +41,7 @@ S = 1_000_000_000
 _TRUE_TEXT = frozenset({"1", "true", "on", "yes", "active"})
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
@@ -79,6 +79,7 @@ class Condition:
         "last_t",
         "prev_t",
         "prev_value",
+        "setpoint",
         "since",
         "value",
         "watch_order",
@@ -95,6 +96,7 @@ class Condition:
         self.prev_value: float | None = None
         self.prev_t = 0
         self.value: Any = None
+        self.setpoint: float | None = None  # a deviation's last setpoint_parameter value
         self.ignored = 0
         self.at = last_t  # time of the last change of ``active``
         # any reading ends a stale alarm, whatever its time (a device clock may lag
@@ -111,7 +113,7 @@ class Condition:
             return bad
         if isinstance(d, Stale):
             return False
-        v = _number(value)
+        v = number(value)
         if v is None or bad:
             return None
         if isinstance(d, Rate):
@@ -121,7 +123,10 @@ class Condition:
                 return None
             x = abs(v - pv) * S / (t - pt)
         elif isinstance(d, Deviation):
-            x = abs(v - d.setpoint)
+            sp = d.setpoint if d.setpoint is not None else self.setpoint
+            if sp is None:
+                return None  # no setpoint read yet
+            x = abs(v - sp)
         elif isinstance(d, Low | LowLow):
             return v < d.limit + d.deadband if self.cond else v < d.limit
         else:

@@ -88,10 +88,19 @@ class LowLow(_Limit, tag="low_low", tag_field="kind"):
 
 
 class Deviation(_Limit, tag="deviation", tag_field="kind"):
-    """Active while ``|value - setpoint| > limit``; clears at or below ``limit - deadband``."""
+    """Active while ``|value - setpoint| > limit``; clears at or below ``limit - deadband``.
+    The setpoint is fixed, or the last value of another parameter of the same asset
+    (a controller's SP): then a reading of the parameter is judged against the last
+    setpoint read before it."""
 
-    setpoint: float
-    "The value the parameter should hold."
+    setpoint: float | None = None
+    "The value the parameter should hold (or use setpoint_parameter)."
+    setpoint_parameter: str | None = None
+    "The parameter of the same asset that carries the setpoint (e.g. 'temp_sp')."
+
+    def __post_init__(self) -> None:
+        if (self.setpoint is None) == (self.setpoint_parameter is None):
+            raise ValueError(f"definition {self.name!r}: set one of setpoint, setpoint_parameter")
 
 
 class Rate(_Limit, tag="rate", tag_field="kind"):

@@ -22,12 +22,13 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from otgate.actors.alarms.checkpoint import EntryState
-from otgate.actors.alarms.conditions import Condition
+from otgate.actors.alarms.conditions import Condition, number
 from otgate.actors.alarms.config import (
     AlarmDefinition,
     AlarmsConfig,
     BadQuality,
     Boolean,
+    Deviation,
     Stale,
     Unmatched,
 )
@@ -43,6 +44,16 @@ _PATTERN = frozenset("*?[")
 
 def alarm_id(asset_id: str, parameter: str, name: str) -> str:
     return f"{asset_id}:{parameter}:{name}"
+
+
+class SetpointFeed:
+    """A stream that carries the setpoint of deviation alarms on its asset."""
+
+    __slots__ = ("asset", "name")
+
+    def __init__(self, asset: str, name: str) -> None:
+        self.asset = asset
+        self.name = name
 
 
 class Binding:
@@ -72,6 +83,11 @@ class Evaluator:
         for d in self.definitions:
             for parent in d.suppressed_by:
                 self._children[parent].append(d.name)
+        self._setpoint_defs: dict[str, list[Deviation]] = defaultdict(list)
+        for d in self.definitions:
+            if isinstance(d, Deviation) and d.setpoint_parameter is not None:
+                self._setpoint_defs[d.setpoint_parameter].append(d)
+        self._setpoints: dict[tuple[str, str], float] = {}  # (asset, definition) -> setpoint
         self._timed: list[Binding] = []  # conditions that may change without a reading
         self.applied: OrderedDict[str, None] = OrderedDict()
         self.refused = 0
@@ -87,7 +103,8 @@ class Evaluator:
                 self._bind(d, d.asset, d.parameter, "", now)
 
     def bindings(self, asset: str, parameter: str, raw: bool, unit: str, now: int
-                 ) -> tuple[Binding, ...]:
+                 ) -> tuple[Binding | SetpointFeed, ...]:
+        """What a reading of this stream feeds (empty: nothing watches the stream)."""
         key = (asset, parameter, raw)
         found = self._streams.get(key)
         if found is None:
@@ -95,8 +112,10 @@ class Evaluator:
                     if fnmatchcase(parameter, d.parameter) and fnmatchcase(asset, d.asset)]
             if not defs and raw and self.config.unmatched_raw is Unmatched.ALARM:
                 defs = [self.device]
-            found = self._streams[key] = tuple(self._bind(d, asset, parameter, unit, now)
-                                               for d in defs)
+            feeds = [SetpointFeed(asset, d.name) for d in self._setpoint_defs.get(parameter, ())
+                     if fnmatchcase(asset, d.asset)]
+            found = self._streams[key] = (
+                *(self._bind(d, asset, parameter, unit, now) for d in defs), *feeds)
         return found
 
     def _bind(self, d: AlarmDefinition, asset: str, parameter: str, unit: str, now: int
@@ -109,6 +128,7 @@ class Evaluator:
         entry.unit = entry.unit or unit
         last_t = entry.data_time if entry.data_time is not None else -(1 << 62)
         cond = Condition(d, active=entry.active, last_t=last_t, arrival=now)
+        cond.setpoint = self._setpoints.get((asset, d.name))
         b = self.bindings_by_id[aid] = Binding(entry, cond)
         if isinstance(d, Stale | BadQuality) or d.on_delay_s or d.off_delay_s:
             self._timed.append(b)
@@ -118,12 +138,26 @@ class Evaluator:
         return b
 
     # -- inputs -----------------------------------------------------------------
-    def reading(self, binding: Binding, value: Any, bad: bool, t: int, now: int,
+    def reading(self, binding: Binding | SetpointFeed, value: Any, bad: bool, t: int, now: int,
                 out: list[Alarm]) -> None:
-        """Feed one reading to one alarm; transitions are appended to ``out``."""
+        """Feed one reading to one alarm (or setpoint); transitions go to ``out``."""
+        if isinstance(binding, SetpointFeed):
+            self._setpoint(binding, value, bad)
+            return
         changed = binding.condition.update(value, bad, t, now)
         if changed is not None:
             self._move(binding, changed, now, out)
+
+    def _setpoint(self, feed: SetpointFeed, value: Any, bad: bool) -> None:
+        """A new setpoint: the next reading of the alarm's parameter is judged on it."""
+        v = number(value)
+        if v is None or bad:
+            return
+        self._setpoints[(feed.asset, feed.name)] = v
+        for e in self._by_asset_def.get((feed.asset, feed.name), ()):
+            b = self.bindings_by_id.get(e.alarm_id)
+            if b is not None:
+                b.condition.setpoint = v
 
     def tick(self, now: int, out: list[Alarm]) -> None:
         """Timers: delays and stale/bad-quality without new data, shelve expiry."""
