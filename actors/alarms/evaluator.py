@@ -3,10 +3,12 @@ transitions out. Pure (no I/O): the actor feeds it and journals what it returns.
 
 Hot path: most readings match no definition. ``bindings`` answers from a
 dict keyed by (asset, parameter), filled on first sight of a stream, so an
-unmatched reading costs one lookup.
+unmatched reading costs one lookup (the actor skips such streams before
+decoding, by their first bytes).
 
-Restart: ``restore`` folds the journal (``alarms.clean``, oldest first) into
-the table before any input is read. Each alarm gets its last state and the
+Restart: ``restore`` takes the checkpointed alarm states, then folds the
+journal written since (``alarms.clean``, oldest first) into the table before
+any input is read. Each alarm gets its last state and the
 device time of its last raise/clear as its watermark: replayed readings not
 newer than it change nothing (see ``conditions``), so a replay raises no alarm
 twice and loses none. Every ``request_id`` in the journal counts as applied,
@@ -77,7 +79,7 @@ class Evaluator:
                               message="{asset} {parameter}: device alarm")
         self.entries: dict[str, AlarmEntry] = {}
         self.bindings_by_id: dict[str, Binding] = {}
-        self._streams: dict[tuple[str, str, bool], tuple[Binding, ...]] = {}
+        self._streams: dict[tuple[str, str, bool], tuple[Binding | SetpointFeed, ...]] = {}
         self._by_asset_def: dict[tuple[str, str], list[AlarmEntry]] = defaultdict(list)
         self._children: dict[str, list[str]] = defaultdict(list)
         for d in self.definitions:
@@ -92,12 +94,10 @@ class Evaluator:
         self.applied: OrderedDict[str, None] = OrderedDict()
         self.refused = 0
         self.duplicates = 0
-        self.started = 0
 
     # -- streams ----------------------------------------------------------------
     def start(self, now: int) -> None:
         """Bind the stale alarms of exactly named streams (expected from the start)."""
-        self.started = now
         for d in self.definitions:
             if isinstance(d, Stale) and not (_PATTERN & set(d.asset + d.parameter)):
                 self._bind(d, d.asset, d.parameter, "", now)
