@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "pipeline": "otgate.simulations.bench_pipeline",
     "alerts": "otgate.simulations.bench_alerts",
     "peer": "otgate.simulations.bench_peer",
+    "alarms": "otgate.simulations.bench_alarms",
 }
 
 

@@ -27,8 +27,8 @@ def digest(*parts: Any) -> str:
 
 @dataclass(frozen=True)
 class ProcessingPart:
-    """The validator and aggregator under one rest_for_one supervisor: when the
-    validator restarts, the aggregator behind it restarts too."""
+    """The validator, aggregator and alarm evaluator under one rest_for_one
+    supervisor: when the validator restarts, the stages behind it restart too."""
 
     cfg: ProcessingConfig
     flags: SupervisorFlags

@@ -14,7 +14,8 @@ from otgate.actors.log.embedded import EmbeddedLog
 
 TOPICS = [
     "telemetry.raw", "events.raw", "telemetry.clean", "events.clean", "telemetry.1s",
-    "telemetry.1min", "telemetry.1h", "dlq.telemetry", "dlq.events",
+    "telemetry.1min", "telemetry.1h", "dlq.telemetry", "dlq.events", "alarms.raw",
+    "alarms.clean", "alarms.commands", "logs.gateway",
 ]
 
 

@@ -1,6 +1,6 @@
 """The shipped example starts as is: its simulated plant flows from all three
 protocols into telemetry.raw, through the validator into telemetry.clean, and
-into the demo's PostgreSQL."""
+into the demo's PostgreSQL; its oven's high-temperature alarm raises and clears."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def adapters_in(config: Path, topic: str) -> set[str]:
     )
     assert out.returncode == 0, out.stderr
     return {json.loads(line)["adapter_id"] for line in out.stdout.splitlines() if line.strip()}
+
+
+def events_of(config: Path, alarm_id: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "otgate.supervisors.cli", "log", "read", "alarms.clean",
+         "--config", str(config), "--limit", "5000", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return {d["event"] for d in docs if d["alarm_id"] == alarm_id}
 
 
 def in_historian() -> set[str]:
@@ -49,6 +60,9 @@ def test_example_config_runs_the_demo_plant(tmp_path: Path) -> None:
         wait_for(lambda: want <= adapters_in(config, "telemetry.clean"), 60, "validated readings")
         wait_for(lambda: want <= in_historian(), 60, "readings in the demo's PostgreSQL")
         assert gw.health()["status"] in ("HEALTHY", "DEGRADED")
+        # the oven starts above its limit and drops below it ~30 s in (signal in the example)
+        oven = "line1-oven:temperature:high_temperature"
+        wait_for(lambda: {"raise", "clear"} <= events_of(config, oven), 90, "an alarm and its clear")
     finally:
         assert gw.stop() == 0
         # As root the historian's data sits in a temp dir the state dir links to.

@@ -3,7 +3,7 @@
 Format: msgpack ``{"version": 2, "marks": [[asset, parameter, resolution,
 window_start], ...], "windows": Windows.export_state(), "positions":
 [[topic, partition, next_offset], ...]}``, written to a temporary file,
-fsync'd and renamed over the old one (then the directory fsync'd), so a
+fsync'd and renamed over the old one (``statefile.write_atomic``), so a
 crash leaves either the old or the new file. A missing file is an empty
 checkpoint; an unreadable one raises (never silently reset: that could emit
 windows twice).
@@ -11,13 +11,13 @@ windows twice).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from otgate.actors.aggregator.windows import StreamKey, TopicPartition
+from otgate.actors.statefile import write_atomic
 
 
 class Checkpoint(msgspec.Struct):
@@ -55,8 +55,6 @@ def save(
     positions: dict[TopicPartition, int] | None = None,
 ) -> int:
     """Write atomically; returns the file size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     body = msgspec.msgpack.encode(
         Checkpoint(
             marks=[(a, p, r, s) for (a, p, r), s in marks.items()],
@@ -64,14 +62,4 @@ def save(
             positions=[(t, p, o) for (t, p), o in (positions or {}).items()],
         )
     )
-    with open(tmp, "wb") as fh:
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return len(body)
+    return write_atomic(path, body)

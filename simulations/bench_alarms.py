@@ -1,0 +1,164 @@
+"""``otgate bench alarms``: latency from a device change to ``alarms.clean``, and
+what the alarm evaluator costs the pipeline.
+
+The pipeline bench's plant (a real ``otgate run``, 20 synthetic devices of
+100 points, validator, aggregator, PostgreSQL sink) with high-limit alarms on
+10 points of every device (sines crossing their limits: ~13 transitions/s).
+Latency of one transition = the time its record was appended to
+``alarms.clean`` minus the device time of the reading that caused it: the
+whole path device → raw → validator → clean → evaluator → journal, split at
+the reading's append to ``telemetry.clean``. The devices offer 20k points/s
+for this run, a load the pipeline carries here: at the pipeline bench's offer
+(above its capacity) the latency is the validator's growing backlog.
+
+Then the plant runs at the pipeline bench's offer, with and without the
+evaluator: the points/s that land in PostgreSQL and the processing
+bulkhead's CPU per point (the evaluator reads every clean reading; those of
+streams no definition watches are skipped by their first bytes).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+
+from otgate.actors.log.embedded import EmbeddedLog
+from otgate.actors.log.schemas import EmbeddedSchemaStore
+from otgate.actors.stage_codec import LogCodec, decode
+from otgate.simulations.bench_pipeline import DEVICES, POINTS, _config, _cpu, _rows
+from otgate.simulations.bench_supervision import _poll
+from otgate.simulations.gateway_process import GatewayProcess
+from otgate.simulations.postgres_server import PostgresServer
+
+TITLE = "otgate bench alarms"
+LATENCY_INTERVAL = 0.1
+"""20 devices x 100 points every 0.1 s: 20k points/s, a load the pipeline carries here."""
+CAPACITY_INTERVAL = 0.02
+"""The pipeline bench's offer (100k points/s, above what it carries): capacity runs."""
+WATCHED = 10
+"""Points per device with a high-limit alarm (p000 ... p009)."""
+
+# Every device serves the same sines: limits spread over the sine's range make
+# the 10 alarms of a device cross at different moments of its period.
+ALARMS = "\n[processing.alarms]\ntick_s = 0.1\ndefinitions = [\n" + "".join(
+    f'  {{ kind = "high", name = "hi{j}", parameter = "p00{j}", limit = {-9.0 + 2 * j},'
+    f' deadband = 0.5 }},\n' for j in range(WATCHED)
+) + "]\n"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def _latencies(state: Path, since_ns: int) -> tuple[list[float], list[float]]:
+    """Per transition since ``since_ns``, in ms: device time → its reading appended to
+    ``telemetry.clean`` (session + validator), and that append → the transition
+    appended to ``alarms.clean`` (the evaluator)."""
+    lg = EmbeddedLog(state / "log.sqlite")
+    await lg.start()
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        journal: dict[tuple[str, str, int], int] = {}
+        for r in await _read(lg, "alarms.clean"):
+            a = await decode(codec, "alarms.clean", r.value)
+            if a.event in ("raise", "clear") and a.device_time and a.device_time >= since_ns:
+                journal[(a.asset_id, a.parameter, a.device_time)] = r.timestamp_ns
+        upstream, evaluator = [], []
+        for r in await _read(lg, "telemetry.clean"):
+            row = codec.row_decoder("telemetry.clean", r.value, _KEY, {})
+            key = row(r.value, 5) if row else _key(await decode(codec, "telemetry.clean", r.value))
+            done = journal.get(key)
+            if done is not None:
+                upstream.append((r.timestamp_ns - key[2]) / 1e6)
+                evaluator.append((done - r.timestamp_ns) / 1e6)
+        return upstream, evaluator
+    finally:
+        await lg.close()
+
+
+_KEY = "(f_asset_id, f_parameter, f_device_time)"
+
+
+def _key(r) -> tuple[str, str, int]:
+    return (r.asset_id, r.parameter, r.device_time)
+
+
+async def _read(lg: EmbeddedLog, topic: str) -> list:
+    c = lg.consumer(f"bench-{time.time_ns()}", [topic])
+    out = []
+    while recs := await c.fetch(50_000, 0.1):
+        out += recs
+    await c.close()
+    return out
+
+
+def _run(report, window: float, interval: float, evaluator: bool, latency: bool = False) -> dict:
+    pg = PostgresServer()
+    pg.init()
+    pg.start()
+    label = "with the evaluator" if evaluator else "evaluator off"
+    with tempfile.TemporaryDirectory(prefix="otgate-bench-") as tmp:
+        state = Path(tmp) / "state"
+        cfg = Path(tmp) / "bench.toml"
+        text = _config(state, pg.dsn(), interval)
+        text += ALARMS if evaluator else "[processing.alarms]\nenabled = false\n"
+        cfg.write_text(text)
+        gw = GatewayProcess(cfg).start()
+        try:
+            _poll(lambda: gw.health()["status"] == "HEALTHY", 60, 0.1)
+            report.progress(f"{label}: gateway up, offering {DEVICES * POINTS / interval:,.0f} "
+                            f"points/s; warming up 5 s")
+            time.sleep(5)
+            proc = psutil.Process(gw.component("processing")["pid"])
+            since = time.time_ns()
+            c0, r0, t0 = _cpu({"p": proc})["p"], _rows(pg.dsn()), time.monotonic()
+            report.progress(f"{label}: measuring for {window:g} s")
+            time.sleep(window)
+            c1, r1, t1 = _cpu({"p": proc})["p"], _rows(pg.dsn()), time.monotonic()
+        finally:
+            gw.stop()
+            pg.cleanup()
+        n = max(1, r1 - r0)
+        out: dict = {"points_per_s": (r1 - r0) / (t1 - t0), "us_per_point": (c1 - c0) / n * 1e6}
+        if latency:
+            report.progress("reading the journal and telemetry.clean back")
+            up, ev = anyio.run(_latencies, state, since)
+            total = [a + b for a, b in zip(up, ev, strict=True)]
+            out["latency"] = {name: (len(v), _percentile(v, 0.5), _percentile(v, 0.99),
+                                     max(v, default=float("nan")))
+                              for name, v in (("total", total), ("upstream", up),
+                                              ("evaluator", ev))}
+        return out
+
+
+def _measure(report, window: float) -> None:
+    lat = _run(report, window, LATENCY_INTERVAL, evaluator=True, latency=True)
+    on = _run(report, window, CAPACITY_INTERVAL, evaluator=True)
+    off = _run(report, window, CAPACITY_INTERVAL, evaluator=False)
+    for name, key in (("device change → alarms.clean", "total"),
+                      ("  device → telemetry.clean (validator)", "upstream"),
+                      ("  telemetry.clean → alarms.clean (evaluator)", "evaluator")):
+        n, p50, p99, top = lat["latency"][key]
+        row = {"stage": name, "transitions": n, "p50_ms": p50, "p99_ms": p99, "max_ms": top,
+               "points_per_s": lat["points_per_s"]}
+        if key == "total":
+            row.update(goal="p99 < 100 ms", ratio=f"{p99 / 100:.2f}")
+        report.add(**row)
+    for name, r in (("pipeline with the evaluator", on), ("pipeline, evaluator off", off)):
+        report.add(stage=name, points_per_s=r["points_per_s"],
+                   processing_us_per_point=r["us_per_point"])
+    report.add(stage="with / without", points_per_s=on["points_per_s"] / off["points_per_s"],
+               processing_us_per_point=on["us_per_point"] / off["us_per_point"],
+               goal="points/s ≥ 0.90")
+
+
+async def run(report, args) -> None:
+    window = 10.0 if args.quick else 30.0
+    await anyio.to_thread.run_sync(_measure, report, window)
