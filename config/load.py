@@ -6,6 +6,7 @@ itself and the secret files its ``${secret:NAME}`` references name.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from otgate.config.accepted import with_accepted
 from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import SecretError, check_secret_refs, resolve_secrets
 
@@ -28,45 +30,41 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+class ConfigSource(enum.Enum):
+    """Where the running config came from (shown in /health)."""
+
+    FILE = "file"
+    """The local file (or its last-good copy)."""
+    CONTROL_PLANE = "control_plane"
+    """Pulled from the control plane during this run."""
+    CACHE = "cache"
+    """The last good pulled config, cached on disk and booted from."""
+
+
 @dataclass
 class Loaded:
     config: GatewayConfig
     secrets: set[str] = field(default_factory=set, repr=False)
     raw: bytes = field(default=b"", repr=False)
+    source: ConfigSource = ConfigSource.FILE
 
 
 _AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
 
 
-def path_first(message: str) -> str:
-    """msgspec says ``Expected `int`, got `str` - at `$.a[0].b` ``; we say ``a[0].b: ...``."""
+def path_first(message: str, root: type | None = None, tree: object = None) -> str:
+    """msgspec says ``Expected `int`, got `str` - at `$.a[0].b` ``; we say ``a[0].b: ...``.
+
+    With the ``root`` type and the decoded ``tree``, a bad enum value or
+    ``type`` tag also lists the values the field accepts."""
     m = _AT.match(message)
     if not m:
         return message
     path = m.group("path").lstrip(".") or "(top level)"
     msg = m.group("msg")
-    if path.endswith(".type") and msg.startswith("Invalid value"):
-        tags = _tags(path.split("[", 1)[0])
-        if tags:
-            msg += f" (expected one of {', '.join(tags)})"
+    if root is not None:
+        msg = with_accepted(msg, root, tree, path)
     return f"{path}: {msg}"
-
-
-def _tags(section: str) -> list[str]:
-    """The ``type`` values a tagged section (adapters, sinks, simulators) accepts."""
-    from typing import get_args
-
-    from otgate.config import registry
-
-    union = {
-        "adapters": registry.AdapterConfig,
-        "sinks": registry.SinkConfig,
-        "simulators": registry.SimulatorConfig,
-    }.get(section)
-    if union is None:
-        return []
-    members = get_args(union) or (union,)
-    return sorted(msgspec.inspect.type_info(t).tag for t in members)
 
 
 def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
@@ -74,7 +72,7 @@ def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
     try:
         return msgspec.convert(tree, GatewayConfig, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(source, [path_first(str(exc))]) from None
+        raise ConfigError(source, [path_first(str(exc), GatewayConfig, tree)]) from None
 
 
 def parse(raw: bytes, source: str) -> dict:
@@ -111,7 +109,24 @@ def load_config(
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
-    tree = parse(raw, source)
+    home = base if base is not None else p.resolve().parent
+    return load_tree(parse(raw, source), raw, source, home / p.name, resolve=resolve, env=env)
+
+
+def load_tree(
+    tree: dict,
+    raw: bytes,
+    source: str,
+    path: Path,
+    *,
+    resolve: bool = True,
+    env: Mapping[str, str] = os.environ,
+    origin: ConfigSource = ConfigSource.FILE,
+) -> Loaded:
+    """Resolve and decode a parsed tree; the file and a pulled config share it.
+
+    ``path`` places a relative ``state_dir`` (its directory) and the default one.
+    """
     secrets: set[str] = set()
     try:
         if resolve:
@@ -129,11 +144,10 @@ def load_config(
     except SecretError as exc:
         raise ConfigError(source, list(exc.problems)) from None
     cfg = decode(tree, source)
-    home = base if base is not None else p.resolve().parent
     state_dir = Path(cfg.gateway.state_dir) if cfg.gateway.state_dir else None
     if state_dir is None:
-        state_dir = default_state_dir(home / p.name, env)
+        state_dir = default_state_dir(path, env)
     elif not state_dir.is_absolute():
-        state_dir = home / state_dir
+        state_dir = path.parent / state_dir
     gateway = msgspec.structs.replace(cfg.gateway, state_dir=str(state_dir))
-    return Loaded(msgspec.structs.replace(cfg, gateway=gateway), secrets, raw)
+    return Loaded(msgspec.structs.replace(cfg, gateway=gateway), secrets, raw, origin)

@@ -14,6 +14,7 @@ from otgate.config.base import (
     PositiveSeconds,
     StrictStruct,
 )
+from otgate.config.control_plane import ControlPlaneSection
 from otgate.config.registry import AdapterConfig, SimulatorConfig, SinkConfig
 from otgate.supervisors.spec import OnExhausted, SupervisorFlags
 
@@ -133,6 +134,10 @@ LOG_ID = "log"
 class GatewayConfig(StrictStruct):
     """The whole gateway."""
 
+    config_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Version of this config (a top-level key, before any table). A control plane
+    sets it; a pulled config is applied only when its version is higher than the
+    running one. Shown in /health."""
     gateway: GatewaySection = GatewaySection()
     status: StatusSection = StatusSection()
     supervision: SupervisionSection = SupervisionSection()
@@ -148,6 +153,8 @@ class GatewayConfig(StrictStruct):
     """Simulated devices this gateway starts itself (demo plant, soak tests)."""
     bulkheads: list[BulkheadSection] = []
     """Process grouping and limits (optional)."""
+    control_plane: ControlPlaneSection | None = None
+    """Pull the config from a control plane (``[control_plane]``); absent = this file only."""
 
     def part_ids(self) -> list[str]:
         """Ids of every part that runs as an actor, simulators first (devices up

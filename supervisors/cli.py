@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "otgate.supervisors.cmd_dlq",
     "simulate": "otgate.simulations.cmd_simulate",
     "bench": "otgate.simulations.cmd_bench",
+    "control-plane": "otgate.config.control_plane.cmd",
 }
 
 

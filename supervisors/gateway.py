@@ -1,5 +1,6 @@
 """The gateway root: bulkheads under one supervisor, the status endpoint,
-systemd notification, SIGHUP reload and SIGTERM shutdown."""
+systemd notification, config reload (SIGHUP or a control-plane pull) and
+SIGTERM shutdown."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import msgspec
 
 from otgate.actors.messages import InjectFault, Snapshot, State
-from otgate.config.load import ConfigError, Loaded, load_config
+from otgate.config.control_plane.agent import ControlPlaneAgent
+from otgate.config.control_plane.contract import ApplyStatus, Outcome
+from otgate.config.control_plane.document import CACHE
+from otgate.config.load import ConfigError, ConfigSource, Loaded, load_config
 from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import Redactor
 from otgate.supervisors import notify
@@ -28,6 +33,7 @@ from otgate.supervisors.supervisor import Supervisor, SupervisorStopped
 
 log = logging.getLogger("otgate.gateway")
 LAST_GOOD = "last-good-config.toml"
+_UP = (State.RUNNING, State.DEGRADED)
 STOP_BUDGET_S = 30.0  # whole-tree stop; systemd's TimeoutStopSec is 45 s
 
 
@@ -79,6 +85,8 @@ class Gateway:
         self._stop = anyio.Event()
         self._reload_lock = anyio.Lock()
         self.stopping = False
+        cp = self.config.control_plane
+        self.control_plane = ControlPlaneAgent(self, cp) if cp else None
 
     @property
     def config(self) -> GatewayConfig:
@@ -102,6 +110,10 @@ class Gateway:
         doc = health_document(
             self.snapshot(), self.config.gateway.id, time.monotonic() - self.started_at
         )
+        doc["config_version"] = self.config.config_version
+        doc["config_source"] = self.loaded.source.value
+        if self.control_plane is not None:
+            doc["control_plane"] = self.control_plane.statistics()
         return self._redactor.tree(doc)
 
     async def restart(self, bulkhead_id: str) -> str:
@@ -163,6 +175,8 @@ class Gateway:
                 self.status.url,
             )
             tg.start_soon(notify.watchdog_loop, self.alive)
+            if self.control_plane is not None:
+                tg.start_soon(self.control_plane.run)
 
     async def _kill_after(self, budget: float) -> None:
         """The stop is bounded: after ``budget`` s every bulkhead still there is killed."""
@@ -179,7 +193,9 @@ class Gateway:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tg:
                 async for signum in signals:
-                    if signum == signal.SIGHUP:
+                    if signum == signal.SIGHUP and self.control_plane is not None:
+                        self.control_plane.poll_now()  # the control plane owns the config
+                    elif signum == signal.SIGHUP:
                         # In its own task: SIGTERM is acted on even during a long reload.
                         tg.start_soon(self._reload_quietly)
                     else:
@@ -193,18 +209,31 @@ class Gateway:
         except Exception:  # a reload must never take the running gateway down
             log.exception("reload_failed")
 
-    async def reload(self) -> str:
-        """Re-read the config file; restart only the bulkheads whose parts changed
-        (and any FAILED one). If the new tree is not ready within the grace
-        period, the previous config is applied again."""
+    async def reload(self) -> Outcome:
+        """Re-read the config file and apply it (see ``apply_config``)."""
+        return await self.apply_config(lambda: load_config(self.config_path))
+
+    async def apply_config(
+        self, load: Callable[[], Loaded], *, grace: float | None = None, watch: bool = False
+    ) -> Outcome:
+        """The one reload path (SIGHUP and control-plane pulls): ``load`` runs
+        under the reload lock (a ``ConfigError`` refuses the config and nothing
+        changes); then only the bulkheads whose parts changed (and any FAILED
+        one) restart. If the new tree is not ready within ``grace`` (default
+        ``reload_grace_s``), the previous config is applied again.
+
+        With ``watch`` (a pulled config: nobody is at the console) the bulkheads
+        it added or changed are watched until the grace period ends: one that
+        restarts or stops being up before then rolls the config back too.
+        """
         async with self._reload_lock:
             notify.reloading()
             try:
-                loaded = load_config(self.config_path)
+                loaded = load()
             except ConfigError as exc:
                 log.error("reload_refused problems=%s", "; ".join(exc.problems))
                 notify.ready()
-                return f"refused: {exc}"
+                return Outcome(ApplyStatus.REJECTED, f"refused: {exc}", exc.problems)
             previous = self.loaded
             if loaded.config.status.listen != previous.config.status.listen:
                 log.warning(
@@ -212,12 +241,19 @@ class Gateway:
                     loaded.config.status.listen,
                 )
             self._use(loaded)
-            result = await self.root.apply(self._specs(loaded))
-            log.warning("config_reloaded %s", result)
+            specs = self._specs(loaded)
+            before = {s.id: s.config_digest for s in self._specs(previous)}
+            started = frozenset(s.id for s in specs if before.get(s.id) != s.config_digest)
+            result = await self.root.apply(specs)
+            log.warning(
+                "config_reloaded %s source=%s version=%d",
+                result, loaded.source.value, loaded.config.config_version,
+            )
             notify.ready()
-            if not await self._confirm(loaded, previous):
-                return f"rolled back: {result}"
-            return result
+            errors = await self._confirm(loaded, previous, grace, started if watch else frozenset())
+            if errors is not None:
+                return Outcome(ApplyStatus.ROLLED_BACK, f"rolled back: {result}", errors)
+            return Outcome(ApplyStatus.APPLIED, result)
 
     def _use(self, loaded: Loaded) -> None:
         self.loaded = loaded
@@ -225,26 +261,68 @@ class Gateway:
         if self._redactor_update is not None:
             self._redactor_update(loaded.secrets)
 
-    async def _confirm(self, loaded: Loaded, previous: Loaded | None) -> bool:
-        """Cache ``loaded`` as last-good once the tree is ready; if it is not ready
-        within the grace period, roll back to ``previous`` (when there is one)."""
-        grace = self.config.supervision.reload_grace_s
+    async def _confirm(
+        self,
+        loaded: Loaded,
+        previous: Loaded | None,
+        grace: float | None = None,
+        watch: frozenset[str] = frozenset(),
+    ) -> list[str] | None:
+        """Cache ``loaded`` as last good once the tree is ready (and the bulkheads
+        in ``watch`` stayed up until the grace period ends); otherwise roll back
+        to ``previous`` (when there is one). Returns None when confirmed, else
+        the errors of the bulkheads that were not up."""
+        grace = grace or self.config.supervision.reload_grace_s
+        deadline = anyio.current_time() + grace
+        ready = False
         with anyio.move_on_after(grace):
             while not self.root.ready():
                 await anyio.sleep(0.2)
+            ready = True
+        errors = None if ready else self._down()
+        if errors is None and watch:
+            errors = await self._watch(watch, deadline)
+        if errors is None:
             self._save_last_good(loaded)
-            return True
+            return None
         if previous is None:
             log.error("config_not_confirmed ready_within_s=%g (not cached as last good)", grace)
-            return False
-        log.error("reload_rolled_back not_ready_within_s=%g", grace)
+            return errors
+        log.error("reload_rolled_back grace_s=%g errors=%s", grace, "; ".join(errors))
         self._use(previous)
         await self.root.apply(self._specs(previous))
-        return False
+        return errors
+
+    async def _watch(self, ids: frozenset[str], deadline: float) -> list[str] | None:
+        """None if the bulkheads ``ids`` stay up without a restart until ``deadline``."""
+        restarts = {c.id: c.restarts for c in self.snapshot().children if c.id in ids}
+        while anyio.current_time() < deadline:
+            errors = self._down(restarts)
+            if errors:
+                return errors
+            await anyio.sleep(0.2)
+        return None
+
+    def _down(self, watched: dict[str, int] | None = None) -> list[str]:
+        """``bulkhead: state last_error`` of each bulkhead not up; with ``watched``
+        (id -> restarts before), only of those, and also when they restarted."""
+
+        def down(c: Snapshot) -> bool:
+            if watched is None:
+                return c.state not in _UP
+            return c.id in watched and (c.state not in _UP or c.restarts > watched[c.id])
+
+        return [
+            self._redactor.text(f"{c.id}: {c.state.value} {c.last_error or ''}".rstrip())
+            for c in self.snapshot().children
+            if down(c)
+        ]
 
     def _save_last_good(self, loaded: Loaded) -> None:
-        """Keep the file that ran (unresolved: secret refs, not values), owner-only."""
-        path = Path(loaded.config.gateway.state_dir) / LAST_GOOD
+        """Keep the config that ran (unresolved: secret refs, not values), owner-only:
+        the file as ``LAST_GOOD``, a pulled one as the control-plane ``CACHE``."""
+        name = LAST_GOOD if loaded.source is ConfigSource.FILE else CACHE
+        path = Path(loaded.config.gateway.state_dir) / name
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
