@@ -143,6 +143,8 @@ async def reads(c: Calls, pid: int) -> str:
     schemas = await c.ok("schemas", topic="logs.audit")
     assert list(schemas) == ["logs.audit"] and schemas["logs.audit"]["record"] == "AuditRecord"
     assert "no topic" in await c.fails("schemas", topic="nope")
+    assert isinstance((await c.ok("logs", topic="logs.gateway"))["records"], list)
+    assert "expected one of logs.gateway" in await c.fails("logs", topic="telemetry.raw")
     samples = await c.ok("metrics", prefix="otgate_alarms")
     assert any('severity="HIGH"' in line for line in samples)
     diag = await c.ok("diagnose_gateway")
