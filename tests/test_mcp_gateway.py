@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 from test_ops_gateway import high, read_topic, write_alarms
@@ -101,6 +101,22 @@ class Calls:
         return await self.ok(tool, **args, confirmation=first["confirmation"])
 
 
+class Person:
+    """The person behind the MCP client: answers each confirmation request the
+    server sends (elicitation) with the next of ``answers``."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, context, params) -> types.ElicitResult:
+        self.asked.append(params.message)
+        action = self.answers.pop(0)
+        return types.ElicitResult(
+            action=action, content={"confirm": True} if action == "accept" else None
+        )
+
+
 def pid_of(gw, bulkhead: str) -> int:
     return next(c["pid"] for c in gw.health()["components"] if c["id"] == bulkhead)
 
@@ -160,8 +176,9 @@ async def reads(c: Calls, pid: int) -> str:
     return first
 
 
-async def actions(c: Calls, gw, pid: int, letter: str) -> None:
-    """A first call only previews; a wrong or spent token does nothing; confirmed, it runs."""
+async def actions(c: Calls, gw, pid: int, letter: str, person: Person) -> None:
+    """A first call only previews; a wrong or spent token does nothing, nor does a
+    person's no; confirmed by token and person, it runs."""
     pre = await c.ok("restart_component", component="a")
     assert pre["status"] == "needs_confirmation" and pre["preview"]["pid"] == pid
     token = pre["confirmation"]
@@ -172,6 +189,13 @@ async def actions(c: Calls, gw, pid: int, letter: str) -> None:
         "restart_component", component="b", confirmation=token
     )
     assert "already used" in await c.fails("restart_component", component="a", confirmation=token)
+    assert person.asked == []  # refused before anyone was asked
+    token = (await c.ok("restart_component", component="a"))["confirmation"]
+    assert "the person did not confirm (decline)" in await c.fails(
+        "restart_component", component="a", confirmation=token
+    )
+    assert 'restart_component {"component": "a"}' in person.asked[0]
+    assert f'"pid": {pid}' in person.asked[0]
     assert pid_of(gw, "a") == pid
 
     done = await c.confirmed("restart_component", component="a")
@@ -191,15 +215,16 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
         env=env_for("oper-tok"),
     )
     pid = pid_of(gw, "a")
+    person = Person("decline", "accept", "accept", "accept")
 
     async def session(errlog) -> list[str]:
         async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as s:
+            async with ClientSession(read, write, elicitation_callback=person) as s:
                 await s.initialize()
                 c = Calls(s)
                 letter = await reads(c, pid)
-                await actions(c, gw, pid, letter)
-                return c.texts
+                await actions(c, gw, pid, letter, person)
+                return c.texts + person.asked
 
     with (tmp_path / "mcp.stderr").open("w") as errlog:
         texts = anyio.run(session, errlog)
@@ -216,7 +241,7 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
     assert ("olga", "mcp", "mcp.schemas", "nope", "error: HTTP 404") in audit
     assert ("olga", "mcp", "mcp.restart_component", "a", "preview") in audit
     refused = [a for a in audit if a[2] == "mcp.restart_component" and a[4] == "refused"]
-    assert len(refused) == 3
+    assert len(refused) == 4
     # The executed actions are audited once, by the gateway's service layer.
     assert [a for a in audit if a[2] == "component.restart"] == [
         ("olga", "mcp", "component.restart", "a", "ok")
@@ -227,6 +252,10 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
 
 
 def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) -> None:
+    """Two HTTP sessions on one ``otgate mcp --http`` with a viewer token: tokens do
+    not cross sessions, a client that cannot ask its person cannot act, and the
+    person's yes still meets the gateway's 403. Then ``--confirm token`` (stdio):
+    the token alone reaches the gateway."""
     errfile = tmp_path / "mcp-http.stderr"
     proc = subprocess.Popen(
         [sys.executable, "-m", "otgate.supervisors.cli", "mcp", "--url", gw.url, *HTTP],
@@ -235,43 +264,65 @@ def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) ->
         stdout=subprocess.DEVNULL,
         stderr=errfile.open("w"),
     )
+    person = Person("accept")
+    pid = pid_of(gw, "a")
+    restart = {"component": "a"}
+
+    async def sessions(url: str) -> None:
+        async with (
+            streamable_http_client(url) as (r1, w1),
+            ClientSession(r1, w1, elicitation_callback=person) as s1,
+        ):
+            await s1.initialize()
+            one = Calls(s1)
+            names = {t.name for t in (await s1.list_tools()).tools}
+            assert names == READ_TOOLS | ANALYSIS | ACTIONS
+            assert (await one.ok("gateway_status"))["gateway"] == "mcp"
+            token = (await one.ok("restart_component", **restart))["confirmation"]
+            async with streamable_http_client(url) as (r2, w2), ClientSession(r2, w2) as s2:
+                await s2.initialize()
+                two = Calls(s2)
+                assert "another MCP session" in await two.fails(
+                    "restart_component", **restart, confirmation=token
+                )
+                own = (await two.ok("restart_component", **restart))["confirmation"]
+                assert "this client cannot ask one" in await two.fails(
+                    "restart_component", **restart, confirmation=own
+                )
+            # The viewer's person says yes; the gateway refuses the action itself.
+            own = (await one.ok("restart_component", **restart))["confirmation"]
+            text = await one.fails("restart_component", **restart, confirmation=own)
+            assert "HTTP 403" in text and "needs operator" in text and person.asked
+
+    async def token_only() -> None:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "otgate.supervisors.cli", "mcp", "--url", gw.url, "--confirm", "token"],
+            env=env_for("view-tok"),
+        )
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            text = await Calls(s).fails(
+                "restart_component",
+                **restart,
+                confirmation=(await Calls(s).ok("restart_component", **restart))["confirmation"],
+            )
+            assert "HTTP 403" in text
+
     try:
         found = wait_for(
             lambda: re.search(r"mcp_listening url=(\S+)", errfile.read_text()), 30, "mcp listening"
         )
-        url = found.group(1)
-        pid_before = pid_of(gw, "a")
-
-        async def sessions() -> None:
-            async with streamable_http_client(url) as (r1, w1), ClientSession(r1, w1) as s1:
-                await s1.initialize()
-                one = Calls(s1)
-                names = {t.name for t in (await s1.list_tools()).tools}
-                assert names == READ_TOOLS | ANALYSIS | ACTIONS
-                assert (await one.ok("gateway_status"))["gateway"] == "mcp"
-                token = (await one.ok("restart_component", component="a"))["confirmation"]
-                async with streamable_http_client(url) as (r2, w2), ClientSession(r2, w2) as s2:
-                    await s2.initialize()
-                    assert "another MCP session" in await Calls(s2).fails(
-                        "restart_component", component="a", confirmation=token
-                    )
-                # A viewer may preview, but the gateway refuses the action itself.
-                text = await one.fails(
-                    "restart_component",
-                    component="a",
-                    confirmation=(await one.ok("restart_component", component="a"))["confirmation"],
-                )
-                assert "HTTP 403" in text and "needs operator" in text
-
-        anyio.run(sessions)
+        anyio.run(sessions, found.group(1))
+        anyio.run(token_only)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    assert pid_of(gw, "a") == pid_before
+    assert pid_of(gw, "a") == pid
     audit = [
         (a.who, a.role, a.surface, a.action, a.result)
         for a in read_topic(tmp_path / "state", "logs.audit")
     ]
-    assert ("vic", "viewer", "mcp", "component.restart", "refused") in audit
-    assert ("vic", "viewer", "mcp", "mcp.restart_component", "refused") in audit
+    assert audit.count(("vic", "viewer", "mcp", "component.restart", "refused")) == 2
+    assert audit.count(("vic", "viewer", "mcp", "mcp.restart_component", "refused")) == 2
     assert ("vic", "viewer", "mcp", "mcp.gateway_status", "ok") in audit

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve streamable HTTP at http://HOST:PORT/mcp (loopback only) instead of stdio",
     )
     p.add_argument(
+        "--confirm",
+        choices=("person", "token"),
+        default="person",
+        help="person (default): a confirmed action also asks the person through the "
+        "MCP client (elicitation); token: the confirmation token alone suffices",
+    )
+    p.add_argument(
         "--confirm-ttl",
         type=float,
         default=DEFAULT_TTL_S,
@@ -75,20 +82,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"otgate mcp: {exc}", file=sys.stderr)
             return 2
     try:
-        anyio.run(serve, args.url, tok, listen, args.confirm_ttl)
+        anyio.run(serve, args.url, tok, listen, args.confirm_ttl, args.confirm == "person")
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def serve(url: str, tok: str, listen: tuple[str, int] | None, ttl_s: float) -> None:
+async def serve(
+    url: str, tok: str, listen: tuple[str, int] | None, ttl_s: float, ask_person: bool
+) -> None:
     """Serve until stdin closes (stdio) or the process is stopped (HTTP)."""
     from otgate.supervisors.mcptools.confirm import Confirmations
     from otgate.supervisors.mcptools.gateway_api import GatewayApi
     from otgate.supervisors.mcptools.server import build
 
     async with GatewayApi(url, tok) as api:
-        server = build(api, Confirmations(ttl_s=ttl_s), tok)
+        server = build(api, Confirmations(ttl_s=ttl_s), tok, ask_person)
         if listen is None:
             await server.run_stdio_async()
             return

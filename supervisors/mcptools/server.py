@@ -12,7 +12,10 @@ Hard blocks: no tool returns a credential (the gateway hides secrets in
 ``/config`` and ``/health``; every answer is also scrubbed of the token this
 server holds), there is no delete tool (no DLQ discard, no topic or alarm
 deletion), ``suggest_config_change`` only returns a diff, and every action
-needs the two-step confirmation of ``confirm.py``.
+needs the two-step confirmation of ``confirm.py``. With ``ask_person`` (the
+default) the confirming call also asks the person through the MCP client
+(elicitation, shown by the host, never to the model) and acts only on their
+yes: the assistant cannot approve its own proposal.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
 
 from otgate.config.secrets import Redactor
 from otgate.supervisors.api_client import ApiError
@@ -45,6 +51,12 @@ INSTRUCTIONS = (
 )
 
 
+class PersonConfirms(BaseModel):
+    """What a person answers when asked to confirm an action."""
+
+    confirm: bool = Field(description="yes: do it now")
+
+
 def _walk(nodes: list[dict], path: str = ""):
     for node in nodes:
         here = f"{path}/{node['id']}" if path else node["id"]
@@ -55,9 +67,12 @@ def _walk(nodes: list[dict], path: str = ""):
 class Tools:
     """The tool functions, bound to one gateway client and confirmation book."""
 
-    def __init__(self, api: GatewayApi, book: Confirmations, token: str) -> None:
+    def __init__(
+        self, api: GatewayApi, book: Confirmations, token: str, ask_person: bool = True
+    ) -> None:
         self.api = api
         self.book = book
+        self.ask_person = ask_person
         self._scrub = Redactor([token] if token else [])
 
     def answer(self, doc: Any) -> str:
@@ -109,14 +124,48 @@ class Tools:
             )
         try:
             self.book.redeem(confirmation, tool, arguments, session)
+            if self.ask_person:
+                await self._person_confirms(ctx, tool, arguments, preview)
         except ConfirmationRefused as exc:
             await self._note(tool, target, "refused", str(exc))
             raise ToolError(f"not done: {exc}; call without confirmation for a new one") from None
+        except ApiError as exc:  # the fresh preview for the person failed
+            await self._note(tool, target, f"error: HTTP {exc.status}", str(exc))
+            raise ToolError(_failed(exc)) from None
         try:  # the gateway's service layer checks the role and writes the audit
             result = await execute()
         except ApiError as exc:
             raise ToolError(_failed(exc)) from None
         return self.answer({"status": "done", "done": True, "result": result})
+
+    async def _person_confirms(
+        self,
+        ctx: Context,
+        tool: str,
+        arguments: dict[str, Any],
+        preview: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Ask the person, through the MCP client (elicitation), whether to do it;
+        raises ConfirmationRefused unless they accept. The model never sees this
+        exchange, so it cannot answer it in the person's place."""
+        caps = ctx.client_capabilities
+        if caps is None or caps.elicitation is None:
+            raise ConfirmationRefused(
+                "this server asks a person to confirm each action (MCP elicitation) and "
+                "this client cannot ask one; use a client that can, or start the server "
+                "with --confirm token"
+            )
+        shown = json.dumps(await preview(), indent=1, default=str)
+        message = (
+            f"otgate: do {tool} {json.dumps(arguments, default=str)}?\n"
+            f"Current state:\n{self._scrub.text(shown)[:2000]}"
+        )
+        try:
+            answer = await ctx.elicit(message, PersonConfirms)
+        except (ValueError, MCPError) as exc:
+            raise ConfirmationRefused(f"asking the person failed: {exc}") from None
+        if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm):
+            raise ConfirmationRefused(f"the person did not confirm ({answer.action})")
 
     async def _note(self, tool: str, target: str, result: str, detail: str = "") -> None:
         try:
@@ -190,9 +239,12 @@ def _limit(n: int) -> int:
     return n
 
 
-def build(api: GatewayApi, book: Confirmations, token: str) -> MCPServer:
-    """The MCP server with every otgate tool registered (see module doc)."""
-    t = Tools(api, book, token)
+def build(
+    api: GatewayApi, book: Confirmations, token: str, ask_person: bool = True
+) -> MCPServer:
+    """The MCP server with every otgate tool registered (see module doc);
+    ``ask_person``: a confirmed action also needs a person's yes (elicitation)."""
+    t = Tools(api, book, token, ask_person)
     server = MCPServer("otgate", instructions=INSTRUCTIONS, log_level="WARNING")
     tool = server.tool
 
