@@ -70,6 +70,11 @@ def _loopback(listen: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        print("otgate mcp: the mcp package is missing: pip install 'otgate[mcp]'", file=sys.stderr)
+        return 2
     tok = token(args)
     if not tok:
         print("otgate mcp: a token is required ($OTGATE_TOKEN, --token-file)", file=sys.stderr)
