@@ -27,11 +27,12 @@ _UNREACHABLE = re.compile(
 )
 
 
-def _walk(nodes: Sequence[dict], path: str = "") -> Iterator[tuple[str, dict]]:
+def walk(nodes: Sequence[dict], path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every node of a ``/health`` component tree with its path (``a/a.session``)."""
     for node in nodes:
         here = f"{path}/{node['id']}" if path else node["id"]
         yield here, node
-        yield from _walk(node.get("children") or [], here)
+        yield from walk(node.get("children") or [], here)
 
 
 def _cause(node: dict) -> list[str]:
@@ -73,7 +74,7 @@ def diagnose(health: dict[str, Any], alarms: Sequence[dict[str, Any]] = ()) -> d
     since when, and the likely cause; with the active alarms (see module doc)."""
     now = health.get("time")
     findings = []
-    for path, node in _walk(health.get("components") or []):
+    for path, node in walk(health.get("components") or []):
         at = node.get("last_error_at")
         age = round(now - at, 1) if now is not None and at is not None else None
         causes = _cause(node)
