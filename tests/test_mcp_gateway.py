@@ -6,6 +6,7 @@ role (403 from the gateway, audited there); every call is in ``logs.audit``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
@@ -252,25 +254,39 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
 
 
 def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) -> None:
-    """Two HTTP sessions on one ``otgate mcp --http`` with a viewer token: tokens do
-    not cross sessions, a client that cannot ask its person cannot act, and the
-    person's yes still meets the gateway's 403. Then ``--confirm token`` (stdio):
-    the token alone reaches the gateway."""
+    """HTTP sessions on one ``otgate mcp --http``, each client with its own gateway
+    token (the server holds none): no token, no answer; confirmation tokens do
+    not cross sessions; a client that cannot ask its person cannot act; a
+    viewer's person may say yes, the gateway still refuses (403). Then
+    ``--confirm token`` (stdio): the token alone reaches the gateway."""
     errfile = tmp_path / "mcp-http.stderr"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otgate.supervisors.cli", "mcp", "--url", gw.url, *HTTP],
-        env=env_for("view-tok"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=errfile.open("w"),
-    )
+    with errfile.open("w") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otgate.supervisors.cli", "mcp", "--url", gw.url, *HTTP],
+            env=env_for(""),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     person = Person("accept")
     pid = pid_of(gw, "a")
     restart = {"component": "a"}
 
-    async def sessions(url: str) -> None:
+    @contextlib.asynccontextmanager
+    async def client(url: str, token: str):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with (
-            streamable_http_client(url) as (r1, w1),
+            httpx2.AsyncClient(headers=headers) as http,
+            streamable_http_client(url, http_client=http) as streams,
+        ):
+            yield streams
+
+    async def sessions(url: str) -> None:
+        async with client(url, "") as (r0, w0), ClientSession(r0, w0) as s0:
+            await s0.initialize()
+            assert "HTTP 401" in await Calls(s0).fails("gateway_status")
+        async with (
+            client(url, "view-tok") as (r1, w1),
             ClientSession(r1, w1, elicitation_callback=person) as s1,
         ):
             await s1.initialize()
@@ -279,7 +295,7 @@ def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) ->
             assert names == READ_TOOLS | ANALYSIS | ACTIONS
             assert (await one.ok("gateway_status"))["gateway"] == "mcp"
             token = (await one.ok("restart_component", **restart))["confirmation"]
-            async with streamable_http_client(url) as (r2, w2), ClientSession(r2, w2) as s2:
+            async with client(url, "view-tok") as (r2, w2), ClientSession(r2, w2) as s2:
                 await s2.initialize()
                 two = Calls(s2)
                 assert "another MCP session" in await two.fails(

@@ -2,9 +2,11 @@
 assistant's host starts this command) or streamable HTTP on a loopback port
 (``--http 127.0.0.1:PORT``; port 0 picks one, printed on stderr).
 
-The tools act with the token given here (``$OTGATE_TOKEN``, ``--token-file``
-or ``--token``) against the gateway at ``--url``: give the assistant a token
-with the role it should have (a viewer token: reads and previews only).
+Over stdio the tools act with the token given here (``$OTGATE_TOKEN``,
+``--token-file`` or ``--token``) against the gateway at ``--url``: give the
+assistant a token with the role it should have (a viewer token: reads and
+previews only). Over HTTP the server holds no token: each MCP client sends
+its own gateway token (``Authorization: Bearer``) with every request.
 """
 
 from __future__ import annotations
@@ -75,17 +77,17 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("otgate mcp: the mcp package is missing: pip install 'otgate[mcp]'", file=sys.stderr)
         return 2
-    tok = token(args)
-    if not tok:
-        print("otgate mcp: a token is required ($OTGATE_TOKEN, --token-file)", file=sys.stderr)
-        return 3
-    listen = None
+    tok, listen = token(args), None
     if args.http:
         try:
             listen = _loopback(args.http)
         except ValueError as exc:
             print(f"otgate mcp: {exc}", file=sys.stderr)
             return 2
+        tok = None  # each HTTP client sends its own
+    elif not tok:
+        print("otgate mcp: a token is required ($OTGATE_TOKEN, --token-file)", file=sys.stderr)
+        return 3
     try:
         anyio.run(serve, args.url, tok, listen, args.confirm_ttl, args.confirm == "person")
     except KeyboardInterrupt:
@@ -94,19 +96,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(
-    url: str, tok: str, listen: tuple[str, int] | None, ttl_s: float, ask_person: bool
+    url: str, tok: str | None, listen: tuple[str, int] | None, ttl_s: float, ask_person: bool
 ) -> None:
     """Serve until stdin closes (stdio) or the process is stopped (HTTP)."""
     from otgate.supervisors.mcptools.confirm import Confirmations
     from otgate.supervisors.mcptools.gateway_api import GatewayApi
     from otgate.supervisors.mcptools.server import build
 
-    async with GatewayApi(url, tok) as api:
-        server = build(api, Confirmations(ttl_s=ttl_s), tok, ask_person)
+    async with GatewayApi(url) as api:
+        book = Confirmations(ttl_s=ttl_s)
         if listen is None:
-            await server.run_stdio_async()
+            await build(api, book, tok, ask_person).run_stdio_async()
             return
-        await _serve_http(server, *listen)
+        await _serve_http(build(api, book, tok, ask_person), *listen)
 
 
 async def _serve_http(server, host: str, port: int) -> None:

@@ -1,9 +1,10 @@
 """The MCP server's calls to the running gateway's status endpoint.
 
-Every call carries the token the MCP server was started with and
-``X-Otgate-Surface: mcp``: the gateway identifies the caller, checks its role
-and writes the audit, exactly as for the CLI. Errors keep the HTTP status
-(``ApiError``) so a tool can say "403: role viewer cannot do this".
+Every call carries a caller's token and ``X-Otgate-Surface: mcp``: the gateway
+identifies the caller, checks its role and writes the audit, exactly as for
+the CLI. ``GatewayApi`` owns the HTTP client; ``as_caller(token)`` gives the
+calls of one caller. Errors keep the HTTP status (``ApiError``) so a tool can
+say "403: role viewer cannot do this".
 """
 
 from __future__ import annotations
@@ -20,22 +21,34 @@ TIMEOUT_S = 30.0
 class GatewayApi:
     """One HTTP client session to the gateway at ``url`` (see module doc)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self._headers = {"X-Otgate-Surface": "mcp", "Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._http: aiohttp.ClientSession | None = None
+        self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> GatewayApi:
-        self._http = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
-        )
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._http is not None:
-            await self._http.close()
+        if self.http is not None:
+            await self.http.close()
+
+    def as_caller(self, token: str) -> CallerApi:
+        assert self.http is not None, "use GatewayApi as an async context manager"
+        return CallerApi(self, token)
+
+
+class CallerApi:
+    """The gateway's routes called with one caller's token."""
+
+    def __init__(self, api: GatewayApi, token: str) -> None:
+        self.api = api
+        self.token = token
+        self._headers = {
+            "X-Otgate-Surface": "mcp",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+        }
 
     async def get(self, path: str, **query: Any) -> Any:
         return await self._call("GET", path, query=query)
@@ -60,14 +73,14 @@ class GatewayApi:
         body: dict[str, Any] | None = None,
         as_text: bool = False,
     ) -> Any:
-        assert self._http is not None, "use GatewayApi as an async context manager"
+        assert self.api.http is not None
         params = {k: str(v) for k, v in (query or {}).items() if v not in (None, "")}
         try:
-            async with self._http.request(
-                method, self.url + path, params=params, json=body
+            async with self.api.http.request(
+                method, self.api.url + path, params=params, json=body, headers=self._headers
             ) as resp:
                 if resp.status >= 400:
                     raise ApiError(resp.status, (await resp.text()).strip())
                 return await resp.text() if as_text else await resp.json()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ApiError(0, f"cannot reach {self.url}: {exc}") from None
+            raise ApiError(0, f"cannot reach {self.api.url}: {exc}") from None

@@ -8,9 +8,12 @@ audits actions in its service layer, as for the CLI and the console. Calls
 the gateway does not audit itself (reads, previews, refused confirmations)
 are put in the same trail with ``POST /audit/notes`` as ``mcp.<tool>``.
 
+Each call acts with its caller's gateway token (``tools.py``: the one
+``otgate mcp`` was started with over stdio, the request's bearer over HTTP).
+
 Hard blocks: no tool returns a credential (the gateway hides secrets in
-``/config`` and ``/health``; every answer is also scrubbed of the token this
-server holds), there is no delete tool (no DLQ discard, no topic or alarm
+``/config`` and ``/health``; every answer is also scrubbed of the caller's
+token), there is no delete tool (no DLQ discard, no topic or alarm
 deletion), ``suggest_config_change`` only returns a diff, and every action
 needs the two-step confirmation of ``confirm.py``. With ``ask_person`` (the
 default) the confirming call also asks the person through the MCP client
@@ -27,10 +30,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
-from otgate.supervisors.mcptools import analysis
+from otgate.supervisors.mcptools import analysis, views
 from otgate.supervisors.mcptools.config_diff import BadChange, suggest
 from otgate.supervisors.mcptools.confirm import Confirmations
-from otgate.supervisors.mcptools.gateway_api import GatewayApi
+from otgate.supervisors.mcptools.gateway_api import CallerApi, GatewayApi
 from otgate.supervisors.mcptools.tools import Tools
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -53,52 +56,44 @@ def _limit(n: int) -> int:
 
 
 def build(
-    api: GatewayApi, book: Confirmations, token: str, ask_person: bool = True
+    api: GatewayApi, book: Confirmations, token: str | None, ask_person: bool = True
 ) -> MCPServer:
     """The MCP server with every otgate tool registered (see module doc);
-    ``ask_person``: a confirmed action also needs a person's yes (elicitation)."""
+    ``token``: the stdio caller's (None over HTTP); ``ask_person``: a confirmed
+    action also needs a person's yes (elicitation)."""
     t = Tools(api, book, token, ask_person)
     server = MCPServer("otgate", instructions=INSTRUCTIONS, log_level="WARNING")
     tool = server.tool
 
     @tool(annotations=READ)
-    async def gateway_status() -> str:
+    async def gateway_status(ctx: Context) -> str:
         """The gateway's rolled-up status (HEALTHY/DEGRADED/UNHEALTHY/FAILED), uptime,
         config version and each bulkhead's state, restarts and last error."""
-
-        async def fetch() -> dict[str, Any]:
-            h = await t.health()
-            h["bulkheads"] = [
-                {k: b.get(k) for k in ("id", "kind", "state", "restarts", "last_error")}
-                for b in h.pop("components", [])
-            ]
-            return h
-
-        return await t.read("gateway_status", "", fetch)
+        return await t.read(ctx, "gateway_status", "", views.status)
 
     @tool(annotations=READ)
-    async def component_status(component: str) -> str:
+    async def component_status(component: str, ctx: Context) -> str:
         """One component (bulkhead id, actor id or path like ``plc-1/plc-1.session``)
         with its state, restarts, last error and age, mailbox, metrics and children."""
-        return await t.read("component_status", component, lambda: t.component(component))
-
-    @tool(annotations=READ)
-    async def sink_status() -> str:
-        """Every sink: state, records behind the log (lag), connection, breaker, last error."""
-        return await t.read("sink_status", "", t.sinks)
-
-    @tool(annotations=READ)
-    async def alarms(state: str = "", severity: str = "", asset: str = "") -> str:
-        """The alarm table (current state per alarm); filters are comma-separated
-        states (ACTIVE, ACKED...), severities, and an asset pattern."""
         return await t.read(
-            "alarms",
-            asset,
-            lambda: t.api.get("/alarms", state=state, severity=severity, asset=asset),
+            ctx, "component_status", component, lambda api: views.component(api, component)
         )
 
     @tool(annotations=READ)
+    async def sink_status(ctx: Context) -> str:
+        """Every sink: state, records behind the log (lag), connection, breaker, last error."""
+        return await t.read(ctx, "sink_status", "", views.sinks)
+
+    @tool(annotations=READ)
+    async def alarms(ctx: Context, state: str = "", severity: str = "", asset: str = "") -> str:
+        """The alarm table (current state per alarm); filters are comma-separated
+        states (ACTIVE_UNACKED...), severities, and an asset pattern."""
+        query = {"state": state, "severity": severity, "asset": asset}
+        return await t.read(ctx, "alarms", asset, lambda api: api.get("/alarms", **query))
+
+    @tool(annotations=READ)
     async def dlq_messages(
+        ctx: Context,
         topic: str = "",
         reason: str = "",
         asset: str = "",
@@ -110,62 +105,79 @@ def build(
         is a prefix, ``asset``/``parameter`` fnmatch patterns."""
         query = dict(topic=topic, reason=reason, asset=asset, parameter=parameter)
         return await t.read(
+            ctx,
             "dlq_messages",
             reason,
-            lambda: t.api.get("/dlq", disposition=disposition, limit=_limit(limit), **query),
+            lambda api: api.get("/dlq", disposition=disposition, limit=_limit(limit), **query),
         )
 
     @tool(annotations=READ)
-    async def dlq_message(letter_id: str) -> str:
+    async def dlq_message(letter_id: str, ctx: Context) -> str:
         """One dead letter (``dlq.telemetry/0/12``) with the original reading."""
         if not re.fullmatch(r"[\w.]+/\d+/\d+", letter_id):
             raise ToolError("letter_id: expected <topic>/<partition>/<offset>")
-        return await t.read("dlq_message", letter_id, lambda: t.api.get(f"/dlq/{letter_id}"))
+        return await t.read(ctx, "dlq_message", letter_id, lambda api: api.get(f"/dlq/{letter_id}"))
 
     @tool(annotations=READ)
-    async def config() -> str:
+    async def config(ctx: Context) -> str:
         """The running config (every secret, token and password replaced by ***)."""
-        return await t.read("config", "", lambda: t.api.get("/config"))
+        return await t.read(ctx, "config", "", lambda api: api.get("/config"))
 
     @tool(annotations=READ)
-    async def schemas(topic: str = "") -> str:
+    async def schemas(ctx: Context, topic: str = "") -> str:
         """The Avro schema of each log topic (or one ``topic``) and its record type."""
-        return await t.read("schemas", topic, lambda: t.api.get("/schemas", topic=topic))
+        return await t.read(ctx, "schemas", topic, lambda api: api.get("/schemas", topic=topic))
 
     @tool(annotations=READ)
-    async def logs(topic: str = "logs.gateway", limit: int = 50) -> str:
+    async def logs(ctx: Context, topic: str = "logs.gateway", limit: int = 50) -> str:
         """The most recent records of ``logs.gateway`` (what the gateway did) or
         ``logs.audit`` (who did what), oldest first."""
         return await t.read(
-            "logs", topic, lambda: t.api.get(f"/logs/{topic}", limit=_limit(limit))
+            ctx, "logs", topic, lambda api: api.get(f"/logs/{topic}", limit=_limit(limit))
         )
 
     @tool(annotations=READ)
-    async def metrics(prefix: str = "otgate_", limit: int = 200) -> str:
+    async def metrics(ctx: Context, prefix: str = "otgate_", limit: int = 200) -> str:
         """Prometheus metric samples whose name starts with ``prefix``."""
-        return await t.read("metrics", prefix, lambda: t.metrics(prefix, _limit(limit)))
+        return await t.read(
+            ctx, "metrics", prefix, lambda api: views.metrics(api, prefix, _limit(limit))
+        )
 
     @tool(annotations=READ)
-    async def diagnose_gateway() -> str:
+    async def diagnose_gateway(ctx: Context) -> str:
         """What is broken, since when, and the likely cause (from states, restarts,
         last errors, heartbeats, mailboxes, sink lag, breakers), with active alarms."""
 
-        async def fetch() -> dict[str, Any]:
-            found = await t.api.get("/alarms")
-            return analysis.diagnose(await t.health(), found["alarms"])
+        async def fetch(api: CallerApi) -> dict[str, Any]:
+            found = await api.get("/alarms")
+            return analysis.diagnose(await api.get("/health"), found["alarms"])
 
-        return await t.read("diagnose_gateway", "", fetch)
+        return await t.read(ctx, "diagnose_gateway", "", fetch)
 
     @tool(annotations=READ)
-    async def dlq_summary(disposition: str = "PENDING", limit: int = MAX_LIST) -> str:
+    async def dlq_summary(ctx: Context, disposition: str = "PENDING", limit: int = MAX_LIST) -> str:
         """Dead letters grouped by reason, stage and asset/parameter, most frequent
         first: which pattern fills the DLQ and since when."""
 
-        async def fetch() -> dict[str, Any]:
-            found = await t.api.get("/dlq", disposition=disposition, limit=_limit(limit))
+        async def fetch(api: CallerApi) -> dict[str, Any]:
+            found = await api.get("/dlq", disposition=disposition, limit=_limit(limit))
             return {"total": found["total"], **analysis.dlq_patterns(found["letters"])}
 
-        return await t.read("dlq_summary", disposition, fetch)
+        return await t.read(ctx, "dlq_summary", disposition, fetch)
+
+    @tool(annotations=READ)
+    async def suggest_config_change(ctx: Context, changes: dict[str, Any], reason: str = "") -> str:
+        """A config change as a diff against the running config, checked against the
+        config schema; never applied. ``changes``: {"dotted.path[0].key": value}."""
+
+        async def fetch(api: CallerApi) -> dict[str, Any]:
+            running = (await api.get("/config"))["config"]
+            try:
+                return {"reason": reason, **suggest(running, changes)}
+            except BadChange as exc:
+                raise ToolError(str(exc)) from None
+
+        return await t.read(ctx, "suggest_config_change", ",".join(changes), fetch)
 
     @tool(annotations=ACTION)
     async def restart_component(component: str, ctx: Context, confirmation: str = "") -> str:
@@ -177,18 +189,20 @@ def build(
             component,
             {"component": component},
             confirmation,
-            lambda: t.component(component),
-            lambda: t.api.post(f"/components/{component}/restart", {}),
+            lambda api: views.component(api, component),
+            lambda api: api.post(f"/components/{component}/restart", {}),
         )
 
     @tool(annotations=ACTION)
-    async def ack_alarm(alarm_ids: list[str], ctx: Context, note: str = "", confirmation: str = "") -> str:
+    async def ack_alarm(
+        alarm_ids: list[str], ctx: Context, note: str = "", confirmation: str = ""
+    ) -> str:
         """Acknowledge alarms. Needs an operator token and a confirmation: the first
         call only previews the alarms and returns the token."""
         body = {"alarm_ids": alarm_ids, "note": note}
 
-        async def preview() -> list[Any]:
-            return [(await t.api.get(f"/alarms/{a}"))["alarm"] for a in alarm_ids]
+        async def preview(api: CallerApi) -> list[Any]:
+            return [(await api.get(f"/alarms/{a}"))["alarm"] for a in alarm_ids]
 
         return await t.act(
             ctx,
@@ -197,32 +211,19 @@ def build(
             body,
             confirmation,
             preview,
-            lambda: t.api.post("/alarms/ack", {**body, "wait_s": 2.0}),
+            lambda api: api.post("/alarms/ack", {**body, "wait_s": 2.0}),
         )
 
     @tool(annotations=ACTION)
-    async def approve_dlq(letter_ids: list[str], ctx: Context, note: str = "", confirmation: str = "") -> str:
+    async def approve_dlq(
+        letter_ids: list[str], ctx: Context, note: str = "", confirmation: str = ""
+    ) -> str:
         """Approve dead letters for reprocessing (re-validated with the current rules;
         still invalid ones stay). Needs an operator token and a confirmation."""
         body = {"ids": letter_ids, "note": note}
 
-        async def preview() -> list[Any]:
-            shown = []
-            for i in letter_ids:
-                doc = await t.api.get(f"/dlq/{i}")
-                letter = doc["letter"]
-                reading = letter.get("reading") or {}
-                point = f"{reading.get('asset_id')}/{reading.get('parameter')}"
-                shown.append(
-                    {
-                        "id": i,
-                        "disposition": doc.get("disposition"),
-                        "reason": letter.get("reason"),
-                        "point": point,
-                        "value": reading.get("value"),
-                    }
-                )
-            return shown
+        async def preview(api: CallerApi) -> list[Any]:
+            return [_letter_line(i, await api.get(f"/dlq/{i}")) for i in letter_ids]
 
         return await t.act(
             ctx,
@@ -231,21 +232,20 @@ def build(
             body,
             confirmation,
             preview,
-            lambda: t.api.post("/dlq/reprocess", body),
+            lambda api: api.post("/dlq/reprocess", body),
         )
 
-    @tool(annotations=READ)
-    async def suggest_config_change(changes: dict[str, Any], reason: str = "") -> str:
-        """A config change as a diff against the running config, checked against the
-        config schema; never applied. ``changes``: {"dotted.path[0].key": value}."""
-
-        async def fetch() -> dict[str, Any]:
-            running = (await t.api.get("/config"))["config"]
-            try:
-                return {"reason": reason, **suggest(running, changes)}
-            except BadChange as exc:
-                raise ToolError(str(exc)) from None
-
-        return await t.read("suggest_config_change", ",".join(changes), fetch)
-
     return server
+
+
+def _letter_line(letter_id: str, shown: dict[str, Any]) -> dict[str, Any]:
+    """One dead letter as a person confirming its reprocessing wants to see it."""
+    letter = shown["letter"]
+    reading = letter.get("reading") or {}
+    return {
+        "id": letter_id,
+        "disposition": shown.get("disposition"),
+        "reason": letter.get("reason"),
+        "point": f"{reading.get('asset_id')}/{reading.get('parameter')}",
+        "value": reading.get("value"),
+    }

@@ -1,9 +1,16 @@
 """The frame every MCP tool runs in: a read (gateway calls, then an audit note)
-or a confirmed action (preview and token, then token, the person's yes and the
-gateway's own role check and audit). See ``server.py`` for the tools."""
+or a confirmed action (preview and token; then the token, the person's yes,
+and the gateway's own role check and audit). See ``server.py`` for the tools.
+
+Whose token: over stdio, the one ``otgate mcp`` was started with (the host
+that started it is the only client). Over HTTP, each request's own
+``Authorization: Bearer`` gateway token: the server holds none, so a local
+process that can reach the port can do no more than its own token allows.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,9 +23,10 @@ from pydantic import BaseModel, Field
 
 from otgate.config.secrets import Redactor
 from otgate.supervisors.api_client import ApiError
-from otgate.supervisors.mcptools.analysis import walk
 from otgate.supervisors.mcptools.confirm import ConfirmationRefused, Confirmations
-from otgate.supervisors.mcptools.gateway_api import GatewayApi
+from otgate.supervisors.mcptools.gateway_api import CallerApi, GatewayApi
+
+Fetch = Callable[[CallerApi], Awaitable[Any]]
 
 
 class PersonConfirms(BaseModel):
@@ -28,31 +36,52 @@ class PersonConfirms(BaseModel):
 
 
 class Tools:
-    """The tool functions, bound to one gateway client and confirmation book."""
+    """Runs tools against one gateway with one confirmation book; ``token`` is
+    the stdio caller's (None over HTTP: each request brings its own)."""
 
     def __init__(
-        self, api: GatewayApi, book: Confirmations, token: str, ask_person: bool = True
+        self,
+        api: GatewayApi,
+        book: Confirmations,
+        token: str | None,
+        ask_person: bool = True,
     ) -> None:
         self.api = api
         self.book = book
+        self.token = token
         self.ask_person = ask_person
-        self._scrub = Redactor([token] if token else [])
 
-    def answer(self, doc: Any) -> str:
-        return self._scrub.text(json.dumps(doc, indent=1, default=str))
+    def caller(self, ctx: Context) -> CallerApi:
+        """The gateway calls of whoever made this MCP request (see module doc)."""
+        if ctx.headers is None:
+            if self.token is None:
+                raise ToolError("no gateway token for this transport")
+            return self.api.as_caller(self.token)
+        bearer = ctx.headers.get("authorization", "")
+        if not bearer.startswith("Bearer ") or not bearer[7:].strip():
+            raise ToolError(
+                "HTTP 401 (no valid token): send Authorization: Bearer <gateway token>"
+            )
+        return self.api.as_caller(bearer[7:].strip())
 
-    async def read(self, tool: str, target: str, fetch: Callable[[], Awaitable[Any]]) -> str:
+    @staticmethod
+    def answer(api: CallerApi, doc: Any) -> str:
+        """``doc`` as JSON text, with the caller's own token scrubbed out."""
+        return Redactor([api.token]).text(json.dumps(doc, indent=1, default=str))
+
+    async def read(self, ctx: Context, tool: str, target: str, fetch: Fetch) -> str:
         """Run one read tool: its gateway calls, then its audit note."""
+        api = self.caller(ctx)
         try:
-            doc = await fetch()
+            doc = await fetch(api)
         except ApiError as exc:
-            await self._note(tool, target, f"error: HTTP {exc.status}", str(exc))
+            await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
             raise ToolError(_failed(exc)) from None
         except ToolError as exc:  # arguments the tool refused
-            await self._note(tool, target, "error: bad arguments", str(exc))
+            await _note(api, tool, target, "error: bad arguments", str(exc))
             raise
-        await self._note(tool, target, "ok")
-        return self.answer(doc)
+        await _note(api, tool, target, "ok")
+        return self.answer(api, doc)
 
     async def act(
         self,
@@ -61,20 +90,22 @@ class Tools:
         target: str,
         arguments: dict[str, Any],
         confirmation: str,
-        preview: Callable[[], Awaitable[Any]],
-        execute: Callable[[], Awaitable[Any]],
+        preview: Fetch,
+        execute: Fetch,
     ) -> str:
         """Preview and issue a token (no ``confirmation``), or redeem it and execute."""
-        session = _session_of(ctx)
+        api = self.caller(ctx)
+        session = _session_of(ctx, api)
         if not confirmation:
             try:
-                shown = await preview()
+                shown = await preview(api)
             except ApiError as exc:
-                await self._note(tool, target, f"error: HTTP {exc.status}", str(exc))
+                await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
                 raise ToolError(_failed(exc)) from None
             token = self.book.issue(tool, arguments, session)
-            await self._note(tool, target, "preview", "confirmation token issued")
+            await _note(api, tool, target, "preview", "confirmation token issued")
             return self.answer(
+                api,
                 {
                     "status": "needs_confirmation",
                     "done": False,
@@ -83,34 +114,30 @@ class Tools:
                     "expires_in_s": self.book.ttl_s,
                     "next": "show the preview to the person; if they agree, call "
                     f"{tool} again with the same arguments and this confirmation",
-                }
+                },
             )
         try:
             self.book.redeem(confirmation, tool, arguments, session)
             if self.ask_person:
-                await self._person_confirms(ctx, tool, arguments, preview)
+                await self._person_confirms(ctx, api, tool, arguments, await preview(api))
         except ConfirmationRefused as exc:
-            await self._note(tool, target, "refused", str(exc))
+            await _note(api, tool, target, "refused", str(exc))
             raise ToolError(f"not done: {exc}; call without confirmation for a new one") from None
         except ApiError as exc:  # the fresh preview for the person failed
-            await self._note(tool, target, f"error: HTTP {exc.status}", str(exc))
+            await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
             raise ToolError(_failed(exc)) from None
         try:  # the gateway's service layer checks the role and writes the audit
-            result = await execute()
+            result = await execute(api)
         except ApiError as exc:
             raise ToolError(_failed(exc)) from None
-        return self.answer({"status": "done", "done": True, "result": result})
+        return self.answer(api, {"status": "done", "done": True, "result": result})
 
     async def _person_confirms(
-        self,
-        ctx: Context,
-        tool: str,
-        arguments: dict[str, Any],
-        preview: Callable[[], Awaitable[Any]],
+        self, ctx: Context, api: CallerApi, tool: str, arguments: dict[str, Any], shown: Any
     ) -> None:
-        """Ask the person, through the MCP client (elicitation), whether to do it;
-        raises ConfirmationRefused unless they accept. The model never sees this
-        exchange, so it cannot answer it in the person's place."""
+        """Ask the person, through the MCP client (elicitation), whether to do it
+        given the current state ``shown``; raises ConfirmationRefused unless they
+        accept. The model never sees this exchange, so it cannot answer it."""
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
             raise ConfirmationRefused(
@@ -118,11 +145,8 @@ class Tools:
                 "this client cannot ask one; use a client that can, or start the server "
                 "with --confirm token"
             )
-        shown = json.dumps(await preview(), indent=1, default=str)
-        message = (
-            f"otgate: do {tool} {json.dumps(arguments, default=str)}?\n"
-            f"Current state:\n{self._scrub.text(shown)[:2000]}"
-        )
+        state = self.answer(api, shown)[:2000]
+        message = f"otgate: do {tool} {json.dumps(arguments)}?\nCurrent state:\n{state}"
         try:
             answer = await ctx.elicit(message, PersonConfirms)
         except (ValueError, MCPError) as exc:
@@ -130,63 +154,25 @@ class Tools:
         if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm):
             raise ConfirmationRefused(f"the person did not confirm ({answer.action})")
 
-    async def _note(self, tool: str, target: str, result: str, detail: str = "") -> None:
-        try:
-            await self.api.note(tool, target, result, detail)
-        except ApiError as exc:  # e.g. an invalid token: the gateway audited the 401
-            if exc.status == 0:
-                raise ToolError(_failed(exc)) from None
 
-    # -- views ------------------------------------------------------------------------
-    async def health(self) -> dict[str, Any]:
-        return await self.api.get("/health")
-
-    async def component(self, component: str) -> dict[str, Any]:
-        health = await self.health()
-        for path, node in walk(health.get("components") or []):
-            if component in (path, node["id"]):
-                return {"path": path, "gateway_time": health.get("time"), **node}
-        known = [p for p, _n in walk(health.get("components") or [])]
-        raise ApiError(404, f"no component {component!r} (have {', '.join(known[:40])})")
-
-    async def sinks(self) -> list[dict[str, Any]]:
-        health = await self.health()
-        out = []
-        for path, node in walk(health.get("components") or []):
-            if not str(node.get("kind", "")).startswith("sink."):
-                continue
-            m = node.get("metrics") or {}
-            out.append(
-                {
-                    "sink": path,
-                    "kind": node["kind"],
-                    "state": node.get("state"),
-                    "lag_records": m.get("lag_records"),
-                    "connected": m.get("connected"),
-                    "breaker_state": m.get("breaker_state"),
-                    "restarts": node.get("restarts", 0),
-                    "last_error": node.get("last_error"),
-                }
-            )
-        return out
-
-    async def metrics(self, prefix: str, limit: int) -> list[str]:
-        text = await self.api.text("/metrics")
-        lines = [ln for ln in text.splitlines() if ln.startswith(prefix) and not ln.startswith("#")]
-        return lines[:limit]
+async def _note(api: CallerApi, tool: str, target: str, result: str, detail: str = "") -> None:
+    try:
+        await api.note(tool, target, result, detail)
+    except ApiError as exc:  # e.g. an invalid token: the gateway audited the 401
+        if exc.status == 0:
+            raise ToolError(_failed(exc)) from None
 
 
-def _session_of(ctx: Context) -> str:
-    """The MCP session a call came in: stdio serves one client per process; over
-    HTTP the transport's ``mcp-session-id`` (a random id the server assigned at
-    initialize, so a client cannot pick another session's)."""
-    headers = ctx.headers
-    if headers is None:
+def _session_of(ctx: Context, api: CallerApi) -> str:
+    """The MCP session and caller a call came from: stdio serves one client per
+    process; over HTTP the transport's ``mcp-session-id`` (a random id the server
+    assigned at initialize) and a digest of the caller's token."""
+    if ctx.headers is None:
         return "stdio"
-    sid = headers.get("mcp-session-id", "")
+    sid = ctx.headers.get("mcp-session-id", "")
     if not sid:
         raise ToolError("actions need an MCP session (stateful streamable HTTP or stdio)")
-    return sid
+    return f"{sid}:{hashlib.sha256(api.token.encode()).hexdigest()[:16]}"
 
 
 def _failed(exc: ApiError) -> str:
@@ -194,3 +180,4 @@ def _failed(exc: ApiError) -> str:
         return str(exc)
     why = {401: "no valid token", 403: "forbidden", 404: "not found"}.get(exc.status, "error")
     return f"HTTP {exc.status} ({why}): {exc}"
+
