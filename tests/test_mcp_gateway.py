@@ -20,11 +20,13 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
+from peers.postgres import pg_dsn_fixture, pg_server_fixture  # noqa: F401
 from test_ops_gateway import high, read_topic, write_alarms
 
 from otgate.actors.records import AlarmState
 
 ADMIN_SECRET = "s3cret-admin-token-value"
+PG_SECRET = "pg-s3cret-password"
 READ_TOOLS = {
     "gateway_status",
     "component_status",
@@ -42,33 +44,49 @@ ACTIONS = {"restart_component", "ack_alarm", "approve_dlq"}
 HTTP = ("--http", "127.0.0.1:0")
 
 
-def config() -> str:
-    return """
+def config(pg_dsn: str) -> str:
+    return f"""
 [gateway]
 id = "mcp"
+fault_injection = true
 [supervision]
 heartbeat_interval = 0.5
 heartbeat_timeout = 2.0
 [status]
 tokens = [
-  { token = "view-tok", role = "viewer", name = "vic" },
-  { token = "oper-tok", role = "operator", name = "olga" },
-  { token = "${secret:admin_token}", role = "admin", name = "ada" },
+  {{ token = "view-tok", role = "viewer", name = "vic" }},
+  {{ token = "oper-tok", role = "operator", name = "olga" }},
+  {{ token = "${{secret:admin_token}}", role = "admin", name = "ada" }},
 ]
 [processing.validator]
-rules = [{ parameter = "flow", max = 18.0, on_out_of_range = "reject" }]
+rules = [{{ parameter = "flow", max = 22.0, on_out_of_range = "reject" }}]
 [processing.aggregator]
 enabled = false
+[[sinks]]
+type = "postgres"
+id = "pg"
+dsn = "{pg_dsn} password=${{secret:pg_password}}"
+db_schema = "mcp"
 """ + synthetic("a", "pump-1", 0.05)
 
 
 @pytest.fixture(name="gw")
-def gw_fixture(gateway, tmp_path: Path):
+def gw_fixture(gateway, pg_dsn: str, tmp_path: Path):
+    """A gateway with a synthetic adapter whose readings half fail validation,
+    a Postgres sink (trust auth: the password is only there to be hidden),
+    an active alarm, and bulkhead ``a`` that has crashed once (fault injection)."""
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "admin_token").write_text(ADMIN_SECRET)
-    gw = gateway(config(), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    (creds / "pg_password").write_text(PG_SECRET)
+    gw = gateway(config(pg_dsn), env={"CREDENTIALS_DIRECTORY": str(creds)})
     wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
+    assert gw.post("/faults", {"kind": "exit", "bulkhead": "a"}, token=ADMIN_SECRET)[0] == 200
+    wait_for(
+        lambda: gw.component("a")["restarts"] >= 1 and gw.component("a")["state"] == "RUNNING",
+        60,
+        "bulkhead a back after its crash",
+    )
     write_alarms(tmp_path / "state", [high(1, AlarmState.ACTIVE_UNACKED)])
     return gw
 
@@ -140,7 +158,12 @@ async def reads(c: Calls, pid: int) -> str:
     comp = await c.ok("component_status", component="a")
     assert comp["state"] == "RUNNING" and comp["pid"] == pid
     assert "no component 'nope'" in await c.fails("component_status", component="nope")
-    assert await c.ok("sink_status") == []
+    with anyio.fail_after(30):  # the sink connects when the first batch is due
+        while not (await c.ok("sink_status"))[0]["connected"]:
+            await anyio.sleep(0.2)
+    (sink,) = await c.ok("sink_status")
+    assert (sink["sink"], sink["kind"], sink["state"]) == ("pg/sink.pg", "sink.postgres", "RUNNING")
+    assert sink["lag_records"] >= 0 and sink["last_error"] is None
     found = await c.ok("alarms", state="ACTIVE_UNACKED")
     assert [a["alarm_id"] for a in found["alarms"]] == ["pump-1:flow_high"]
 
@@ -155,8 +178,10 @@ async def reads(c: Calls, pid: int) -> str:
     assert (top["reason"], top["point"]) == ("out_of_range", "pump-1/flow")
     assert top["count"] == summary["letters"] >= 3
 
-    tokens = (await c.ok("config"))["config"]["status"]["tokens"]
+    running = (await c.ok("config"))["config"]
+    tokens = running["status"]["tokens"]
     assert {t["token"] for t in tokens} == {"***"}
+    assert running["sinks"][0]["dsn"].endswith(" password=***")
     assert [t["name"] for t in tokens] == ["vic", "olga", "ada"]
     schemas = await c.ok("schemas", topic="logs.audit")
     assert list(schemas) == ["logs.audit"] and schemas["logs.audit"]["record"] == "AuditRecord"
@@ -167,6 +192,9 @@ async def reads(c: Calls, pid: int) -> str:
     assert any('severity="HIGH"' in line for line in samples)
     diag = await c.ok("diagnose_gateway")
     assert diag["alarms"]["active_or_unacked"] == 1 and diag["status"] == status["status"]
+    crashed = next(f for f in diag["findings"] if f["component"] == "a")
+    assert crashed["restarts"] >= 1 and crashed["last_error"] and crashed["likely_cause"]
+    assert crashed["last_error_age_s"] >= 0
 
     diff = await c.ok("suggest_config_change", changes={"adapters[0].interval": 0.5})
     assert diff["applied"] is False and diff["valid"], diff["problems"]
@@ -232,7 +260,8 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
         texts = anyio.run(session, errlog)
     wait_for(lambda: pid_of(gw, "a") not in (None, pid), 30, "bulkhead a restarted")
     for text in texts:
-        assert ADMIN_SECRET not in text and "oper-tok" not in text and "view-tok" not in text
+        for secret in (ADMIN_SECRET, PG_SECRET, "oper-tok", "view-tok"):
+            assert secret not in text
 
     audit = [
         (a.who, a.surface, a.action, a.target, a.result)
