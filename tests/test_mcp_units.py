@@ -100,7 +100,7 @@ def test_diagnose_names_what_is_broken_since_when_and_why() -> None:
     assert order == ["hist", "plc", "plc/plc.session", "flappy", "pg/pg.sink"]
     hist, _plc, session, flappy, sink = d["findings"]
     assert "gave up after 5 restarts" in hist["likely_cause"][0]
-    assert hist["last_error_age_s"] == 10.0
+    assert (hist["last_error_at"], hist["last_error_age_s"]) == ("1970-01-01T00:16:30Z", 10.0)
     assert session["last_error_age_s"] == 60.0
     assert session["likely_cause"][0].startswith("cannot reach its peer")
     assert flappy["likely_cause"] == ["restarted 2 times; running again now"]

@@ -11,6 +11,7 @@ read from its state, restarts, last error, heartbeat, mailbox and lag.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -87,6 +88,7 @@ def diagnose(health: dict[str, Any], alarms: Sequence[dict[str, Any]] = ()) -> d
                 "state": node.get("state"),
                 "restarts": node.get("restarts", 0),
                 "last_error": node.get("last_error"),
+                "last_error_at": _iso(at),
                 "last_error_age_s": age,
                 "likely_cause": causes or [f"state {node.get('state')}"],
             }
@@ -111,6 +113,12 @@ def diagnose(health: dict[str, Any], alarms: Sequence[dict[str, Any]] = ()) -> d
         "findings": findings,
         "alarms": {"active_or_unacked": len(active), "by_severity": dict(by_severity)},
     }
+
+
+def _iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reason_kind(reason: str) -> str:
