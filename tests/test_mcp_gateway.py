@@ -12,6 +12,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import anyio
@@ -359,6 +361,15 @@ def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) ->
             lambda: re.search(r"mcp_listening url=(\S+)", errfile.read_text()), 30, "mcp listening"
         )
         anyio.run(sessions, found.group(1))
+        rebound = urllib.request.Request(  # a web page that rebinds a name to loopback
+            found.group(1),
+            data=b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}',
+            method="POST",
+            headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 421
         anyio.run(token_only)
     finally:
         proc.terminate()

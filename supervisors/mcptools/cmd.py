@@ -113,13 +113,20 @@ async def serve(
 
 async def _serve_http(server, host: str, port: int) -> None:
     import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()
-    app = server.streamable_http_app(host=host)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    # Host/Origin checked on every request: a web page cannot reach it by DNS rebinding.
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{shown}:*", "localhost:*"],
+        allowed_origins=[f"http://{shown}:*", "http://localhost:*"],
+    )
+    app = server.streamable_http_app(host=host, transport_security=security)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     log.warning("mcp_listening url=http://%s:%d/mcp", shown, bound[1])
     await uvicorn.Server(config).serve(sockets=[sock])
