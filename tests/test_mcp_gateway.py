@@ -365,7 +365,11 @@ def test_http_sessions_weak_role_and_session_bound_tokens(gw, tmp_path: Path) ->
             found.group(1),
             data=b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}',
             method="POST",
-            headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
+            headers={
+                "Host": "evil.example",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(rebound, timeout=10)
