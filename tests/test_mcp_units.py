@@ -194,3 +194,16 @@ def test_scrub_hides_secret_values_credential_fields_and_dsn_passwords() -> None
             {"url": "http://ingest/?key=***", "api_key": "***", "retries": 3},
         ],
     }
+
+
+def test_otgate_mcp_refuses_non_loopback_and_missing_token(capsys, monkeypatch) -> None:
+    from otgate.supervisors.cli import main
+
+    monkeypatch.setenv("OTGATE_TOKEN", "t")
+    assert main(["mcp", "--http", "0.0.0.0:8790"]) == 2
+    assert "only a loopback address" in capsys.readouterr().err
+    assert main(["mcp", "--http", "127.0.0.1:x"]) == 2
+    assert main(["mcp", "--confirm-ttl", "0"]) == 2
+    monkeypatch.delenv("OTGATE_TOKEN")
+    assert main(["mcp"]) == 3  # stdio needs the caller's token
+    assert "a token is required" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def _loopback(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
-        raise ValueError(f"--http {listen}: only a loopback address is allowed")
+        raise ValueError("only a loopback address is allowed")
     return host, int(port)
 
 
@@ -77,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("otgate mcp: the mcp package is missing: pip install 'otgate[mcp]'", file=sys.stderr)
         return 2
+    if not args.confirm_ttl > 0:
+        print("otgate mcp: --confirm-ttl: expected a positive number of seconds", file=sys.stderr)
+        return 2
     tok, listen = token(args), None
     if args.http:
         try:
             listen = _loopback(args.http)
-        except ValueError as exc:
-            print(f"otgate mcp: {exc}", file=sys.stderr)
+        except (ValueError, OSError) as exc:  # not a number, an unknown name
+            print(f"otgate mcp: --http {args.http}: {exc}", file=sys.stderr)
             return 2
         tok = None  # each HTTP client sends its own
     elif not tok:
