@@ -234,6 +234,7 @@ async def actions(c: Calls, gw, pid: int, letter: str, person: Person) -> None:
     assert done["status"] == "done" and done["result"]["result"]
     ack = await c.confirmed("ack_alarm", alarm_ids=["pump-1:flow_high"], note="seen")
     assert ack["result"]["targeted"] == ["pump-1:flow_high"]  # no evaluator: accepted
+    assert "expected a letter id" in await c.fails("approve_dlq", letter_ids=["../faults"])
     approve = await c.confirmed("approve_dlq", letter_ids=[letter])
     assert approve["result"]["counts"] == {"refused": 1}  # still out of range
     recent = await c.ok("logs", topic="logs.audit", limit=5)
@@ -272,6 +273,7 @@ def test_stdio_session_reads_analyses_and_confirms_actions(gw, tmp_path: Path) -
     assert all(who == "olga" and surface == "mcp" for who, surface, *_ in audit)
     assert ("olga", "mcp", "mcp.gateway_status", "", "ok") in audit
     assert ("olga", "mcp", "mcp.schemas", "nope", "error: HTTP 404") in audit
+    assert ("olga", "mcp", "mcp.approve_dlq", "../faults", "error: bad arguments") in audit
     assert ("olga", "mcp", "mcp.restart_component", "a", "preview") in audit
     refused = [a for a in audit if a[2] == "mcp.restart_component" and a[4] == "refused"]
     assert len(refused) == 4

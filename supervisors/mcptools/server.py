@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -114,9 +115,9 @@ def build(
     @tool(annotations=READ)
     async def dlq_message(letter_id: str, ctx: Context) -> str:
         """One dead letter (``dlq.telemetry/0/12``) with the original reading."""
-        if not re.fullmatch(r"[\w.]+/\d+/\d+", letter_id):
-            raise ToolError("letter_id: expected <topic>/<partition>/<offset>")
-        return await t.read(ctx, "dlq_message", letter_id, lambda api: api.get(f"/dlq/{letter_id}"))
+        return await t.read(
+            ctx, "dlq_message", letter_id, lambda api: api.get(_letter_path(letter_id))
+        )
 
     @tool(annotations=READ)
     async def config(ctx: Context) -> str:
@@ -133,7 +134,7 @@ def build(
         """The most recent records of ``logs.gateway`` (what the gateway did) or
         ``logs.audit`` (who did what), oldest first."""
         return await t.read(
-            ctx, "logs", topic, lambda api: api.get(f"/logs/{topic}", limit=_limit(limit))
+            ctx, "logs", topic, lambda api: api.get(f"/logs/{quote(topic, safe='')}", limit=_limit(limit))
         )
 
     @tool(annotations=READ)
@@ -190,7 +191,7 @@ def build(
             {"component": component},
             confirmation,
             lambda api: views.component(api, component),
-            lambda api: api.post(f"/components/{component}/restart", {}),
+            lambda api: api.post(f"/components/{quote(component, safe='')}/restart", {}),
         )
 
     @tool(annotations=ACTION)
@@ -202,7 +203,7 @@ def build(
         body = {"alarm_ids": alarm_ids, "note": note}
 
         async def preview(api: CallerApi) -> list[Any]:
-            return [(await api.get(f"/alarms/{a}"))["alarm"] for a in alarm_ids]
+            return [(await api.get(f"/alarms/{quote(a, safe='')}"))["alarm"] for a in alarm_ids]
 
         return await t.act(
             ctx,
@@ -223,7 +224,7 @@ def build(
         body = {"ids": letter_ids, "note": note}
 
         async def preview(api: CallerApi) -> list[Any]:
-            return [_letter_line(i, await api.get(f"/dlq/{i}")) for i in letter_ids]
+            return [_letter_line(i, await api.get(_letter_path(i))) for i in letter_ids]
 
         return await t.act(
             ctx,
@@ -236,6 +237,13 @@ def build(
         )
 
     return server
+
+
+def _letter_path(letter_id: str) -> str:
+    """``/dlq/<topic>/<partition>/<offset>`` for a dead letter's id (checked)."""
+    if not re.fullmatch(r"[\w.]+/\d+/\d+", letter_id):
+        raise ToolError(f"{letter_id!r}: expected a letter id <topic>/<partition>/<offset>")
+    return f"/dlq/{letter_id}"
 
 
 def _letter_line(letter_id: str, shown: dict[str, Any]) -> dict[str, Any]:

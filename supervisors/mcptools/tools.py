@@ -72,14 +72,7 @@ class Tools:
     async def read(self, ctx: Context, tool: str, target: str, fetch: Fetch) -> str:
         """Run one read tool: its gateway calls, then its audit note."""
         api = self.caller(ctx)
-        try:
-            doc = await fetch(api)
-        except ApiError as exc:
-            await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
-            raise ToolError(_failed(exc)) from None
-        except ToolError as exc:  # arguments the tool refused
-            await _note(api, tool, target, "error: bad arguments", str(exc))
-            raise
+        doc = await _noted(api, tool, target, fetch)
         await _note(api, tool, target, "ok")
         return self.answer(api, doc)
 
@@ -97,11 +90,7 @@ class Tools:
         api = self.caller(ctx)
         session = _session_of(ctx, api)
         if not confirmation:
-            try:
-                shown = await preview(api)
-            except ApiError as exc:
-                await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
-                raise ToolError(_failed(exc)) from None
+            shown = await _noted(api, tool, target, preview)
             token = self.book.issue(tool, arguments, session)
             await _note(api, tool, target, "preview", "confirmation token issued")
             return self.answer(
@@ -119,13 +108,11 @@ class Tools:
         try:
             self.book.redeem(confirmation, tool, arguments, session)
             if self.ask_person:
-                await self._person_confirms(ctx, api, tool, arguments, await preview(api))
+                shown = await _noted(api, tool, target, preview)  # the state now
+                await self._person_confirms(ctx, api, tool, arguments, shown)
         except ConfirmationRefused as exc:
             await _note(api, tool, target, "refused", str(exc))
             raise ToolError(f"not done: {exc}; call without confirmation for a new one") from None
-        except ApiError as exc:  # the fresh preview for the person failed
-            await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
-            raise ToolError(_failed(exc)) from None
         try:  # the gateway's service layer checks the role and writes the audit
             result = await execute(api)
         except ApiError as exc:
@@ -153,6 +140,18 @@ class Tools:
             raise ConfirmationRefused(f"asking the person failed: {exc}") from None
         if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm):
             raise ConfirmationRefused(f"the person did not confirm ({answer.action})")
+
+
+async def _noted(api: CallerApi, tool: str, target: str, fetch: Fetch) -> Any:
+    """``fetch(api)``; a failure is audited (``mcp.<tool>``) and becomes a ToolError."""
+    try:
+        return await fetch(api)
+    except ApiError as exc:
+        await _note(api, tool, target, f"error: HTTP {exc.status}", str(exc))
+        raise ToolError(_failed(exc)) from None
+    except ToolError as exc:  # arguments the tool refused
+        await _note(api, tool, target, "error: bad arguments", str(exc))
+        raise
 
 
 async def _note(api: CallerApi, tool: str, target: str, result: str, detail: str = "") -> None:
