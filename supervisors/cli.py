@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "otgate.simulations.cmd_simulate",
     "bench": "otgate.simulations.cmd_bench",
     "control-plane": "otgate.config.control_plane.cmd",
+    "mcp": "otgate.supervisors.mcptools.cmd",
 }
 
 

@@ -17,6 +17,7 @@ from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
 from otgate.supervisors.ops_http import OperatorRoutes
+from otgate.supervisors.ops_http_reads import ReadRoutes
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -44,6 +45,7 @@ class StatusServer:
                 web.get("/metrics", self.metrics),
                 web.post("/faults", self.fault),
                 *OperatorRoutes(gateway).routes(),
+                *ReadRoutes(gateway).routes(),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
