@@ -36,6 +36,11 @@ class SimulatorActor(Actor):
             self.endpoint = str(await tg.start(self._serve, self._cfg))
             log.info("simulator_started id=%s endpoint=%s", self.id, self.endpoint)
 
+    def metrics(self) -> dict[str, float]:
+        # RUNNING means the actor runs; this says its server answers (a database
+        # may still be in initdb while the bulkhead is already RUNNING).
+        return {"serving": 1.0 if self.endpoint else 0.0}
+
 
 class ModbusTcpSimulator(StrictStruct, tag="modbus_tcp", tag_field="type"):
     """A simulated Modbus TCP device (pymodbus server fed by signal models)."""
@@ -127,7 +132,10 @@ async def serve_demo_postgres(cfg: PostgresDemoConfig, *, task_status=None) -> N
     server = PostgresServer(data, cfg.port)
     try:
         await anyio.to_thread.run_sync(server.init)
-        await anyio.to_thread.run_sync(server.start)
+        # Spawned from the loop's thread: the server's death signal follows the
+        # thread that forked it, and worker threads retire when idle.
+        server.spawn()
+        await anyio.to_thread.run_sync(server.wait_ready)
         if task_status is not None:
             task_status.started(server.dsn())
         while server.running():
