@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -116,3 +118,26 @@ def test_gateway_sigkill_takes_the_programs_too(gateway, scratch: Path) -> None:
         15,
         "mosquitto and postgres to die with their bulkhead",
     )
+
+
+def test_broker_dies_with_whatever_started_it(tmp_path: Path) -> None:
+    """The death signal alone (no process group kill): SIGKILL the process that
+    runs ``run_mqtt_broker`` and its mosquitto goes too."""
+    script = tmp_path / "broker.py"
+    script.write_text(
+        "import anyio\n"
+        "from otgate.simulations.mqtt_sim import MqttBrokerConfig, run_mqtt_broker\n"
+        "async def main():\n"
+        "    async with anyio.create_task_group() as tg:\n"
+        "        print(await tg.start(run_mqtt_broker, MqttBrokerConfig()), flush=True)\n"
+        "anyio.run(main)\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip().isdigit()
+        broker = [p for p in psutil.Process(owner.pid).children() if p.name() == "mosquitto"]
+        assert broker, "no mosquitto under its owner"
+    finally:
+        owner.kill()
+        owner.wait(10)
+    wait_for(lambda: not alive(broker), 10, "mosquitto to die with its owner")
