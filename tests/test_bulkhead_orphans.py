@@ -5,6 +5,7 @@ RUNNING on the same ports."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -105,7 +106,8 @@ def test_sigkilled_bulkhead_takes_what_it_started_and_comes_back_running(
     wait_for(lambda: healthy(gw, node["pid"]), 60, "the bulkhead RUNNING again, no member restarts")
     left = alive(old["mosquitto"] + old["postgres"])
     assert not left, f"outlived their bulkhead: {left}"
-    assert "bulkhead_group_killed bulkhead=devices processes=1" in gw.log()
+    # What the group kill found alive depends on timing: at least the mosquitto.
+    assert re.search(r"bulkhead_group_killed bulkhead=devices processes=[1-9]", gw.log())
 
 
 def test_gateway_sigkill_takes_the_programs_too(gateway, scratch: Path) -> None:
