@@ -126,16 +126,13 @@ async def serve_demo_postgres(cfg: PostgresDemoConfig, *, task_status=None) -> N
 
     import anyio
 
-    from otgate.simulations.postgres_server import PostgresServer
+    from otgate.simulations.postgres_server import PostgresServer, start_on_loop
 
     data = Path(cfg.data_dir or Path(tempfile.gettempdir()) / f"otgate-demo-pg-{cfg.port}")
     server = PostgresServer(data, cfg.port)
     try:
         await anyio.to_thread.run_sync(server.init)
-        # Spawned from the loop's thread: the server's death signal follows the
-        # thread that forked it, and worker threads retire when idle.
-        server.spawn()
-        await anyio.to_thread.run_sync(server.wait_ready)
+        await start_on_loop(server)
         if task_status is not None:
             task_status.started(server.dsn())
         while server.running():

@@ -157,3 +157,16 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def start_on_loop(server: PostgresServer, timeout: float = 60.0) -> None:
+    """Start ``server`` from the event loop's thread and wait for it in a worker.
+
+    The death signal follows the thread that forked the server, and anyio
+    retires idle worker threads: spawned from one, the server would be killed
+    some seconds later.
+    """
+    import anyio
+
+    server.spawn()
+    await anyio.to_thread.run_sync(server.wait_ready, timeout)
