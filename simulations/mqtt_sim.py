@@ -322,6 +322,7 @@ async def run_mqtt_broker(
         # the loop's thread is on purpose (the death signal follows that thread).
         proc = subprocess.Popen(  # noqa: ASYNC220
             [binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=None,
             preexec_fn=set_death_signal,

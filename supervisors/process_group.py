@@ -39,8 +39,11 @@ def set_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 def lead_own_group() -> None:
-    """Make this process the leader of a new process group (its pgid = its pid)."""
-    os.setpgid(0, 0)
+    """Make this process the leader of a new session and process group (its
+    pgid = its pid). A session rather than only a group: without a controlling
+    terminal, job control (SIGTTOU/SIGTTIN) can never stop it when the
+    gateway runs in a terminal."""
+    os.setsid()
 
 
 def kill_group(pgid: int, timeout: float = 3.0) -> int:
