@@ -28,10 +28,12 @@ class Stream:
     @property
     def lost(self) -> set[int]:
         """Read into the durable log but never delivered; for MQTT also what the
-        broker acknowledged (and keeps for our persistent session) but was never read."""
+        broker acknowledged (and keeps for our persistent session) but was never
+        read nor delivered."""
         lost = self.read - self.delivered
         if self.kind == "mqtt":
-            lost |= set(range(1, self.produced + 1)) - self.read
+            # Delivered means read, even if the raw log no longer holds it (evicted).
+            lost |= set(range(1, self.produced + 1)) - self.read - self.delivered
         return lost
 
     @property

@@ -78,6 +78,9 @@ def run_scenario_command(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         outcome = anyio.run(run_scenario, sc, workdir, report)
+    if outcome.skipped:
+        print(f"SKIP {sc.name}: {outcome.skipped}")
+        return 0
     streams = outcome.streams
     for st in streams.values():
         report.add(

@@ -17,6 +17,13 @@ from otgate.actors.log.config import LogConfig
 from otgate.simulations.gateway_process import GatewayProcess
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
+from otgate.simulations.harness.disk import (
+    DiskUnavailable,
+    DiskWatch,
+    check_disk,
+    fill_through,
+    small_filesystem,
+)
 from otgate.simulations.harness.reload_storm import reload_storm
 from otgate.simulations.harness.scenario import Devices, Fault, FaultKind, Scenario
 from otgate.simulations.modbus_sim import Faults
@@ -32,6 +39,7 @@ _TIMED = {
     FaultKind.POSTGRES_STOP,
     FaultKind.GATEWAY_KILL,
     FaultKind.RELOAD_STORM,
+    FaultKind.DISK_FILL,
 }
 
 
@@ -68,7 +76,17 @@ topics = ["telemetry.clean"{', "telemetry.1s"' if sc.aggregator else ""}]
 breaker_cooldown_s = 1.0
 """
     ]
+    if sc.disk_mib is not None:
+        out.append("""
+[log.disk_tiers]
+check_interval_s = 0.5
+""")
     if d.mqtt:
+        alarm = (
+            ', { path = "seq", parameter = "seq_alarm", classification = "ALARM" }'
+            if sc.disk_mib is not None
+            else ""
+        )
         out.append(f"""
 [[adapters]]
 type = "mqtt"
@@ -83,7 +101,7 @@ qos = 1
 asset_from_topic = 1
 time_path = "ts"
 time_format = "epoch_ms"
-fields = [{{ path = "seq", parameter = "seq" }}]
+fields = [{{ path = "seq", parameter = "seq" }}{alarm}]
 """)
     for dev in modbus:
         out.append(f"""
@@ -111,6 +129,7 @@ async def _apply(
     report: Report,
     token: str,
     outcome: Outcome,
+    state_dir: Path,
 ) -> None:
     await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     k_timed = fault.kind in _TIMED
@@ -140,6 +159,8 @@ async def _apply(
         await anyio.to_thread.run_sync(gw.start)
     elif k is FaultKind.RELOAD_STORM:
         outcome.problems += await reload_storm(fault, gw, report)
+    elif k is FaultKind.DISK_FILL:
+        await fill_through(fault, state_dir, report, outcome.disk)
     else:
         dev = modbus.get(fault.target) or next(iter(modbus.values()))
         assert dev.sim is not None
@@ -178,10 +199,33 @@ class Outcome:
     exit_code: int | None = None  # of the gateway's final SIGTERM stop
     failed: list[str] = field(default_factory=list)  # components FAILED at the end
     problems: list[str] = field(default_factory=list)  # found by the faults themselves
+    skipped: str = ""  # why the scenario could not run here
+    disk: DiskWatch = field(default_factory=DiskWatch)  # what disk_fill saw
 
 
 async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
-    """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in."""
+    """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in.
+
+    With ``disk_mib`` the gateway's state lives on a tmpfs of that size; where
+    none can be mounted the outcome says why it was skipped."""
+    if sc.disk_mib is None:
+        return await _run(sc, workdir, report)
+    state_dir = workdir / "state"
+    try:
+        with small_filesystem(state_dir, sc.disk_mib):
+            report.progress(f"state on a {sc.disk_mib} MiB tmpfs at {state_dir}")
+            outcome = await _run(sc, workdir, report)
+            problems, account = await anyio.to_thread.run_sync(
+                check_disk, state_dir, LogConfig(), workdir, outcome.disk
+            )
+            report.progress(account)
+            outcome.problems += problems
+            return outcome
+    except DiskUnavailable as exc:
+        return Outcome({}, skipped=str(exc))
+
+
+async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
     pg = PostgresServer()
     await anyio.to_thread.run_sync(pg.init)
     await start_on_loop(pg)
@@ -221,7 +265,7 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
                     producers.start_soon(m.run, end)
                 for fault in sc.faults:
                     producers.start_soon(
-                        _apply, fault, t0, gw, pg, modbus, report, token, outcome
+                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir
                     )
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends

@@ -20,6 +20,7 @@ class FaultKind(enum.Enum):
     POSTGRES_STOP = "postgres_stop"  # PostgreSQL down for duration_s
     GATEWAY_KILL = "gateway_kill"  # SIGKILL the gateway, restart after duration_s
     RELOAD_STORM = "reload_storm"  # `count` SIGHUPs over duration_s, broken and valid files
+    DISK_FILL = "disk_fill"  # ballast to each of fill_pct, duration_s each, then freed
 
 
 class Fault(StrictStruct):
@@ -36,6 +37,10 @@ class Fault(StrictStruct):
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     """reload_storm: SIGHUPs sent, evenly over ``duration_s``; before each, the
     config file is rewritten, alternately broken and valid (the last one valid)."""
+    fill_pct: list[Annotated[float, msgspec.Meta(gt=0, lt=100)]] = []
+    """disk_fill: used percents of the state filesystem to fill to in turn (a
+    ballast file), each held for ``duration_s``; then the ballast is deleted.
+    Needs the scenario's ``disk_mib``."""
 
 
 class Devices(StrictStruct):
@@ -87,13 +92,20 @@ class Scenario(StrictStruct):
     """The timeline."""
     aggregator: bool = True
     """Run the aggregator too (its 1 s windows go to PostgreSQL as well)."""
+    disk_mib: Annotated[int, msgspec.Meta(ge=16, le=4096)] | None = None
+    """Run the gateway's state (its log) on a tmpfs of this many MiB, checking
+    the disk tiers every 0.5 s, with every MQTT reading also an alarm (so the
+    never-evicted alarm topics hold something). Mounting needs root; elsewhere
+    the scenario is skipped (``SKIP`` on stdout, exit code 0)."""
 
     def __post_init__(self) -> None:
         for i, f in enumerate(self.faults):
-            if f.at_s + f.duration_s > self.duration_s + self.drain_timeout_s:
+            if f.at_s + f.duration_s * max(1, len(f.fill_pct)) > self.duration_s + self.drain_timeout_s:
                 raise ValueError(f"faults[{i}]: ends after the scenario")
             needs_target = (FaultKind.KILL_BULKHEAD, FaultKind.HANG_BULKHEAD)
             if f.kind in needs_target and not f.target:
                 raise ValueError(f"faults[{i}]: {f.kind.value} needs a target bulkhead")
             if f.kind is FaultKind.RELOAD_STORM and f.duration_s <= 0:
                 raise ValueError(f"faults[{i}]: reload_storm needs duration_s > 0")
+            if f.kind is FaultKind.DISK_FILL and (not f.fill_pct or self.disk_mib is None):
+                raise ValueError(f"faults[{i}]: disk_fill needs fill_pct and the scenario's disk_mib")
