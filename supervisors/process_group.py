@@ -62,6 +62,8 @@ def kill_group(pgid: int, timeout: float = 3.0) -> int:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return 0
+    except PermissionError:  # members under another user: nothing more we can do
+        return survivors
     deadline = time.monotonic() + timeout
     while _members(pgid, zombies=True) and time.monotonic() < deadline:
         time.sleep(0.01)
