@@ -18,7 +18,6 @@ port by default), ``started()`` gets the port, and stops it by PID.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import logging
@@ -47,6 +46,7 @@ from otgate.config.base import (
     StrictStruct,
 )
 from otgate.simulations.signals import Constant, SignalConfig, make_signal
+from otgate.supervisors.process_group import set_death_signal
 
 log = logging.getLogger("otgate.simulations.mqtt")
 
@@ -300,7 +300,9 @@ async def run_mqtt_broker(
     """Run ``mosquitto -c FILE`` until cancelled; ``started()`` gets the port.
 
     Raises FileNotFoundError when no mosquitto binary exists (install the
-    Debian package ``mosquitto``). The process is stopped by its PID.
+    Debian package ``mosquitto``). The process is stopped by its PID, and it
+    dies with the process that started it even when that one is SIGKILLed
+    (PR_SET_PDEATHSIG): call this from the event loop's thread.
     """
     binary = find_mosquitto(cfg.binary)
     if binary is None:
@@ -316,35 +318,52 @@ async def run_mqtt_broker(
             f"listener {port} {cfg.host}\nallow_anonymous true\npersistence false\n"
             f"log_dest stderr\nlog_type error\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
         )
-        proc = await anyio.open_process(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=None
+        # Popen, not anyio.open_process: only Popen takes a preexec_fn. Forking on
+        # the loop's thread is on purpose (the death signal follows that thread).
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+            preexec_fn=set_death_signal,
         )
         try:
             deadline = time.monotonic() + 10
             while True:
-                if proc.returncode is not None:
+                if proc.poll() is not None:
                     raise RuntimeError(f"mosquitto exited with {proc.returncode}")
                 try:
                     stream = await anyio.connect_tcp(cfg.host, port)
                     await stream.aclose()
-                    break
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
                     await anyio.sleep(0.05)
+                    continue
+                # The port answers: make sure it is our broker and not one still
+                # holding the port (mosquitto exits at once when it cannot bind).
+                await anyio.sleep(0.1)
+                if proc.poll() is None:
+                    break
             log.info(
                 "sim_started kind=mqtt_broker host=%s port=%d pid=%d", cfg.host, port, proc.pid
             )
             task_status.started(port)
-            await proc.wait()
+            while proc.poll() is None:
+                await anyio.sleep(0.2)
             raise RuntimeError(f"mosquitto exited with {proc.returncode}")
         finally:
             with anyio.CancelScope(shield=True):
-                if proc.returncode is None:
-                    proc.terminate()
-                    with anyio.move_on_after(5):
-                        await proc.wait()
-                    if proc.returncode is None:
-                        proc.kill()
-                        with contextlib.suppress(Exception):
-                            await proc.wait()
+                await _stop_process(proc, timeout=5.0)
+
+
+async def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s; reaps the process."""
+    if proc.poll() is None:
+        proc.terminate()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+            await anyio.to_thread.run_sync(proc.wait)

@@ -38,6 +38,11 @@ class SimulatorActor(Actor):
             self.endpoint = str(await tg.start(self._serve, self._cfg))
             log.info("simulator_started id=%s endpoint=%s", self.id, self.endpoint)
 
+    def metrics(self) -> dict[str, float]:
+        # RUNNING means the actor runs; this says its server answers (a database
+        # may still be in initdb while the bulkhead is already RUNNING).
+        return {"serving": 1.0 if self.endpoint else 0.0}
+
 
 class ModbusTcpSimulator(StrictStruct, tag="modbus_tcp", tag_field="type"):
     """A simulated Modbus TCP device (pymodbus server fed by signal models)."""
@@ -125,7 +130,11 @@ async def serve_demo_postgres(
 ) -> None:
     import anyio
 
-    from otgate.simulations.postgres_server import PostgresServer, reachable_workdir
+    from otgate.simulations.postgres_server import (
+        PostgresServer,
+        reachable_workdir,
+        start_on_loop,
+    )
 
     cfg, state_dir = cfg_and_state
     data = await anyio.to_thread.run_sync(
@@ -134,7 +143,7 @@ async def serve_demo_postgres(
     server = PostgresServer(data, cfg.port)
     try:
         await anyio.to_thread.run_sync(server.init)
-        await anyio.to_thread.run_sync(server.start)
+        await start_on_loop(server)
         if task_status is not None:
             task_status.started(server.dsn())
         while server.running():

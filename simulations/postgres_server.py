@@ -4,7 +4,8 @@ Debian's ``postgresql`` binaries, one data directory, 127.0.0.1 and a port
 of its own, trust auth, its Unix socket in its own directory, and
 ``track_commit_timestamp`` on (so a checker can tell when a row was
 committed). The server runs in the foreground as a child process that dies
-with its parent (PR_SET_PDEATHSIG): a killed harness or bulkhead never
+with the thread that spawned it (PR_SET_PDEATHSIG; ``spawn`` it from a
+thread that lives as long as the server): a killed harness or bulkhead never
 leaves a database behind; the next start recovers the data directory like
 after a power cut. As root the server runs as the ``postgres`` user
 (PostgreSQL refuses root), which must be able to enter the data directory.
@@ -12,7 +13,6 @@ after a power cut. As root the server runs as the ``postgres`` user
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import shutil
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-PR_SET_PDEATHSIG = 1
+from otgate.supervisors.process_group import set_death_signal
 
 
 class PostgresUnavailable(RuntimeError):
@@ -46,12 +46,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child after the switch to the server's user: that order keeps
-    # the setting (a credential change clears it).
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def reachable_workdir(link: Path) -> Path:
@@ -124,6 +118,11 @@ class PostgresServer:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and return once it accepts connections."""
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the server process (quick; ``wait_ready`` waits for connections)."""
         (self.data / "postmaster.pid").unlink(missing_ok=True)  # left by a killed server
         with open(self.workdir / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
@@ -145,8 +144,12 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 user=self.user,
-                preexec_fn=_die_with_parent,
+                preexec_fn=set_death_signal,
             )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the spawned server accepts connections (blocking)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -180,3 +183,16 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def start_on_loop(server: PostgresServer, timeout: float = 60.0) -> None:
+    """Start ``server`` from the event loop's thread and wait for it in a worker.
+
+    The death signal follows the thread that forked the server, and anyio
+    retires idle worker threads: spawned from one, the server would be killed
+    some seconds later.
+    """
+    import anyio
+
+    server.spawn()
+    await anyio.to_thread.run_sync(server.wait_ready, timeout)

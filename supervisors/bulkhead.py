@@ -14,6 +14,7 @@ See supervisors/PROCESS_TIER.md for the evidence.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -38,6 +39,7 @@ from otgate.actors.messages import (
 from otgate.supervisors.channel import Channel, ChannelClosed
 from otgate.supervisors.health import walk
 from otgate.supervisors.plan import BulkheadPlan
+from otgate.supervisors.process_group import kill_group
 
 # Imported once by the fork server, so each bulkhead forks with them already
 # loaded: their pages are shared and a bulkhead costs a few MiB, not ~40.
@@ -56,6 +58,7 @@ PRELOAD = [
     "psycopg",
 ]
 WATCH_INTERVAL = 0.25
+log = logging.getLogger("otgate.bulkhead")
 
 _ctx: Any = None
 
@@ -255,7 +258,8 @@ class Bulkhead:
             await anyio.sleep(0.01)
 
     async def _ensure_stopped(self) -> None:
-        """Stop the process: Stop command, then SIGKILL after the shutdown timeout."""
+        """Stop the process: Stop command, then SIGKILL after the shutdown timeout;
+        then SIGKILL whatever it started that is still alive (its process group)."""
         self.state = State.STOPPING
         if self._proc is not None and self._proc.exitcode is None:
             if self._channel is not None:
@@ -270,6 +274,13 @@ class Bulkhead:
         if self._channel is not None:
             await self._channel.aclose()
             self._channel = None
+        if self.pid is not None:
+            # The bulkhead leads a group of its own (bulkhead_main): what it started
+            # and did not stop (it was killed, or a child ignored the stop) goes now,
+            # before a restart needs the same ports.
+            left = await anyio.to_thread.run_sync(kill_group, self.pid)
+            if left:
+                log.warning("bulkhead_group_killed bulkhead=%s processes=%d", self.id, left)
         if self._proc is not None and self._proc.exitcode is not None:
             self._proc.close()
             self.pid = None  # never signal a pid the kernel may have given to another process

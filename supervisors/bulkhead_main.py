@@ -1,14 +1,15 @@
 """Inside a bulkhead process: its anyio loop, its supervisor, its heartbeats.
 
 Runs in a process forked from the forkserver (see ``bulkhead.py``). The
-process dies with its parent (PR_SET_PDEATHSIG), ignores SIGINT (Ctrl-C in a
+process dies with its parent (PR_SET_PDEATHSIG), leads its own process group
+(the gateway kills the group when it sees the bulkhead die, so no program the
+bulkhead started outlives it: ``process_group.py``), ignores SIGINT (Ctrl-C in a
 terminal reaches the whole process group; the gateway decides the stop
 order) and treats SIGTERM like a Stop command.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -37,21 +38,19 @@ from otgate.config.schema import LOG_ID, GatewayConfig
 from otgate.supervisors.channel import Channel, ChannelClosed
 from otgate.supervisors.logs import setup_logging
 from otgate.supervisors.plan import digest, parts, plan_bulkheads
+from otgate.supervisors.process_group import lead_own_group, set_death_signal
 from otgate.supervisors.spec import ChildSpec
 from otgate.supervisors.supervisor import Supervisor
 from otgate.supervisors.titles import set_title
 
 log = logging.getLogger("otgate.bulkhead")
-PR_SET_PDEATHSIG = 1
 EXIT_FAILED = 3  # the in-process tree went over its restart intensity
 
 
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL us when our parent dies, so nothing is orphaned."""
     parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    set_death_signal()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -61,6 +60,7 @@ def bulkhead_main(
 ) -> None:
     """Process entry point (called by multiprocessing in the child)."""
     die_with_parent()
+    lead_own_group()
     set_title(f"bulkhead {bulkhead_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(secrets=secrets)  # JSON lines on the gateway's stdout, secrets redacted

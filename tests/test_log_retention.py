@@ -267,3 +267,30 @@ async def test_lock_timeout_is_a_retriable_append_error(tmp_path) -> None:
     finally:
         holder.close()
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_disk_tiers_never_delete_what_a_consumer_has_not_processed(tmp_path) -> None:
+    """Disk pressure deletes only what every consumer group committed past; with
+    nothing else to delete the tier stays up (producers block at 95 %)."""
+    cfg, clock = LogConfig(), Clock()
+    lg, codec, _ = await setup(tmp_path, cfg, clock)
+    try:
+        await fill(lg, "telemetry.raw", 6)  # offsets 0..599, one batch per 100
+        consumer = lg.consumer("validator", ["telemetry.raw"])
+        await consumer.commit({("telemetry.raw", 0): 250})  # processed 0..249
+        await lg.consumer("late-sink", ["telemetry.raw"]).commit({("telemetry.raw", 0): 600})
+        clock.now += 120 * S
+        await fill(lg, "telemetry.1min", 1, per=5)  # aggregates cover every raw record
+        r = Retention(lg, cfg, usage=lambda: 85.0, emit=event_writer(lg, codec), clock=clock)
+        await r.step()  # drop_raw: covered, but only up to what the validator processed
+        assert await starts(lg, "telemetry.raw") == (200, 600)  # whole batches below 250
+        r.usage = lambda: 92.0  # nothing frees space: evict can delete no further
+        await r.step()
+        assert await starts(lg, "telemetry.raw") == (200, 600)
+        assert r.tier is Tier.EVICT
+        await consumer.commit({("telemetry.raw", 0): 600})  # the validator caught up
+        await r.step()
+        assert (await starts(lg, "telemetry.raw"))[0] >= 500
+    finally:
+        await lg.close()

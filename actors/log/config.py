@@ -57,7 +57,10 @@ class DiskTiers(StrictStruct):
     lowest-priority topics' oldest records until usage is back under the tier;
     ``block`` makes ``append`` wait (producers block, nothing is dropped
     silently) and raises a critical gateway event. Alarms and DLQs are never
-    evicted. Every eviction is written to ``logs.gateway`` as an overflow event.
+    evicted, and neither tier deletes a record some consumer group has not
+    committed past (then usage climbs to ``block``: producers wait, nothing
+    acknowledged is lost). Every eviction is written to ``logs.gateway`` as an
+    overflow event.
     """
 
     alert_pct: Percent = 70.0

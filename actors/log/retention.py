@@ -11,6 +11,11 @@
      topic, then the next, until usage is below the tier (alarms/DLQs never);
    * ``drop_raw`` (80 %): delete raw telemetry older than what the aggregates
      already cover (the newest aggregate batch's time minus its window);
+   * at both, only what every consumer group has committed past: a record a
+     group has not processed yet is never deleted for space. With nothing
+     processed left to delete, usage climbs to ``block`` and producers wait,
+     so nothing acknowledged is lost (a group that no longer runs, e.g. a
+     removed sink's, pins its topics until its offsets are removed);
    * ``alert`` (70 %): a WARNING ``disk_tier`` event, nothing deleted.
 
 Every deletion is written to ``logs.gateway`` as a ``log_overflow`` event
@@ -194,6 +199,15 @@ class Retention:
         ).fetchone()
         return p.start if row is None else row[0] + 1
 
+    def _processed(self, con: sqlite3.Connection, p: Partition) -> int:
+        """First offset some consumer group of ``p`` has not committed past (the
+        end when no group has committed on it)."""
+        (low,) = con.execute(
+            "SELECT MIN(offset) FROM group_offsets WHERE tid=? AND partition=?",
+            (p.tid, p.partition),
+        ).fetchone()
+        return p.next if low is None else low
+
     def _newest_ts(self, con: sqlite3.Connection, topic: str) -> int | None:
         row = con.execute(
             "SELECT MAX(b.ts) FROM batches b JOIN topics t ON t.tid = b.tid WHERE t.name=?",
@@ -283,7 +297,7 @@ class Retention:
                     continue
                 for p in self._partitions(con):
                     if p.topic == raw:
-                        cut = self._cut_by_time(con, p, max(covered))
+                        cut = min(self._cut_by_time(con, p, max(covered)), self._processed(con, p))
                         events += self._evict(con, p, cut, "disk_drop_raw")
             self._compact(con)
             pct = self.usage()
@@ -294,6 +308,7 @@ class Retention:
                 while tier_of(pct, t) >= Tier.EVICT and p.next > p.start:
                     # drop the older half of what is left (at least one batch)
                     cut = max(p.start + (p.next - p.start) // 2, self._first_batch_end(con, p))
+                    cut = min(cut, self._processed(con, p))
                     evs = self._evict(con, p, cut, "disk_evict")
                     if not evs:
                         break

@@ -23,14 +23,17 @@ class Stream:
     delivered: set[int] = field(default_factory=set)
     rows: int = 0
     max_latency_ms: float = 0.0
+    max_not_read: float | None = None  # share of counts it may miss (gaps); None = unchecked
 
     @property
     def lost(self) -> set[int]:
         """Read into the durable log but never delivered; for MQTT also what the
-        broker acknowledged (and keeps for our persistent session) but was never read."""
+        broker acknowledged (and keeps for our persistent session) but was never
+        read nor delivered."""
         lost = self.read - self.delivered
         if self.kind == "mqtt":
-            lost |= set(range(1, self.produced + 1)) - self.read
+            # Delivered means read, even if the raw log no longer holds it (evicted).
+            lost |= set(range(1, self.produced + 1)) - self.read - self.delivered
         return lost
 
     @property
@@ -39,6 +42,15 @@ class Stream:
         if self.kind == "mqtt":
             return 0
         return len(set(range(1, self.produced + 1)) - self.read)
+
+    @property
+    def gaps(self) -> tuple[int, int]:
+        """Polled values missed since the first one read, out of how many (what
+        the device counted before the gateway's first poll is not a gap)."""
+        if not self.read:
+            return 0, 0
+        window = set(range(min(self.read), self.produced + 1))
+        return len(window - self.read), len(window)
 
     @property
     def duplicates(self) -> int:

@@ -47,11 +47,17 @@ def verdict(outcome) -> list[str]:
             problems.append(f"{st.device}: {st.duplicates} duplicate rows")
         if not st.read or not st.delivered:
             problems.append(f"{st.device}: nothing read or delivered")
+        missed, counted = st.gaps
+        if st.max_not_read is not None and missed > st.max_not_read * counted:
+            problems.append(
+                f"{st.device}: missed {missed} of {counted} counts since its first read "
+                f"(more than {st.max_not_read:.0%}: its polling was disturbed)"
+            )
     if outcome.exit_code != 0:
         problems.append(f"gateway exit code {outcome.exit_code} (expected 0)")
     if outcome.failed:
         problems.append(f"FAILED at the end: {', '.join(outcome.failed)}")
-    return problems
+    return problems + outcome.problems
 
 
 def run_scenario_command(args: argparse.Namespace) -> int:
@@ -72,6 +78,9 @@ def run_scenario_command(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         outcome = anyio.run(run_scenario, sc, workdir, report)
+    if outcome.skipped:
+        print(f"SKIP {sc.name}: {outcome.skipped}")
+        return 0
     streams = outcome.streams
     for st in streams.values():
         report.add(

@@ -12,6 +12,7 @@ import anyio
 
 from otgate.protocols.modbus.config import DataType, Table
 from otgate.simulations.modbus_sim import (
+    Faults,
     ModbusSimulator,
     ModbusTcpSimConfig,
     SimDevice,
@@ -55,11 +56,13 @@ class MqttCounter:
 
 
 class ModbusCounter:
-    """A Modbus TCP device whose uint32 holding register 1 counts up."""
+    """A Modbus TCP device whose uint32 holding register 1 counts up; ``faults``
+    make it slow or flapping from the start."""
 
-    def __init__(self, device_id: str, rate_per_s: float) -> None:
+    def __init__(self, device_id: str, rate_per_s: float, faults: Faults | None = None) -> None:
         self.id = device_id
         self.rate = rate_per_s
+        self.faults = faults or Faults()
         self.sim: ModbusSimulator | None = None
         self.port = 0
         self.produced = 0
@@ -74,6 +77,7 @@ class ModbusCounter:
         return ModbusTcpSimConfig(
             port=0,
             devices=[SimDevice(unit_id=1, points=[point])],
+            faults=self.faults,
             update_interval=min(0.02, 0.5 / self.rate),
         )
 

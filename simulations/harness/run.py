@@ -17,9 +17,18 @@ from otgate.actors.log.config import LogConfig
 from otgate.simulations.gateway_process import GatewayProcess
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
-from otgate.simulations.harness.scenario import Fault, FaultKind, Scenario
+from otgate.simulations.harness.disk import (
+    DiskUnavailable,
+    DiskWatch,
+    check_disk,
+    fill_through,
+    small_filesystem,
+)
+from otgate.simulations.harness.reload_storm import reload_storm
+from otgate.simulations.harness.scenario import Devices, Fault, FaultKind, Scenario
+from otgate.simulations.modbus_sim import Faults
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, run_mqtt_broker
-from otgate.simulations.postgres_server import PostgresServer
+from otgate.simulations.postgres_server import PostgresServer, start_on_loop
 from otgate.simulations.report import Report
 
 _URL = re.compile(r"status_listening url=(http://\S+?)\"")
@@ -29,6 +38,8 @@ _TIMED = {
     FaultKind.GARBAGE_FRAMES,
     FaultKind.POSTGRES_STOP,
     FaultKind.GATEWAY_KILL,
+    FaultKind.RELOAD_STORM,
+    FaultKind.DISK_FILL,
 }
 
 
@@ -65,7 +76,17 @@ topics = ["telemetry.clean"{', "telemetry.1s"' if sc.aggregator else ""}]
 breaker_cooldown_s = 1.0
 """
     ]
+    if sc.disk_mib is not None:
+        out.append("""
+[log.disk_tiers]
+check_interval_s = 0.5
+""")
     if d.mqtt:
+        alarm = (
+            ', { path = "seq", parameter = "seq_alarm", classification = "ALARM" }'
+            if sc.disk_mib is not None
+            else ""
+        )
         out.append(f"""
 [[adapters]]
 type = "mqtt"
@@ -80,7 +101,7 @@ qos = 1
 asset_from_topic = 1
 time_path = "ts"
 time_format = "epoch_ms"
-fields = [{{ path = "seq", parameter = "seq" }}]
+fields = [{{ path = "seq", parameter = "seq" }}{alarm}]
 """)
     for dev in modbus:
         out.append(f"""
@@ -90,7 +111,7 @@ id = "{dev.id}"
 host = "127.0.0.1"
 port = {dev.port}
 poll_interval = {d.modbus_poll_s}
-timeout = 0.5
+timeout = {d.modbus_timeout_s}
 [[adapters.groups]]
 unit_id = 1
 asset_id = "{dev.id}"
@@ -107,6 +128,8 @@ async def _apply(
     modbus: dict[str, ModbusCounter],
     report: Report,
     token: str,
+    outcome: Outcome,
+    state_dir: Path,
 ) -> None:
     await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     k_timed = fault.kind in _TIMED
@@ -129,11 +152,15 @@ async def _apply(
     elif k is FaultKind.POSTGRES_STOP:
         await anyio.to_thread.run_sync(pg.stop, "immediate")
         await anyio.sleep(fault.duration_s)
-        await anyio.to_thread.run_sync(pg.start)
+        await start_on_loop(pg)
     elif k is FaultKind.GATEWAY_KILL:
         await anyio.to_thread.run_sync(gw.kill)
         await anyio.sleep(fault.duration_s)
         await anyio.to_thread.run_sync(gw.start)
+    elif k is FaultKind.RELOAD_STORM:
+        outcome.problems += await reload_storm(fault, gw, report)
+    elif k is FaultKind.DISK_FILL:
+        await fill_through(fault, state_dir, report, outcome.disk)
     else:
         dev = modbus.get(fault.target) or next(iter(modbus.values()))
         assert dev.sim is not None
@@ -149,6 +176,21 @@ async def _apply(
         report.progress(f"fault {fault.kind.value} over")
 
 
+def modbus_devices(d: Devices) -> list[ModbusCounter]:
+    """Healthy ``modbus-N`` devices, then the slow and the flapping ones."""
+    slow = Faults(slow_reply_s=0.9 * d.modbus_timeout_s, slow_probability=1.0)
+    flapping = Faults(reboot_every_s=d.flap_up_s, reboot_down_s=d.flap_down_s)
+    healthy = d.modbus - d.modbus_slow - d.modbus_flapping
+    return [
+        *(ModbusCounter(f"modbus-{i}", d.modbus_rate_per_s) for i in range(healthy)),
+        *(ModbusCounter(f"modbus-slow-{i}", d.modbus_rate_per_s, slow) for i in range(d.modbus_slow)),
+        *(
+            ModbusCounter(f"modbus-flapping-{i}", d.modbus_rate_per_s, flapping)
+            for i in range(d.modbus_flapping)
+        ),
+    ]
+
+
 @dataclass
 class Outcome:
     """What the checker needs besides the streams."""
@@ -156,22 +198,47 @@ class Outcome:
     streams: dict[str, Stream]
     exit_code: int | None = None  # of the gateway's final SIGTERM stop
     failed: list[str] = field(default_factory=list)  # components FAILED at the end
+    problems: list[str] = field(default_factory=list)  # found by the faults themselves
+    skipped: str = ""  # why the scenario could not run here
+    disk: DiskWatch = field(default_factory=DiskWatch)  # what disk_fill saw
 
 
 async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
-    """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in."""
+    """Run ``sc`` in ``workdir``; returns the streams with their numbers filled in.
+
+    With ``disk_mib`` the gateway's state lives on a tmpfs of that size; where
+    none can be mounted the outcome says why it was skipped."""
+    if sc.disk_mib is None:
+        return await _run(sc, workdir, report)
+    state_dir = workdir / "state"
+    try:
+        with small_filesystem(state_dir, sc.disk_mib):
+            report.progress(f"state on a {sc.disk_mib} MiB tmpfs at {state_dir}")
+            outcome = await _run(sc, workdir, report)
+            problems, account = await anyio.to_thread.run_sync(
+                check_disk, state_dir, LogConfig(), workdir, outcome.disk
+            )
+            report.progress(account)
+            outcome.problems += problems
+            return outcome
+    except DiskUnavailable as exc:
+        return Outcome({}, skipped=str(exc))
+
+
+async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
     pg = PostgresServer()
     await anyio.to_thread.run_sync(pg.init)
-    await anyio.to_thread.run_sync(pg.start)
+    await start_on_loop(pg)
     report.progress(f"PostgreSQL on 127.0.0.1:{pg.port}")
     token = secrets.token_hex(16)
     mqtt = [MqttCounter(f"mqtt-{i}", 0, sc.devices.mqtt_interval_s) for i in range(sc.devices.mqtt)]
-    modbus = {
-        f"modbus-{i}": ModbusCounter(f"modbus-{i}", sc.devices.modbus_rate_per_s)
-        for i in range(sc.devices.modbus)
-    }
+    modbus = {d.id: d for d in modbus_devices(sc.devices)}
     streams = {d.id: Stream(d.id, "mqtt") for d in mqtt}
-    streams.update({d.id: Stream(d.id, "modbus") for d in modbus.values()})
+    disturbed = sc.devices.modbus_slow + sc.devices.modbus_flapping
+    for d in modbus.values():
+        healthy = d.faults == Faults()
+        limit = sc.devices.healthy_max_not_read if disturbed and healthy else None
+        streams[d.id] = Stream(d.id, "modbus", max_not_read=limit)
     outcome = Outcome(streams)
     config = workdir / "gateway.toml"
     state_dir = workdir / "state"
@@ -197,7 +264,9 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
                     m.port = broker_port
                     producers.start_soon(m.run, end)
                 for fault in sc.faults:
-                    producers.start_soon(_apply, fault, t0, gw, pg, modbus, report, token)
+                    producers.start_soon(
+                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir
+                    )
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends
                     dev.produced = dev.value()

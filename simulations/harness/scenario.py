@@ -19,6 +19,8 @@ class FaultKind(enum.Enum):
     GARBAGE_FRAMES = "garbage_frames"  # Modbus replies corrupted for duration_s
     POSTGRES_STOP = "postgres_stop"  # PostgreSQL down for duration_s
     GATEWAY_KILL = "gateway_kill"  # SIGKILL the gateway, restart after duration_s
+    RELOAD_STORM = "reload_storm"  # `count` SIGHUPs over duration_s, broken and valid files
+    DISK_FILL = "disk_fill"  # ballast to each of fill_pct, duration_s each, then freed
 
 
 class Fault(StrictStruct):
@@ -31,7 +33,14 @@ class Fault(StrictStruct):
     target: str = ""
     """Bulkhead or device id, where the kind needs one."""
     duration_s: NonNegativeSeconds = 3.0
-    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill)."""
+    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill, reload_storm)."""
+    count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    """reload_storm: SIGHUPs sent, evenly over ``duration_s``; before each, the
+    config file is rewritten, alternately broken and valid (the last one valid)."""
+    fill_pct: list[Annotated[float, msgspec.Meta(gt=0, lt=100)]] = []
+    """disk_fill: used percents of the state filesystem to fill to in turn (a
+    ballast file), each held for ``duration_s``; then the ballast is deleted.
+    Needs the scenario's ``disk_mib``."""
 
 
 class Devices(StrictStruct):
@@ -47,6 +56,25 @@ class Devices(StrictStruct):
     """Counter increments per second."""
     modbus_poll_s: PositiveSeconds = 0.1
     """The gateway's poll interval."""
+    modbus_timeout_s: PositiveSeconds = 0.5
+    """The gateway's Modbus request timeout."""
+    modbus_slow: Annotated[int, msgspec.Meta(ge=0, le=20)] = 0
+    """How many of the Modbus devices answer every request after 90 % of
+    ``modbus_timeout_s`` (they miss counts; their neighbours must not)."""
+    modbus_flapping: Annotated[int, msgspec.Meta(ge=0, le=20)] = 0
+    """How many of the Modbus devices flap: serve for ``flap_up_s``, go away for
+    ``flap_down_s`` (connections refused), serve again, and so on."""
+    flap_up_s: PositiveSeconds = 2.0
+    """A flapping device's time up between outages."""
+    flap_down_s: PositiveSeconds = 1.0
+    """A flapping device's outage."""
+    healthy_max_not_read: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.02
+    """With slow or flapping devices: the share of a healthy Modbus device's
+    counts the gateway may miss (its poll rate must be unchanged by them)."""
+
+    def __post_init__(self) -> None:
+        if self.modbus_slow + self.modbus_flapping > self.modbus:
+            raise ValueError("modbus_slow + modbus_flapping: more than modbus devices")
 
 
 class Scenario(StrictStruct):
@@ -64,11 +92,20 @@ class Scenario(StrictStruct):
     """The timeline."""
     aggregator: bool = True
     """Run the aggregator too (its 1 s windows go to PostgreSQL as well)."""
+    disk_mib: Annotated[int, msgspec.Meta(ge=16, le=4096)] | None = None
+    """Run the gateway's state (its log) on a tmpfs of this many MiB, checking
+    the disk tiers every 0.5 s, with every MQTT reading also an alarm (so the
+    never-evicted alarm topics hold something). Mounting needs root; elsewhere
+    the scenario is skipped (``SKIP`` on stdout, exit code 0)."""
 
     def __post_init__(self) -> None:
         for i, f in enumerate(self.faults):
-            if f.at_s + f.duration_s > self.duration_s + self.drain_timeout_s:
+            if f.at_s + f.duration_s * max(1, len(f.fill_pct)) > self.duration_s + self.drain_timeout_s:
                 raise ValueError(f"faults[{i}]: ends after the scenario")
             needs_target = (FaultKind.KILL_BULKHEAD, FaultKind.HANG_BULKHEAD)
             if f.kind in needs_target and not f.target:
                 raise ValueError(f"faults[{i}]: {f.kind.value} needs a target bulkhead")
+            if f.kind is FaultKind.RELOAD_STORM and f.duration_s <= 0:
+                raise ValueError(f"faults[{i}]: reload_storm needs duration_s > 0")
+            if f.kind is FaultKind.DISK_FILL and (not f.fill_pct or self.disk_mib is None):
+                raise ValueError(f"faults[{i}]: disk_fill needs fill_pct and the scenario's disk_mib")
