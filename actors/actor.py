@@ -4,6 +4,7 @@ and a bounded, cancellation-safe stop."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import anyio
@@ -17,6 +18,24 @@ def describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
+
+
+class LastError:
+    """A ``last_error`` attribute that notes when it was last set: the owner
+    gets ``last_error_at`` (Unix seconds, None while there is no error), so
+    status can show an error's age. Setting the same text again renews the time:
+    the age is that of the latest occurrence."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.at = name, f"{name}_at"
+        setattr(owner, self.at, None)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else obj.__dict__.get(self.name)
+
+    def __set__(self, obj: Any, value: str | None) -> None:
+        obj.__dict__[self.name] = value
+        setattr(obj, self.at, None if value is None else time.time())
 
 
 class FaultInjected(Exception):
@@ -57,12 +76,13 @@ class Actor:
 
     kind = "actor"
     mailbox_size = 64
+    last_error = LastError()
 
     def __init__(self, actor_id: str, *, shutdown_timeout: float = 5.0) -> None:
         self.id = actor_id
         self.shutdown_timeout = shutdown_timeout
         self.state = State.STARTING
-        self.last_error: str | None = None
+        self.last_error = None
         self.handled = 0
         self._send, self._receive = anyio.create_memory_object_stream[Any](self.mailbox_size)
 
@@ -134,6 +154,7 @@ class Actor:
             kind=self.kind,
             state=self.state,
             last_error=self.last_error,
+            last_error_at=self.last_error_at,
             mailbox_depth=self._send.statistics().current_buffer_used,
             mailbox_size=self.mailbox_size,
             metrics=metrics,

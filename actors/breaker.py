@@ -23,7 +23,7 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
-from otgate.actors.actor import Actor
+from otgate.actors.actor import Actor, LastError
 from otgate.actors.messages import Snapshot, State
 
 log = logging.getLogger("otgate.breaker")
@@ -64,6 +64,8 @@ class Breaker:
     is allowed at a time.
     """
 
+    last_error = LastError()
+
     def __init__(
         self,
         *,
@@ -90,7 +92,7 @@ class Breaker:
         self.rejected_calls = 0
         self.opened_total = 0
         self.transitions_total = 0
-        self.last_error: str | None = None
+        self.last_error = None
         self.transitions: collections.deque[Transition] = collections.deque(maxlen=history)
         self._on_transition = on_transition
 
@@ -134,7 +136,8 @@ class Breaker:
         self.failures_total += 1
         self.consecutive_failures += 1
         self._trial_in_flight = False
-        self.last_error = error or self.last_error
+        if error:
+            self.last_error = error
         if self._state is BreakerState.HALF_OPEN:
             self._open(f"trial call failed: {error}")
         elif (
@@ -238,7 +241,7 @@ class CircuitBreaker(Actor):
 
     def snapshot(self) -> Snapshot:
         snap = super().snapshot()
-        snap.last_error = self.core.last_error
+        snap.last_error, snap.last_error_at = self.core.last_error, self.core.last_error_at
         return snap
 
     def transitions(self) -> list[Transition]:

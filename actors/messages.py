@@ -33,6 +33,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     pid: int | None = None
     restarts: int = 0
     last_error: str | None = None
+    last_error_at: float | None = None  # when last_error was last set (Unix seconds)
     mailbox_depth: int = 0
     mailbox_size: int = 0
     heartbeat_age_s: float | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from otgate.config.accepted import with_accepted
 from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import SecretError, check_secret_refs, resolve_secrets
 
@@ -38,35 +39,19 @@ class Loaded:
 _AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
 
 
-def path_first(message: str) -> str:
-    """msgspec says ``Expected `int`, got `str` - at `$.a[0].b` ``; we say ``a[0].b: ...``."""
+def path_first(message: str, root: type | None = None, tree: object = None) -> str:
+    """msgspec says ``Expected `int`, got `str` - at `$.a[0].b` ``; we say ``a[0].b: ...``.
+
+    With the ``root`` type and the decoded ``tree``, a bad enum value or
+    ``type`` tag also lists the values the field accepts."""
     m = _AT.match(message)
     if not m:
         return message
     path = m.group("path").lstrip(".") or "(top level)"
     msg = m.group("msg")
-    if path.endswith(".type") and msg.startswith("Invalid value"):
-        tags = _tags(path.split("[", 1)[0])
-        if tags:
-            msg += f" (expected one of {', '.join(tags)})"
+    if root is not None:
+        msg = with_accepted(msg, root, tree, path)
     return f"{path}: {msg}"
-
-
-def _tags(section: str) -> list[str]:
-    """The ``type`` values a tagged section (adapters, sinks, simulators) accepts."""
-    from typing import get_args
-
-    from otgate.config import registry
-
-    union = {
-        "adapters": registry.AdapterConfig,
-        "sinks": registry.SinkConfig,
-        "simulators": registry.SimulatorConfig,
-    }.get(section)
-    if union is None:
-        return []
-    members = get_args(union) or (union,)
-    return sorted(msgspec.inspect.type_info(t).tag for t in members)
 
 
 def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
@@ -74,7 +59,7 @@ def decode(tree: dict, source: str = "<config>") -> GatewayConfig:
     try:
         return msgspec.convert(tree, GatewayConfig, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(source, [path_first(str(exc))]) from None
+        raise ConfigError(source, [path_first(str(exc), GatewayConfig, tree)]) from None
 
 
 def parse(raw: bytes, source: str) -> dict:

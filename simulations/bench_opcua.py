@@ -36,7 +36,7 @@ ROUNDS = 2
 
 
 def sim_config(items: int) -> Any:
-    from otgate.simulations.opcua_sim import OpcUaSimConfig
+    from otgate.simulations.opcua_sim_config import OpcUaSimConfig
 
     return OpcUaSimConfig(generate=items, update_interval=UPDATE_S)
 

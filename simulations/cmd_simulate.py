@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="run a 'nothing lost' scenario (simulations/scenarios/*.toml) and check it",
     )
-    p.add_argument("--workdir", type=Path, help="scenario: keep logs and state here")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep logs and state here (FILE: default ./state next to it, like a gateway)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="print the final table as JSON")
     p.set_defaults(func=run)
@@ -47,7 +51,22 @@ def load(path: Path) -> SimulationFile:
     try:
         return msgspec.convert(tree, SimulationFile, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(path), [path_first(str(exc))]) from None
+        raise ConfigError(str(path), [path_first(str(exc), SimulationFile, tree)]) from None
+
+
+def _context(args: argparse.Namespace):
+    """Simulators publish nothing; what they keep (the demo PostgreSQL's data)
+    goes to ``--workdir``, else to the state dir a gateway would use for FILE."""
+    import os
+
+    from otgate.actors.context import BuildContext
+    from otgate.config.load import default_state_dir
+
+    async def nowhere(readings) -> None:
+        raise RuntimeError("simulators write nothing to the log")
+
+    state_dir = args.workdir or default_state_dir(args.file, os.environ)
+    return BuildContext(gateway_id="simulate", publish=nowhere, state_dir=state_dir)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     setup_logging("WARNING")
     report = Report("otgate simulate", as_json=args.json)
-    actors = [s.build(None) for s in sims]  # simulators need no build context
+    ctx = _context(args)
+    actors = [s.build(ctx) for s in sims]
     t0 = time.monotonic()
 
     async def main() -> None:

@@ -34,7 +34,6 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from otgate.config.base import NonNegativeSeconds, PortOrZero, PositiveSeconds, StrictStruct, UnitId
 from otgate.protocols.modbus.config import DataType, Point, Table
@@ -312,6 +311,8 @@ class ModbusSimulator:
         return data
 
     async def start_tcp(self, host: str, port: int) -> int:
+        from pymodbus.server import ModbusTcpServer  # ~0.1 s; config loading never needs it
+
         self.host = host
         self.server = ModbusTcpServer(
             self.store,
@@ -356,6 +357,8 @@ class ModbusSimulator:
     async def start_rtu(self, baudrate: int, link: str = "") -> str:
         self.relay = PtyRelay(corrupt=self.store.take_garbage, link=link)
         await self.relay.start()
+        from pymodbus.server import ModbusSerialServer
+
         self.server = ModbusSerialServer(
             self.store,
             framer=FramerType.RTU,

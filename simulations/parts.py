@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from otgate.actors.actor import Actor
@@ -13,7 +14,7 @@ from otgate.actors.context import BuildContext
 from otgate.config.base import Identifier, Port, StrictStruct
 from otgate.simulations.modbus_sim import ModbusTcpSimConfig
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, MqttSimConfig
-from otgate.simulations.opcua_sim import OpcUaSimConfig
+from otgate.simulations.opcua_sim_config import OpcUaSimConfig
 
 log = logging.getLogger("otgate.simulations")
 
@@ -99,8 +100,11 @@ class PostgresDemoConfig(StrictStruct):
     port: Port = 15432
     """Port on 127.0.0.1."""
     data_dir: str = ""
-    """Data directory; empty = ``$TMPDIR/otgate-demo-pg-<port>`` (the server's user
-    must be able to enter it, which a home directory may not allow)."""
+    """Server directory (its ``data/``, ``server.log``, socket), absolute or relative
+    to the gateway's state dir; empty = ``postgres`` in the state dir, so deleting
+    the state dir starts afresh. Run as root, the server's user (``postgres``)
+    must be able to enter it; where it cannot (a clone under /root) the data
+    goes to a temp dir that ``postgres`` in the state dir links to."""
 
 
 class PostgresDemoServer(StrictStruct, tag="postgres", tag_field="type"):
@@ -112,18 +116,20 @@ class PostgresDemoServer(StrictStruct, tag="postgres", tag_field="type"):
     """Port and data directory."""
 
     def build(self, ctx: BuildContext) -> Actor:
-        return SimulatorActor(self.id, serve_demo_postgres, self.server)
+        return SimulatorActor(self.id, serve_demo_postgres, (self.server, ctx.state_dir))
 
 
-async def serve_demo_postgres(cfg: PostgresDemoConfig, *, task_status=None) -> None:
-    import tempfile
-    from pathlib import Path
-
+async def serve_demo_postgres(
+    cfg_and_state: tuple[PostgresDemoConfig, Path], *, task_status=None
+) -> None:
     import anyio
 
-    from otgate.simulations.postgres_server import PostgresServer
+    from otgate.simulations.postgres_server import PostgresServer, reachable_workdir
 
-    data = Path(cfg.data_dir or Path(tempfile.gettempdir()) / f"otgate-demo-pg-{cfg.port}")
+    cfg, state_dir = cfg_and_state
+    data = await anyio.to_thread.run_sync(
+        reachable_workdir, state_dir / (cfg.data_dir or "postgres")
+    )
     server = PostgresServer(data, cfg.port)
     try:
         await anyio.to_thread.run_sync(server.init)

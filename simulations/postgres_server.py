@@ -54,6 +54,32 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def reachable_workdir(link: Path) -> Path:
+    """The server's working directory at ``link`` (in the demo, ``postgres`` in
+    its state dir, so deleting the state dir starts afresh).
+
+    As root the server runs as ``postgres``, which may not be able to enter
+    ``link``'s folder (a clone under /root). Then the data lives in a fresh temp
+    dir and ``link`` is a symlink to it: deleting the state dir still starts
+    afresh (the next start makes a new temp dir). Returns the real directory."""
+    home = link.parent
+    home.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        if link.resolve().is_dir():
+            return link.resolve()
+        link.unlink()  # its temp dir was cleaned away
+    if os.geteuid() != 0 or _can_enter(home, "postgres"):
+        return link
+    target = Path(tempfile.mkdtemp(prefix="otgate-pg-"))
+    link.symlink_to(target, target_is_directory=True)
+    return target
+
+
+def _can_enter(path: Path, user: str) -> bool:
+    """Can ``user`` reach ``path`` (search permission on it and every parent)?"""
+    return subprocess.run(["test", "-x", str(path)], user=user, timeout=10).returncode == 0
+
+
 class PostgresServer:
     def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
         # Default: a fresh dir under the system temp dir, which 'postgres' can enter.

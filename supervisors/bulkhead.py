@@ -42,8 +42,12 @@ from otgate.supervisors.plan import BulkheadPlan
 # Imported once by the fork server, so each bulkhead forks with them already
 # loaded: their pages are shared and a bulkhead costs a few MiB, not ~40.
 PRELOAD = [
+    "otgate.supervisors.forkserver_title",
     "otgate.supervisors.bulkhead_main",
     "otgate.actors.log.open",
+    "otgate.actors.log.kafka",  # aiokafka (also the partitioner); imported lazily elsewhere
+    "aiohttp",  # the schema registry client
+    "pymodbus.server",  # the Modbus simulators
     "otgate.protocols.modbus_tcp.session",
     "otgate.protocols.modbus_rtu.session",
     "otgate.protocols.opcua.session",

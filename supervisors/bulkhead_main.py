@@ -39,6 +39,7 @@ from otgate.supervisors.logs import setup_logging
 from otgate.supervisors.plan import digest, parts, plan_bulkheads
 from otgate.supervisors.spec import ChildSpec
 from otgate.supervisors.supervisor import Supervisor
+from otgate.supervisors.titles import set_title
 
 log = logging.getLogger("otgate.bulkhead")
 PR_SET_PDEATHSIG = 1
@@ -60,6 +61,7 @@ def bulkhead_main(
 ) -> None:
     """Process entry point (called by multiprocessing in the child)."""
     die_with_parent()
+    set_title(f"bulkhead {bulkhead_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(secrets=secrets)  # JSON lines on the gateway's stdout, secrets redacted
     # The data path allocates millions of short-lived objects that form no cycles:

@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 
+from otgate.actors.actor import LastError
 from otgate.actors.messages import State
 from otgate.supervisors.intensity import RestartIntensity
 from otgate.supervisors.spec import ChildSpec
@@ -62,9 +63,9 @@ class ChildRecord:
     generation: int = 0
     state: State = State.STOPPED
     restarts: int = 0
-    last_error: str | None = None
     run: ChildRun | None = None
     finished: bool = False  # ended normally and, by its restart type, stays stopped
+    last_error = LastError()  # why it last exited abnormally (not a dataclass field)
 
 
 class ReadySignal:

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from otgate.config.load import ConfigError, default_state_dir, load_config
     from otgate.supervisors.gateway import LAST_GOOD, Gateway
     from otgate.supervisors.logs import setup_logging
+    from otgate.supervisors.titles import set_title
 
     redactor = setup_logging()
     log = logging.getLogger("otgate.gateway")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("config_invalid_using_last_good config=%s cache=%s", args.config, cache)
         loaded = load_config(cache, base=args.config.resolve().parent)
     redactor.update(loaded.secrets)
+    set_title(f"gateway {loaded.config.gateway.id}")
     if args.status_listen:
         from otgate.config.load import decode
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,11 +41,19 @@ def rollup(root: Snapshot) -> str:
 
 
 def health_document(root: Snapshot, gateway_id: str, uptime_s: float) -> dict[str, Any]:
-    """The ``/health`` body: status, then the whole tree under ``components``."""
+    """The ``/health`` body: status, then the whole tree under ``components``.
+    ``time`` is the gateway's clock (Unix seconds): ``now - last_error_at`` is
+    an error's age whatever the reader's clock says."""
     return {
         "status": rollup(root),
         "gateway": gateway_id,
         "uptime_s": round(uptime_s, 3),
-        "supervisor": {"id": root.id, "state": root.state.value, "last_error": root.last_error},
+        "time": round(time.time(), 3),
+        "supervisor": {
+            "id": root.id,
+            "state": root.state.value,
+            "last_error": root.last_error,
+            "last_error_at": root.last_error_at,
+        },
         "components": msgspec.to_builtins(root.children),
     }

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from otgate.actors.messages import Snapshot, State
+from otgate.actors.messages import Snapshot
 from otgate.actors.records import AlarmSeverity, AlarmState
 from otgate.supervisors.health import rollup
 
@@ -27,9 +27,12 @@ class TreeCollector:
         for s in _STATUSES:
             g.add_metric([s], 1.0 if s == status else 0.0)
         yield g
+        # One series per component, labelled with its current state (value 1); a
+        # state change ends the old series. Not one 0/1 series per possible state:
+        # that is 7 lines per component, and `grep` shows the state directly.
         state = GaugeMetricFamily(
             "otgate_component_state",
-            "Component state (1 = current)",
+            "Component state: one series per component, its current state as the label, value 1",
             labels=["id", "kind", "parent", "state"],
         )
         restarts = CounterMetricFamily(
@@ -45,10 +48,7 @@ class TreeCollector:
             "otgate_component_metric", "Actor-reported numbers", labels=["id", "parent", "name"]
         )
         for parent, node in _nodes(root):
-            for s in State:
-                state.add_metric(
-                    [node.id, node.kind, parent, s.value], 1.0 if node.state is s else 0.0
-                )
+            state.add_metric([node.id, node.kind, parent, node.state.value], 1.0)
             restarts.add_metric([node.id, node.kind, parent], float(node.restarts))
             depth.add_metric([node.id, parent], float(node.mailbox_depth))
             if node.heartbeat_age_s is not None:

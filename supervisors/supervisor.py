@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from otgate.actors.actor import describe
+from otgate.actors.actor import LastError, describe
 from otgate.actors.messages import Snapshot, State
 from otgate.supervisors.child_state import (
     ChildExit,
@@ -49,6 +49,7 @@ class Supervisor:
     """
 
     kind = "supervisor"
+    last_error = LastError()
 
     def __init__(
         self,
@@ -62,7 +63,7 @@ class Supervisor:
         self.id = supervisor_id
         self.flags = flags or SupervisorFlags()
         self.state = State.STARTING
-        self.last_error: str | None = None
+        self.last_error = None
         self._clock = clock
         self._rng = rng
         self._shared_intensity = RestartIntensity(self.flags.intensity, self.flags.period, clock)
@@ -135,6 +136,7 @@ class Supervisor:
             kind=self.kind,
             state=self.state,
             last_error=self.last_error,
+            last_error_at=self.last_error_at,
             children=[self._child_snapshot(c) for c in self._children],
         )
 
@@ -175,7 +177,9 @@ class Supervisor:
         if c.state in (State.STARTING, State.RESTARTING, State.FAILED, State.STOPPED):
             snap.state = c.state
         snap.restarts = c.restarts
-        snap.last_error = snap.last_error or c.last_error
+        if c.last_error is not None and (snap.last_error_at or 0) < (c.last_error_at or 0):
+            # the record's (the child's exit) is more recent than the child's own
+            snap.last_error, snap.last_error_at = c.last_error, c.last_error_at
         return snap
 
     async def _child_task(self, child: ChildRecord, generation: int, run: ChildRun) -> None:

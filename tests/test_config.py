@@ -78,3 +78,62 @@ def test_the_example_config_decodes() -> None:
         "OpcUaSource",
         "MqttSource",
     ]
+
+
+def modbus(point: dict) -> dict:
+    return {
+        "type": "modbus_tcp",
+        "id": "plc",
+        "host": "127.0.0.1",
+        "groups": [{"asset_id": "x", "points": [{"parameter": "p", "address": 1, **point}]}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        (
+            {"adapters": [modbus({"type": "flaot32"})]},
+            "adapters[0].groups[0].points[0].type: Invalid enum value 'flaot32' (expected one of"
+            " int16, uint16, int32, uint32, int64, uint64, float32, float64, bool, bit, string)",
+        ),
+        (
+            {"adapters": [modbus({"byte_order": "middle"})]},
+            "adapters[0].groups[0].points[0].byte_order: Invalid enum value 'middle'"
+            " (expected one of big, little)",
+        ),
+        (
+            {"adapters": [{"type": "modbus_rtu", "id": "rtu", "port": "/dev/x", "bytesize": 9}]},
+            "adapters[0].bytesize: Invalid enum value 9 (expected one of 7, 8)",
+        ),
+        (
+            {"adapters": [adapter("a", points=[{"parameter": "p", "signal": {"kind": "saw"}}])]},
+            "adapters[0].points[0].signal.kind: Invalid value 'saw' (expected one of constant,",
+        ),
+        (
+            {"processing": {"validator": {"on_duplicate": "ignore"}}},
+            "processing.validator.on_duplicate: Invalid enum value 'ignore'"
+            " (expected one of dlq, drop, keep)",
+        ),
+        (
+            {"log": {"backend": "redpanda"}},
+            "log.backend: Invalid enum value 'redpanda' (expected one of",
+        ),
+    ],
+)
+def test_enum_errors_list_the_accepted_values(tree: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        decode(tree)
+    assert message in str(info.value)
+
+
+def test_the_readme_quotes_the_real_enum_error() -> None:
+    """The README's example error is what a misspelt point type really says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    with pytest.raises(ConfigError) as info:
+        decode({"adapters": [modbus({"type": "flaot32"})]})
+    message = info.value.problems[0]
+    quoted = message.replace("adapters[0].groups[0].points[0]", "adapters[0].groups[1].points[3]")
+    assert f"gateway.toml: {quoted}\n" in readme

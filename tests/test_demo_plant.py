@@ -51,3 +51,5 @@ def test_example_config_runs_the_demo_plant(tmp_path: Path) -> None:
         assert gw.health()["status"] in ("HEALTHY", "DEGRADED")
     finally:
         assert gw.stop() == 0
+        # As root the historian's data sits in a temp dir the state dir links to.
+        shutil.rmtree((tmp_path / "state" / "postgres").resolve(), ignore_errors=True)

@@ -11,12 +11,8 @@ from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality
 from otgate.protocols.opcua import OpcUaSource
-from otgate.simulations.opcua_sim import (
-    OpcUaFaults,
-    OpcUaSimConfig,
-    OpcUaSimulator,
-    run_opcua_simulator,
-)
+from otgate.simulations.opcua_sim import OpcUaSimulator, run_opcua_simulator
+from otgate.simulations.opcua_sim_config import OpcUaFaults, OpcUaSimConfig
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,9 @@ LAYOUT = ("actors", "supervisors", "protocols", "sinks", "config", "simulations"
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"otgate"}
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {"otgate"} | set(setuptools["package-data"])  # data-only folders are packages too
     for top in LAYOUT:
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT)

@@ -13,14 +13,17 @@ from otgate.actors.log import avro, compat
 from otgate.actors.records import (
     Aggregate,
     Alarm,
+    AlarmAction,
+    AlarmCommand,
+    AlarmSeverity,
     AlarmState,
+    AuditRecord,
     Classification,
     DeadLetter,
     GatewayEvent,
     Heartbeat,
     Quality,
     Reading,
-    Severity,
     Statistics,
     now_ns,
 )
@@ -81,13 +84,31 @@ def samples() -> list[object]:
             alarm_id="a1",
             asset_id="a",
             parameter="p",
+            occurrence_id="a1#1",
+            seq=1,
             state=AlarmState.ACTIVE_UNACKED,
-            severity=Severity.CRITICAL,
+            previous_state=AlarmState.NORMAL,
+            event="raise",
+            active=True,
+            acked=False,
+            severity=AlarmSeverity.CRITICAL,
             value=True,
-            threshold=3.5,
+            limit=3.5,
             raised_time=T0,
             gateway_time=T0,
         ),
+        AlarmCommand(
+            request_id="r1",
+            action=AlarmAction.SHELVE,
+            alarm_ids=["a1", "a2"],
+            note="maintenance",
+            duration_s=600.0,
+            by="ops",
+            role="operator",
+            source="127.0.0.1",
+            gateway_time=T0,
+        ),
+        AuditRecord(who="ops", action="alarms.ack", target="a1", gateway_time=T0),
         DeadLetter(
             reading=r,
             reason="range",
@@ -124,7 +145,8 @@ def test_compiled_encoder_matches_fastavro_and_round_trips(obj) -> None:
 
 
 def test_every_record_schema_parses_and_names_enums_once() -> None:
-    for tp in (Reading, Aggregate, Alarm, DeadLetter, GatewayEvent, Heartbeat, Statistics):
+    for tp in (Reading, Aggregate, Alarm, AlarmCommand, AuditRecord, DeadLetter, GatewayEvent,
+               Heartbeat, Statistics):
         fastavro.parse_schema(avro.avro_schema(tp), named_schemas={})
     s = avro.avro_schema(DeadLetter)
     assert s["fields"][0]["type"]["name"] == "Reading"

@@ -12,7 +12,6 @@ from typing import Any
 
 from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.log.embedded import EmbeddedLog
-from otgate.actors.log.kafka import KafkaLog
 from otgate.actors.log.publisher import Codec, Decoder, ReadingPublisher
 from otgate.actors.log.retention import Retention, event_writer
 from otgate.actors.log.schemas import EmbeddedSchemaStore, RegistrySchemaStore, SchemaStore
@@ -27,6 +26,8 @@ def resolve(state_dir: Path, path: str) -> Path:
 def make_log(cfg: LogConfig, state_dir: Path) -> Any:
     """The backend object for ``cfg`` (not started)."""
     if cfg.backend is Backend.KAFKA:
+        from otgate.actors.log.kafka import KafkaLog  # aiokafka: ~45 ms to import
+
         return KafkaLog(
             cfg.bootstrap_servers,
             idempotence=cfg.idempotence,

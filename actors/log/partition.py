@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 
-from aiokafka.partitioner import murmur2
-
 _cache: dict[tuple[bytes, int], int] = {}
 _round_robin = itertools.count()
 
@@ -19,6 +17,10 @@ def partition_for(key: bytes | None, partitions: int) -> int:
         return next(_round_robin) % partitions
     p = _cache.get((key, partitions))
     if p is None:
+        # Imported here: aiokafka takes ~45 ms to import, which the log's readers
+        # (``otgate log``) never need; the cache makes this a rare path.
+        from aiokafka.partitioner import murmur2
+
         if len(_cache) > 100_000:
             _cache.clear()
         p = _cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions

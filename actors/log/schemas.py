@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 import anyio
 
 from otgate.actors.log.avro import canonical
@@ -197,6 +196,8 @@ class RegistrySchemaStore:
         return int(body["id"]), canonical(body["schema"])
 
     async def _request(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        import aiohttp  # ~90 ms to import; only a registry needs it
+
         assert self.url is not None
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:

@@ -20,7 +20,7 @@ def load_scenario(path: Path) -> Scenario:
     try:
         return msgspec.convert(tree, Scenario, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(path), [path_first(str(exc))]) from None
+        raise ConfigError(str(path), [path_first(str(exc), Scenario, tree)]) from None
 
 
 def summary(streams) -> dict[str, float]:
