@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . simulations/debian-deps.sh
-ensure_debian mosquitto:mosquitto systemd-analyze:systemd pg_ctl:postgresql venv:python3-venv
+ensure_debian mosquitto:mosquitto systemd-analyze:systemd pg_ctl:postgresql venv:python3-venv chromium:chromium
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
