@@ -19,6 +19,7 @@ const ui = {
   dlqAt: 0, // when the dead letters were last loaded (they refresh every DLQ_EVERY_MS)
 };
 const DLQ_EVERY_MS = 10000;
+const DLQ_ROWS = 20; // the oldest first; the CLI and the HTTP API page through the rest
 
 const byId = (id) => document.getElementById(id);
 
@@ -67,6 +68,10 @@ function notice(text, isError = false) {
 
 function clock(t) {
   return t ? new Date(t * 1000).toLocaleTimeString() : "";
+}
+
+function show(value) {
+  return typeof value === "number" && !Number.isInteger(value) ? value.toPrecision(6) : String(value ?? "");
 }
 
 function ago(seconds) {
@@ -202,7 +207,7 @@ function renderAlarms(alarms, total) {
       el("td", { text: `${a.asset_id} / ${a.parameter}` }),
       el("td", {}, el("span", { class: `state ${a.state}`, text: a.state }),
         pending ? el("span", { class: "pending", text: pending.text }) : ""),
-      el("td", { text: a.value ?? "" }),
+      el("td", { text: show(a.value) }),
       el("td", { text: a.raised_time ? clock(a.raised_time / 1e9) : "" }),
       el("td", {},
         actionButton("Ack", "alarms.ack", () => alarmAction("ack", a.alarm_id), { disabled: a.acked || pending }),
@@ -237,7 +242,7 @@ async function loadDlq() {
   if (!ui.who) return;
   ui.dlqAt = Date.now();
   const disposition = byId("dlq-disposition").value;
-  const q = new URLSearchParams({ limit: "50" });
+  const q = new URLSearchParams({ limit: String(DLQ_ROWS) });
   if (disposition) q.set("disposition", disposition);
   const r = await api("GET", `/dlq?${q}`);
   const tbody = byId("dlq").tBodies[0];
@@ -246,14 +251,15 @@ async function loadDlq() {
     notice(`dead letters: ${r.status} ${r.doc}`, true);
     return;
   }
-  byId("dlq-total").textContent = `(${r.doc.total})`;
+  const shown = r.doc.letters.length;
+  byId("dlq-total").textContent = r.doc.total > shown ? `(${shown} of ${r.doc.total})` : `(${r.doc.total})`;
   for (const v of r.doc.letters) {
     const rd = v.letter.reading;
     const open = v.disposition === "PENDING";
     tbody.append(el("tr", { "data-id": v.id, "data-disposition": v.disposition },
       el("td", {}, el("a", { href: "#", text: v.id, onclick: (e) => { e.preventDefault(); showLetter(v.id); } })),
       el("td", { text: `${rd.asset_id} / ${rd.parameter}` }),
-      el("td", { text: String(rd.value) }),
+      el("td", { text: show(rd.value) }),
       el("td", { text: (v.last && v.last.reason) || v.letter.reason }),
       el("td", { text: v.disposition }),
       el("td", { text: clock(v.letter.gateway_time / 1e9) }),

@@ -48,7 +48,6 @@ MAX_ALARMS = 500
 ASSETS = {
     "console.js": "application/javascript",
     "console.css": "text/css",
-    "screenshot.png": "image/png",
 }
 
 ACTIONS: dict[str, Role] = {
@@ -117,7 +116,9 @@ class Console:
             else ""
         )
         body = self._page.substitute(gateway=html.escape(cfg.gateway.id), banner=banner)
-        return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-cache"})
+        return web.Response(
+            text=body, content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -177,7 +178,9 @@ class Console:
             self.streams -= 1
         return resp
 
-    async def _message(self, caller: Caller, seen: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
+    async def _message(
+        self, caller: Caller, seen: tuple[int, int]
+    ) -> tuple[bytes, tuple[int, int]]:
         await self._poll_records()
         alarms = await self.gateway.ops.alarms.list_alarms(caller)
         assert self.records is not None  # started
@@ -201,6 +204,8 @@ class Console:
         try:
             await self.records.poll()
         except Exception as exc:
-            if not (embedded.is_retriable(exc) or kafka.is_retriable(exc) or isinstance(exc, OSError)):
+            if not (
+                embedded.is_retriable(exc) or kafka.is_retriable(exc) or isinstance(exc, OSError)
+            ):
                 raise
             log.warning("console_events_retry error=%s", type(exc).__name__)
