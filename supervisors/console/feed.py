@@ -39,7 +39,8 @@ class Ring:
 
     def since(self, seq: int) -> list[dict[str, Any]]:
         """The entries after ``seq`` still in the ring, oldest first."""
-        return [e for e in self.entries if e["seq"] > seq]
+        # list() copies in one step: a logging thread may add meanwhile.
+        return [e for e in list(self.entries) if e["seq"] > seq]
 
 
 class RecentLogs(logging.Handler):

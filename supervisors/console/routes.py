@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("otgate.console")
 
 TICK_S = 1.0
+EVENTS_EVERY_S = 3.0
+"""How often the gateway events and audit records are read from the log (shared
+by every stream; they are not worth a log read per second)."""
 MAX_STREAMS = 8
 WRITE_TIMEOUT_S = 10.0
 MAX_ALARMS = 500
@@ -83,7 +86,7 @@ class Console:
         self.streams = 0
         self._page = string.Template(_read("index.html").decode())
         self._closing = asyncio.Event()
-        self._polled_at = 0.0
+        self._polled_at = float("-inf")
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -193,11 +196,13 @@ class Console:
             "logs": logs,
             "events": events,
         }
-        return msgspec.json.encode(doc), (self.logs.ring.seq, self.records.ring.seq)
+        # What was sent, not the rings' counters: a line logged meanwhile by another thread stays due.
+        seen = (logs[-1]["seq"] if logs else seen[0], events[-1]["seq"] if events else seen[1])
+        return msgspec.json.encode(doc), seen
 
     async def _poll_records(self) -> None:
-        """Read new gateway events and audit records, once per tick for every stream."""
-        if time.monotonic() - self._polled_at < TICK_S * 0.9:
+        """Read new gateway events and audit records, at most every ``EVENTS_EVERY_S``."""
+        if time.monotonic() - self._polled_at < EVENTS_EVERY_S:
             return
         self._polled_at = time.monotonic()
         assert self.records is not None  # started
