@@ -1,8 +1,9 @@
 """The operator console in a real headless browser (Debian's Chromium driven by
 Playwright) against a real ``otgate run``: first paint, the simulated-data
-banner, a bulkhead failing after injected faults and restarted from the page,
-an alarm acknowledged, a dead letter reprocessed, actions greyed out for a
-viewer and refused by the server all the same.
+banner, the PostgreSQL sink going DEGRADED while its database is down (and back),
+a bulkhead failing after injected faults and restarted from the page, an alarm
+acknowledged, a dead letter reprocessed, actions greyed out for a viewer and
+refused by the server all the same.
 
 Screenshots go to the test's temp dir; with ``OTGATE_CONSOLE_SCREENSHOT=PATH``
 the overview is also copied there (how the README's image is made).
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
+from peers.postgres import pg_cluster_fixture  # noqa: F401
 from test_ops_gateway import high
 from test_ops_gateway import read_topic as _read_topic
 from test_ops_gateway import write_alarms as _write_alarms
@@ -30,6 +32,15 @@ from otgate.actors.records import AlarmState
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
+SINK = """
+[[sinks]]
+type = "postgres"
+id = "historian"
+dsn = "{dsn}"
+topics = ["telemetry.clean"]
+breaker_failures = 2
+breaker_cooldown_s = 1.0
+"""
 CONFIG = (
     """
 [gateway]
@@ -100,8 +111,8 @@ def row(page, table: str, row_id: str):
     return page.locator(f'#{table} tr[data-id="{row_id}"]')
 
 
-def test_console_in_a_browser(gateway, browser, tmp_path: Path) -> None:
-    gw = gateway(CONFIG)
+def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> None:
+    gw = gateway(CONFIG + SINK.format(dsn=pg_cluster.dsn()))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(gw.url + "/console/")
@@ -114,7 +125,9 @@ def test_console_in_a_browser(gateway, browser, tmp_path: Path) -> None:
     assert "SIMULATED DATA" in page.inner_text("#simulated") and "a, b" in page.inner_text(
         "#simulated"
     )
-    assert page.inner_text("#rollup") == "HEALTHY"
+    page.wait_for_function(  # before login the page polls /health every 2 s
+        "() => document.getElementById('rollup').textContent === 'HEALTHY'", timeout=30_000
+    )
 
     # A viewer sees the tables with every action greyed out; the server refuses it anyway.
     page.fill("#token", "view-tok")
@@ -167,6 +180,31 @@ def test_console_in_a_browser(gateway, browser, tmp_path: Path) -> None:
     )
     assert "refused" in page.inner_text("#notice")
 
+    # The database goes away: the sink's breaker opens, the sink is DEGRADED and its
+    # lag grows on the page; the database is back: RUNNING, lag drained.
+    sink = "historian/sink.historian"
+    page.wait_for_function(
+        "id => Number(document.querySelector(`#sinks tr[data-id='${id}'] td:nth-child(2)`)"
+        "?.textContent) > 0",
+        arg=sink,
+        timeout=30_000,
+    )
+    pg_cluster.stop()
+    page.wait_for_selector(f'#tree tr[data-id="{sink}"][data-state="DEGRADED"]', timeout=30_000)
+    page.wait_for_function("() => document.getElementById('rollup').textContent === 'DEGRADED'")
+    page.wait_for_function(
+        "id => Number(document.querySelector(`#sinks tr[data-id='${id}'] td:nth-child(4)`)"
+        ".textContent) > 0",
+        arg=sink,
+        timeout=30_000,
+    )
+    page.screenshot(path=str(tmp_path / "console-sink-degraded.png"), full_page=True)
+    pg_cluster.start()
+    page.wait_for_selector(f'#tree tr[data-id="{sink}"][data-state="RUNNING"]', timeout=30_000)
+    page.wait_for_function(
+        "() => document.getElementById('rollup').textContent === 'HEALTHY'", timeout=30_000
+    )
+
     # Faults: bulkhead a exits twice (restart intensity 1), so it is FAILED and the
     # gateway DEGRADED; the operator restarts it from the page.
     admin = {"bulkhead": "a", "kind": "exit"}
@@ -187,6 +225,10 @@ def test_console_in_a_browser(gateway, browser, tmp_path: Path) -> None:
         ".some(li => li.textContent.includes('olga (operator) via console: component.restart'))",
         timeout=20_000,
     )
+    # Every stream (one per login here) starts the lists afresh: no line twice.
+    for feed in ("logs", "events"):
+        seqs = page.eval_on_selector_all(f"#{feed} li", "lis => lis.map(li => li.dataset.seq)")
+        assert seqs and len(seqs) == len(set(seqs)), feed
     overview = tmp_path / "console.png"
     page.screenshot(path=str(overview), full_page=True)
     if os.environ.get("OTGATE_CONSOLE_SCREENSHOT"):

@@ -290,7 +290,7 @@ async function dlqAction(action, id) {
 // -- events and logs ------------------------------------------------------------------
 function addFeed(listId, entries, line) {
   const list = byId(listId);
-  for (const e of entries) list.prepend(el("li", { class: e.level, text: line(e) }));
+  for (const e of entries) list.prepend(el("li", { class: e.level, "data-seq": e.seq, text: line(e) }));
   while (list.children.length > FEED_MAX) list.lastChild.remove();
 }
 
@@ -310,6 +310,9 @@ async function follow() {
       }
       if (!resp.ok) throw new Error(String(resp.status));
       setLive(true);
+      // A new stream starts with everything its rings hold: the lists start afresh.
+      byId("events").replaceChildren();
+      byId("logs").replaceChildren();
       await readEvents(resp.body);
     } catch (_) {
       if (ctl.signal.aborted) return;
