@@ -15,6 +15,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
 import statistics
 import time
 import urllib.request
@@ -167,18 +168,40 @@ def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> N
     assert alarm.locator(".pending").count() == 0
     assert alarm.locator('button[data-action="alarms.ack"]').is_disabled()
 
+    # Shelve sends its duration from the row's choice.
+    alarm.locator("select").select_option("28800")
+    alarm.locator('button[data-action="alarms.shelve"]').click()
+    alarm.locator(".pending").wait_for(timeout=10_000)
+    shelve = read_topic(state_dir, "alarms.commands")[-1]
+    assert (shelve.action.value, shelve.duration_s, shelve.by) == ("SHELVE", 28800.0, "olga")
+
     # A dead letter (flow above 22 is rejected) reprocessed from the page: the rule
-    # still refuses it, so the page says so and the letter stays pending.
-    wait_for(lambda: gw.get("/health")[1]["status"] == "HEALTHY", what="healthy")
+    # still refuses it, so the page says so and the letter stays pending; once the
+    # rule is widened (SIGHUP reload), the same click puts it in telemetry.clean.
     page.click("#dlq-refresh")
     first = page.locator("#dlq tbody tr").first
     first.wait_for(timeout=30_000)
     letter = first.get_attribute("data-id")
-    first.locator('button[data-action="dlq.reprocess"]').click()
+    reprocess = f'#dlq tr[data-id="{letter}"] button[data-action="dlq.reprocess"]'
+    page.click(reprocess)
     page.wait_for_function(
         "id => document.getElementById('notice').textContent.startsWith(id + ': ')", arg=letter
     )
     assert "refused" in page.inner_text("#notice")
+    gw.config.write_text(gw.config.read_text().replace("max = 22.0", "max = 40.0"))
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config_reloaded" in gw.log(), 30, "reload")
+    page.click(reprocess)
+    page.wait_for_function(
+        "id => document.getElementById('notice').textContent === id + ': reprocessed'",
+        arg=letter,
+        timeout=20_000,
+    )
+    page.wait_for_selector(f'#dlq tr[data-id="{letter}"]', state="detached")  # no longer pending
+    page.select_option("#dlq-disposition", "REPROCESSED")
+    page.wait_for_selector(f'#dlq tr[data-id="{letter}"][data-disposition="REPROCESSED"]')
+    assert page.locator(f"{reprocess}").is_disabled()
+    wait_for(lambda: gw.get("/health")[1]["status"] == "HEALTHY", 30, "healthy after reload")
 
     # The database goes away: the sink's breaker opens, the sink is DEGRADED and its
     # lag grows on the page; the database is back: RUNNING, lag drained.
