@@ -116,6 +116,12 @@ def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> N
     gw = gateway(CONFIG + SINK.format(dsn=pg_cluster.dsn()))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, "ready")
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []  # script errors and CSP refusals show here
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None,
+    )
     page.goto(gw.url + "/console/")
     page.wait_for_selector('#tree tr[data-id="a"]')
     paint = page.evaluate(
@@ -262,6 +268,8 @@ def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> N
     assert ("olga", "console", "alarms.ack", "ok") in audit
     assert ("olga", "console", "dlq.reprocess", "ok") in audit
     assert ("olga", "console", "component.restart", "ok") in audit
+
+    assert errors == []
 
     # /health stays quick with the console's live stream open (numbers for the note).
     latency = health_latency(gw.url)

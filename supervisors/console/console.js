@@ -28,6 +28,7 @@ function el(tag, attrs = {}, ...kids) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "text") node.textContent = v;
+    else if (k === "indent") node.style.paddingLeft = `${8 + v * 18}px`; // CSSOM: allowed by the CSP
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
@@ -154,7 +155,7 @@ function renderHealth(health) {
       ? actionButton("Restart", "component.restart", () => restartComponent(n.id))
       : "";
     tbody.append(el("tr", { "data-id": path, "data-state": n.state },
-      el("td", { style: `padding-left:${8 + depth * 18}px`, text: n.id }),
+      el("td", { indent: depth, text: n.id }),
       el("td", { text: n.kind }),
       el("td", {}, el("span", { class: `state ${n.state}`, text: n.state })),
       el("td", { text: n.pid ?? "" }),
