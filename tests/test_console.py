@@ -180,6 +180,13 @@ def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> N
     alarm.locator(".pending").wait_for(timeout=10_000)
     shelve = read_topic(state_dir, "alarms.commands")[-1]
     assert (shelve.action.value, shelve.duration_s, shelve.by) == ("SHELVE", 28800.0, "olga")
+    write_alarms(
+        state_dir,
+        [high(3, AlarmState.SHELVED, event="shelve", by="olga", request_id=shelve.request_id)],
+    )
+    page.wait_for_selector('#alarms tr[data-state="SHELVED"]', timeout=20_000)
+    assert alarm.locator(".pending").count() == 0
+    assert alarm.locator('button[data-action="alarms.unshelve"]').is_enabled()
 
     # A dead letter (flow above 22 is rejected) reprocessed from the page: the rule
     # still refuses it, so the page says so and the letter stays pending; once the

@@ -212,14 +212,17 @@ function renderAlarms(alarms, total) {
       el("td", { text: a.raised_time ? clock(a.raised_time / 1e9) : "" }),
       el("td", {},
         actionButton("Ack", "alarms.ack", () => alarmAction("ack", a.alarm_id), { disabled: a.acked || pending }),
-        " ", choice, " ",
-        actionButton("Shelve", "alarms.shelve", () => alarmAction("shelve", a.alarm_id, Number(choice.value))))));
+        " ", ...(a.state === "SHELVED"
+          ? [actionButton("Unshelve", "alarms.unshelve", () => alarmAction("unshelve", a.alarm_id), { disabled: pending })]
+          : [choice, " ", actionButton("Shelve", "alarms.shelve",
+            () => alarmAction("shelve", a.alarm_id, Number(choice.value)), { disabled: pending })]))));
   }
 }
 
 const DONE = {
   ack: (a) => a.acked,
   shelve: (a) => a.state === "SHELVED",
+  unshelve: (a) => a.state !== "SHELVED",
 };
 
 async function alarmAction(action, id, duration) {

@@ -99,6 +99,7 @@ class Console:
 
     def routes(self) -> list[web.RouteDef]:
         return [
+            web.get("/", self.redirect),
             web.get("/console", self.redirect),
             web.get("/console/", self.index),
             web.get("/console/events", self.events),
