@@ -63,6 +63,7 @@ def test_page_whoami_and_the_live_stream(gateway) -> None:
     status, page = get(gw.url + "/console/")
     assert status == 200 and b"console-routes" in page
     assert b"SIMULATED DATA" in page and b"simulated devices: a" in page
+    assert get(gw.url + "/") == (200, page)  # the status endpoint's root leads to the console
     assert get(gw.url + "/console/console.js")[0] == 200
     assert get(gw.url + "/console/routes.py")[0] == 404  # only the page's own assets
 
