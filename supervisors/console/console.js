@@ -1,9 +1,10 @@
 // otgate operator console: renders /health and the live stream, and calls the
 // same operator routes as the CLI (bearer token, X-Otgate-Surface: console).
 // The server decides every permission; greyed-out buttons only spare a 403.
-"use strict";
+// (An ES module: strict, deferred, run once the document is parsed.)
 
-const HISTORY = 121; // samples kept per component: two minutes at one per second
+import { HISTORY, ago, byId, el, show, sparkline } from "./dom.js";
+
 const FEED_MAX = 100;
 const RATE_KEYS = ["readings_published", "delivered_total", "consumed_total", "windows_emitted_total"];
 const SHELVE_FOR = [["1 h", 3600], ["8 h", 28800], ["24 h", 86400]];
@@ -11,7 +12,7 @@ const SHELVE_FOR = [["1 h", 3600], ["8 h", 28800], ["24 h", 86400]];
 const ui = {
   token: sessionStorage.getItem("otgate.token") || "",
   who: null, // GET /whoami: name, role, can{action: bool}
-  history: new Map(), // component id -> [{t, m}]
+  history: new Map(), // component path -> [{t, m}]
   alarms: [],
   pending: new Map(), // alarm id -> text shown until the table says it happened
   stream: null, // AbortController of the live stream
@@ -20,21 +21,6 @@ const ui = {
 };
 const DLQ_EVERY_MS = 10000;
 const DLQ_ROWS = 20; // the oldest first; the CLI and the HTTP API page through the rest
-
-const byId = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...kids) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "text") node.textContent = v;
-    else if (k === "indent") node.style.paddingLeft = `${8 + v * 18}px`; // CSSOM: allowed by the CSP
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const kid of kids) node.append(kid);
-  return node;
-}
 
 function can(action) {
   return Boolean(ui.who && ui.who.can[action]);
@@ -71,16 +57,6 @@ function clock(t) {
   return t ? new Date(t * 1000).toLocaleTimeString() : "";
 }
 
-function show(value) {
-  return typeof value === "number" && !Number.isInteger(value) ? value.toPrecision(6) : String(value ?? "");
-}
-
-function ago(seconds) {
-  if (seconds < 90) return `${Math.round(seconds)} s ago`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
-  return `${Math.round(seconds / 3600)} h ago`;
-}
-
 // -- health: tree, rates and sparklines ---------------------------------------------
 // Node ids repeat down the tree (bulkhead "a" runs session "a"): a path names one node.
 function* walk(nodes, depth = 0, parent = "") {
@@ -113,24 +89,6 @@ function rates(id, key) {
 
 function gauge(id, key) {
   return (ui.history.get(id) || []).map((s) => s.m[key] ?? 0);
-}
-
-function sparkline(values, cls = "") {
-  const w = 120, hgt = 22;
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "spark " + cls);
-  svg.setAttribute("width", w);
-  svg.setAttribute("height", hgt);
-  if (values.length > 1) {
-    const max = Math.max(...values) || 1;
-    const step = w / (HISTORY - 2);
-    const x0 = w - step * (values.length - 1);
-    const pts = values.map((v, i) => `${(x0 + i * step).toFixed(1)},${(hgt - 1 - (v / max) * (hgt - 2)).toFixed(1)}`);
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", pts.join(" "));
-    svg.append(line);
-  }
-  return svg;
 }
 
 function rateKey(node) {

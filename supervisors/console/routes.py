@@ -50,6 +50,7 @@ MAX_ALARMS = 500
 
 ASSETS = {
     "console.js": "application/javascript",
+    "dom.js": "application/javascript",
     "console.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
