@@ -5,6 +5,7 @@ first message, its bound on open streams, and its end when the gateway stops."""
 from __future__ import annotations
 
 import json
+import signal
 import tomllib
 import urllib.error
 import urllib.request
@@ -47,9 +48,11 @@ def get(url: str, token: str = "") -> tuple[int, bytes]:
 
 
 def frame(stream) -> tuple[str, dict]:
-    """The next server-sent event: its name and its JSON data."""
+    """The next server-sent event: its name and its JSON data (``eof`` at the end)."""
     name, data = "message", []
-    while (line := stream.readline().decode()) not in ("\n", ""):
+    while (line := stream.readline().decode()) != "\n":
+        if not line:
+            return "eof", {}
         if line.startswith("event: "):
             name = line[7:].strip()
         elif line.startswith("data: "):
@@ -95,18 +98,35 @@ def test_page_whoami_and_the_live_stream(gateway) -> None:
     assert not {e["seq"] for e in second["logs"]} & {e["seq"] for e in first["logs"]}
 
     streams += [
-        urllib.request.urlopen(call(gw.url + "/console/events", "view-tok"), timeout=10)
-        for _ in range(MAX_STREAMS - 1)
+        urllib.request.urlopen(call(gw.url + "/console/events", tok), timeout=10)
+        for tok in ["view-tok"] * (MAX_STREAMS - 2) + ["eng-tok"]
     ]
     assert get(gw.url + "/console/events", "view-tok")[0] == 503
+
+    # A reload that removes the viewer's token ends its streams (no "closed": the
+    # gateway runs on) and the page's next try is refused.
+    gw.config.write_text(
+        CONFIG.replace('{ token = "view-tok", role = "viewer", name = "vic" },', "")
+    )
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config_reloaded" in gw.log(), 30, "reload")
+    for s in streams[:-1]:
+        assert names(s, until="eof")[-1] == "eof"
+        s.close()
+    assert get(gw.url + "/console/events", "view-tok")[0] == 401
+
     # Stopping the gateway ends every stream with a "closed" event, promptly.
     assert gw.stop() == 0
-    for s in streams:
-        names = []
-        while (got := frame(s))[0] != "closed" and len(names) < 5:
-            names.append(got[0])
-        assert got[0] == "closed"
-        s.close()
+    assert names(streams[-1], until="closed")[-1] == "closed"
+    streams[-1].close()
+
+
+def names(stream, until: str, most: int = 20) -> list[str]:
+    """Event names read from ``stream`` up to ``until`` (or ``most`` events, or the end)."""
+    seen: list[str] = []
+    while len(seen) < most and (not seen or seen[-1] not in (until, "eof")):
+        seen.append(frame(stream)[0])
+    return seen
 
 
 def test_simulated_parts_name_simulators_and_synthetic_adapters() -> None:

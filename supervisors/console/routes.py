@@ -7,7 +7,8 @@ caller's role and which actions that role may do, so the page greys out the
 others; the services still refuse them (403, audited). ``GET /console/events``
 is a server-sent-event stream for a viewer token: every ``TICK_S`` the health
 document, the caller's alarm table (through the alarm service, so asset scopes
-apply) and the log lines and events the page has not seen. Streams are bounded:
+apply) and the log lines and events the page has not seen; the token is checked
+again every time, so a token a reload removed ends its streams. Streams are bounded:
 at most ``MAX_STREAMS`` at once, one message in flight each (a client that
 does not take one within ``WRITE_TIMEOUT_S`` is dropped), all ended when the
 gateway stops.
@@ -139,14 +140,18 @@ class Console:
         return web.Response(body=_read(name), content_type=ASSETS[name], headers=HEADERS)
 
     # -- who is calling ------------------------------------------------------------------
+    def _identify(self, request: web.Request) -> Caller:
+        """The caller by the tokens in force now (a reload may have removed one)."""
+        return identify(
+            self.gateway.config.status.tokens,
+            request.headers.get("Authorization", "").removeprefix("Bearer "),
+            surface=request.headers.get("X-Otgate-Surface", "http")[:20],
+            source=request.remote or "",
+        )
+
     def _caller(self, request: web.Request) -> Caller:
         try:
-            return identify(
-                self.gateway.config.status.tokens,
-                request.headers.get("Authorization", "").removeprefix("Bearer "),
-                surface=request.headers.get("X-Otgate-Surface", "http")[:20],
-                source=request.remote or "",
-            )
+            return self._identify(request)
         except Unauthorized as exc:
             raise web.HTTPUnauthorized(text=str(exc)) from None
 
@@ -175,6 +180,10 @@ class Console:
             await resp.prepare(request)
             seen = (0, 0)
             while not (self._closing.is_set() or self.gateway.stopping):
+                try:
+                    caller = self._identify(request)
+                except Unauthorized:
+                    return resp  # a reload removed the token: the page's next try gets 401
                 body, seen = await self._message(caller, seen)
                 with anyio.fail_after(WRITE_TIMEOUT_S):
                     await resp.write(b"data: " + body + b"\n\n")
