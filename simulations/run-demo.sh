@@ -25,7 +25,7 @@ PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install "$
 
 step "starting the demo plant (Ctrl-C stops it; state in config/examples/state/)"
 cat <<'TIP'
-In a second terminal:
+In a second terminal (or a browser: http://127.0.0.1:8787/console/):
   .venv/bin/otgate status
   .venv/bin/otgate log read telemetry.clean --config config/examples/gateway.toml --limit 10
   psql "host=127.0.0.1 port=15432 user=postgres" -c 'table otgate_readings limit 5'

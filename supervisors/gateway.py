@@ -116,6 +116,10 @@ class Gateway:
             doc["control_plane"] = self.control_plane.statistics()
         return self._redactor.tree(doc)
 
+    def redact(self, text: str) -> str:
+        """``text`` with the config's secrets masked (for anything shown to operators)."""
+        return self._redactor.text(text)
+
     async def restart(self, bulkhead_id: str) -> str:
         if bulkhead_id not in self.root.child_ids():
             raise KeyError(bulkhead_id)

@@ -3,7 +3,8 @@
 ``/health*`` and ``/metrics`` need no token. Every other route needs
 ``Authorization: Bearer TOKEN`` with a role at least as strong as the route's:
 viewer < operator < engineer < admin. Alarm and DLQ routes are the HTTP face
-of the operator services (``ops_http.py``).
+of the operator services (``ops_http.py``); ``/console/`` is the operator
+console, a web page over the same routes (``console/``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
+from otgate.supervisors.console.routes import Console
 from otgate.supervisors.metrics import render
 from otgate.supervisors.ops_http import OperatorRoutes
 from otgate.supervisors.ops_http_reads import ReadRoutes
@@ -36,6 +38,7 @@ class StatusServer:
         self.gateway = gateway
         self.listen = listen
         self.url = ""
+        self.console = Console(gateway)
         app = web.Application()
         app.add_routes(
             [
@@ -46,6 +49,7 @@ class StatusServer:
                 web.post("/faults", self.fault),
                 *OperatorRoutes(gateway).routes(),
                 *ReadRoutes(gateway).routes(),
+                *self.console.routes(),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
@@ -53,6 +57,7 @@ class StatusServer:
 
     async def start(self) -> str:
         await self._runner.setup()
+        self.console.start()
         host, port = split_listen(self.listen)
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
@@ -63,6 +68,7 @@ class StatusServer:
         return self.url
 
     async def close(self) -> None:
+        self.console.close()  # live streams end before the runner waits for them
         await self._runner.cleanup()
 
     # -- read-only ----------------------------------------------------------------

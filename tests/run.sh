@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . simulations/debian-deps.sh
 ensure_debian mosquitto:mosquitto systemd-analyze:systemd pg_ctl:postgresql venv:python3-venv \
+  chromium:chromium \
   collectd:collectd-core libmodbus.so.5:libmodbus5 librdkafka.so.1:librdkafka1 libyajl.so.2:libyajl2
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
