@@ -24,6 +24,10 @@ Failure handling (the whitelist lives in ``errors.py``):
 
 Cancellation: a stop cancels the poll wherever it is; a poll's readings are
 either published as one batch or not at all (nothing half-published).
+
+Writes: with writable points (and a log), a ``CommandRunner`` runs beside the
+poll loop and executes write requests (``write.py``) under ``bus``, the lock
+each poll holds: a write waits for at most the poll in progress.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
 from otgate.actors.messages import State
 from otgate.actors.records import Quality, Reading, now_ns
+from otgate.protocols.commands import CommandRunner
 from otgate.protocols.modbus.config import Table
 from otgate.protocols.modbus.errors import (
     Failure,
@@ -49,6 +54,7 @@ from otgate.protocols.modbus.errors import (
     is_retriable,
 )
 from otgate.protocols.modbus.planning import ReadRequest, plan_reads
+from otgate.protocols.modbus.write import ModbusWriter, writable_points
 
 log = logging.getLogger("otgate.protocols.modbus")
 
@@ -114,7 +120,14 @@ class ModbusSession(Actor):
             "connected": 0,
             "units_on_probation": 0,
             "last_poll_s": 0.0,
+            "write_requests": 0,
         }
+        self.bus: Any = None  # anyio.Lock: one poll or one write at a time
+        writable = writable_points(cfg)
+        self.commands: CommandRunner | None = None
+        if writable and ctx.log is not None:
+            writer = ModbusWriter(self)
+            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.connected)
 
     # -- subclass hooks -------------------------------------------------------
     def _make_client(self) -> Any:
@@ -148,15 +161,26 @@ class ModbusSession(Actor):
     # -- actor ----------------------------------------------------------------
     async def setup(self) -> None:
         self.client = self._make_client()  # no I/O: connecting happens in main()
+        self.bus = anyio.Lock()
 
     async def teardown(self) -> None:
         if self.client is not None:
             self.client.close()
 
     def metrics(self) -> dict[str, float]:
+        if self.commands is not None:
+            return {**self.counters, **self.commands.metrics()}
         return dict(self.counters)
 
     async def main(self) -> None:
+        if self.commands is None:
+            await self._poll_forever()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.commands.run)
+            await self._poll_forever()
+
+    async def _poll_forever(self) -> None:
         backoff = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
         interval = self.cfg.poll_interval
         down_since: float | None = None
@@ -184,7 +208,8 @@ class ModbusSession(Actor):
                 self.probation.clear()  # a new connection gets a fresh chance per unit
                 self.counters["connected"] = 1
             started = time.monotonic()
-            connection_ok = await self.poll_once()
+            async with self.bus:
+                connection_ok = await self.poll_once()
             self.counters["last_poll_s"] = time.monotonic() - started
             if not connection_ok:
                 self.client.close()

@@ -1,0 +1,256 @@
+"""Write requests executed by the owning device session, at most once.
+
+A ``CommandRunner`` runs inside a device-session actor that has writable
+points. It consumes ``commands.requests`` with its own consumer group
+(``commands.<adapter_id>``), takes the records keyed by its adapter id, in
+log order, and appends each outcome to ``commands.results``.
+
+At most once, also across a session restart or a ``kill -9`` of the gateway:
+before the device is touched, the request is written to an in-flight file
+(``<state_dir>/commands/<adapter_id>.inflight``, fsynced) and the group's
+offset is committed past it; only then does the write go out. A restarted
+runner that finds an in-flight file reports that request TIMED_OUT ("not
+confirmed") and commits past it, and never repeats it: a crash mid-write
+leaves a write that may or may not have reached the device, reported as not
+confirmed, never a second write. The first final result of a request id is
+its result (a crash between a final result and removing the file can add a
+second, later TIMED_OUT, which readers ignore).
+
+Never after the deadline: a request whose deadline has passed is EXPIRED
+without touching the device; while the device is not connected the runner
+waits for it until the deadline. The write itself runs under the session's
+protocol timeout once started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from otgate.actors.context import BuildContext
+from otgate.actors.log.publisher import Codec, Decoder
+from otgate.actors.records import CommandRequest, CommandResult, CommandStatus, Value, now_ns
+from otgate.protocols.writes import WriteSpec, check_role, check_value
+
+log = logging.getLogger("otgate.protocols.commands")
+
+REQUESTS, RESULTS = "commands.requests", "commands.results"
+CONNECT_POLL_S = 0.05
+SEEN_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a protocol's write produced."""
+
+    status: CommandStatus
+    read_back: Value | None = None
+    code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WritablePoint:
+    """One writable point of a session: its identity, limits and protocol address."""
+
+    asset_id: str
+    parameter: str
+    spec: WriteSpec
+    target: Any  # the protocol's own point (Modbus Point + unit, OPC UA node id)
+
+
+Execute = Callable[[WritablePoint, Value], Awaitable[Outcome]]
+
+
+class _Inflight(msgspec.Struct, frozen=True):
+    request: CommandRequest
+    partition: int
+    offset: int
+
+
+class CommandRunner:
+    """Consumes one session's write requests (see the module doc)."""
+
+    def __init__(
+        self,
+        adapter_id: str,
+        points: list[WritablePoint],
+        ctx: BuildContext,
+        execute: Execute,
+        connected: Callable[[], bool],
+    ) -> None:
+        self.adapter_id = adapter_id
+        self.key = adapter_id.encode()
+        self.points = {(p.asset_id, p.parameter): p for p in points}
+        self.ctx = ctx
+        self.execute = execute
+        self.connected = connected
+        self.inflight_path = Path(ctx.state_dir) / "commands" / f"{adapter_id}.inflight"
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
+        self.counters: dict[str, float] = {s.value.lower(): 0 for s in CommandStatus}
+        self.counters["requests"] = 0
+        self.codec: Codec | None = None
+        self.consumer: Any = None
+
+    def metrics(self) -> dict[str, float]:
+        return {f"writes_{k}": v for k, v in self.counters.items()}
+
+    async def run(self) -> None:
+        schemas = self.ctx.extras["schemas"]
+        self.codec = Codec(schemas)
+        await self.codec.prepare(RESULTS)
+        decoder = Decoder(schemas)
+        self.consumer = self.ctx.log.consumer(f"commands.{self.adapter_id}", [REQUESTS])
+        try:
+            await self._recover()
+            while True:
+                records = await self.consumer.fetch(max_records=200, timeout=1.0)
+                done: dict[tuple[str, int], int] = {}
+                for rec in records:
+                    if rec.key == self.key:
+                        req = await decoder.decode_async(REQUESTS, rec.value)
+                        await self._handle(req, rec.partition, rec.offset)
+                    done[(rec.topic, rec.partition)] = rec.offset + 1
+                if done:
+                    await self.consumer.commit(done)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.consumer.close()
+
+    # -- one request --------------------------------------------------------------
+    async def _handle(self, req: CommandRequest, partition: int, offset: int) -> None:
+        if req.request_id in self._seen:
+            return  # a replayed record: it already has its result
+        self._remember(req.request_id)
+        self.counters["requests"] += 1
+        point = self.points.get((req.asset_id, req.parameter))
+        refused = (
+            f"{req.asset_id}/{req.parameter} is not a writable point of {self.adapter_id}"
+            if point is None
+            else check_role(point.spec, req.role) or check_value(point.spec, req.value)
+        )
+        if refused:
+            await self._result(req, Outcome(CommandStatus.REJECTED, detail=refused))
+            await self.consumer.commit({(REQUESTS, partition): offset + 1})
+            return
+        assert point is not None
+        if not await self._wait_connected(req.deadline):
+            why = "deadline passed before execution"
+            if not self.connected():
+                why += " (device not connected)"
+            await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
+            await self.consumer.commit({(REQUESTS, partition): offset + 1})
+            return
+        await self._mark_inflight(req, partition, offset)
+        await self._result(req, Outcome(CommandStatus.ACCEPTED))
+        try:
+            outcome = await self.execute(point, req.value)
+        except Exception as exc:  # the protocol's write raised what it does not classify
+            outcome = Outcome(
+                CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
+            )
+            await self._result(req, outcome)
+            self.inflight_path.unlink(missing_ok=True)
+            raise
+        await self._result(req, outcome)
+        self.inflight_path.unlink(missing_ok=True)
+
+    async def _wait_connected(self, deadline: int) -> bool:
+        while now_ns() < deadline:
+            if self.connected():
+                return True
+            await anyio.sleep(min(CONNECT_POLL_S, max(0.0, (deadline - now_ns()) / 1e9)))
+        return False
+
+    def _remember(self, request_id: str) -> None:
+        self._seen.add(request_id)
+        self._seen_order.append(request_id)
+        if len(self._seen_order) > SEEN_MAX:
+            self._seen.discard(self._seen_order.popleft())
+
+    async def _mark_inflight(self, req: CommandRequest, partition: int, offset: int) -> None:
+        """Durably note the request, then commit past it: it is never taken again."""
+        data = msgspec.msgpack.encode(_Inflight(req, partition, offset))
+        await anyio.to_thread.run_sync(_write_durably, self.inflight_path, data)
+        await self.consumer.commit({(REQUESTS, partition): offset + 1})
+
+    async def _recover(self) -> None:
+        """A request left in flight by a crash: report it not confirmed, skip it."""
+        try:
+            data = self.inflight_path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            left = msgspec.msgpack.decode(data, type=_Inflight)
+        except msgspec.DecodeError:  # torn before the fsync: that write never went out
+            self.inflight_path.unlink()
+            return
+        req = left.request
+        log.warning(
+            "command_not_confirmed adapter_id=%s request_id=%s reason=restarted_during_write",
+            self.adapter_id, req.request_id,
+        )
+        self._remember(req.request_id)
+        await self._result(
+            req,
+            Outcome(
+                CommandStatus.TIMED_OUT,
+                detail="the gateway restarted during this write: not confirmed, not retried",
+            ),
+        )
+        await self.consumer.commit({(REQUESTS, left.partition): left.offset + 1})
+        self.inflight_path.unlink()
+
+    async def _result(self, req: CommandRequest, outcome: Outcome) -> None:
+        now = now_ns()
+        rec = CommandResult(
+            request_id=req.request_id,
+            adapter_id=self.adapter_id,
+            asset_id=req.asset_id,
+            parameter=req.parameter,
+            status=outcome.status,
+            value=req.value,
+            read_back=outcome.read_back,
+            code=outcome.code,
+            detail=outcome.detail[:500],
+            by=req.by,
+            requested_time=req.gateway_time,
+            latency_ms=(now - req.gateway_time) / 1e6,
+            gateway_time=now,
+        )
+        assert self.codec is not None
+        await self.ctx.log.append(RESULTS, [(self.key, self.codec.encode(RESULTS, rec))])
+        self.counters[outcome.status.value.lower()] += 1
+        if outcome.status is not CommandStatus.ACCEPTED:
+            log.info(
+                "command_result adapter_id=%s request_id=%s point=%s/%s status=%s code=%s "
+                "latency_ms=%.1f detail=%s",
+                self.adapter_id, req.request_id, req.asset_id, req.parameter,
+                outcome.status.value, outcome.code, rec.latency_ms, outcome.detail,
+            )
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
