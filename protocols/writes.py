@@ -87,3 +87,26 @@ def check_role(spec: WriteSpec, role: str) -> str | None:
     if not have.allows(spec.role):
         return f"role {role} cannot write this point; needs {spec.role.value}"
     return None
+
+
+def writable_index(adapter: Any) -> list[tuple[str, str, WriteSpec]]:
+    """``(asset, parameter, limits)`` of an adapter config's writable points.
+
+    Light on purpose (no protocol library imported): the gateway root uses it
+    to route and check requests. Modbus points sit in ``groups`` (asset may
+    come from the group), other protocols list ``points``.
+    """
+    groups = getattr(adapter, "groups", None)
+    if groups is not None:
+        pairs = [(g, p) for g in groups for p in getattr(g, "points", ())]
+    else:
+        pairs = [(None, p) for p in getattr(adapter, "points", ())]
+    return [
+        (
+            getattr(p, "asset_id", None) or getattr(g, "asset_id", None) or "",
+            p.parameter,
+            getattr(p, "write", None) or DEFAULT_SPEC,
+        )
+        for g, p in pairs
+        if getattr(p, "writable", False)
+    ]

@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "log": "otgate.actors.log.cmd",
     "simulate": "otgate.simulations.cmd_simulate",
     "bench": "otgate.simulations.cmd_bench",
+    "write": "otgate.supervisors.cmd_write",
 }
 
 

@@ -20,6 +20,7 @@ from otgate.supervisors import notify
 from otgate.supervisors.bulkhead import Bulkhead
 from otgate.supervisors.health import health_document
 from otgate.supervisors.oplog import OperatorLog
+from otgate.supervisors.ops_write import WriteService
 from otgate.supervisors.plan import plan_bulkheads
 from otgate.supervisors.spec import ChildSpec, OnExhausted
 from otgate.supervisors.status_server import StatusServer
@@ -72,6 +73,7 @@ class Gateway:
         self.root = Supervisor("gateway", self._specs(loaded), flags)
         self.status = StatusServer(self, self.status_listen)
         self.oplog = OperatorLog(self.config.log, Path(self.config.gateway.state_dir))
+        self.writes = WriteService(self)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()
@@ -124,6 +126,7 @@ class Gateway:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
+                tg.start_soon(self.writes.run)
                 tree_scope = anyio.CancelScope()
                 tree_done = anyio.Event()
                 tg.start_soon(self._run_tree, tree_scope, tree_done)

@@ -16,6 +16,7 @@ from otgate.actors.messages import InjectFault
 from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
 from otgate.supervisors.metrics import render
 from otgate.supervisors.supervisor import SupervisorStopped
+from otgate.supervisors.write_routes import write_routes
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -43,6 +44,7 @@ class StatusServer:
                 web.get("/metrics", self.metrics),
                 web.post("/components/{id}/restart", self.restart),
                 web.post("/faults", self.fault),
+                *write_routes(self),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
