@@ -3,29 +3,35 @@
 A ``CommandRunner`` runs inside a device-session actor that has writable
 points. It consumes ``commands.requests`` with its own consumer group
 (``commands.<adapter_id>``), takes the records keyed by its adapter id, in
-log order, and appends each outcome to ``commands.results``.
+log order, and appends each outcome to ``commands.results``: ACCEPTED just
+before the write goes out, then the final one.
 
 At most once, also across a session restart or a ``kill -9`` of the gateway:
-before the device is touched, the request is written to an in-flight file
-(``<state_dir>/commands/<adapter_id>.inflight``, fsynced) and the group's
-offset is committed past it; only then does the write go out. A restarted
-runner that finds an in-flight file reports that request TIMED_OUT ("not
-confirmed") and commits past it, and never repeats it: a crash mid-write
-leaves a write that may or may not have reached the device, reported as not
-confirmed, never a second write. The first final result of a request id is
-its result (a crash between a final result and removing the file can add a
-second, later TIMED_OUT, which readers ignore).
+before the device is touched, the request and its offset are made durable
+in the session's ledger (``command_ledger.py``, one ``fdatasync``); the
+result is followed by a durable "done" entry. A restarted runner resumes
+after the ledger's offset (whatever the group last committed: commits are
+lazy, made every ``COMMIT_EVERY_S`` when the runner is idle), and a request the ledger shows taken but
+not done is reported TIMED_OUT ("not confirmed, not retried"): a crash
+mid-write leaves a write that may or may not have reached the device,
+reported as not confirmed, never a second write. The first final result of a
+request id is its result (a crash between a final result and its "done"
+entry adds a later TIMED_OUT, which readers ignore).
 
 Never after the deadline: a request whose deadline has passed is EXPIRED
 without touching the device; while the device is not connected the runner
 waits for it until the deadline. The write itself runs under the session's
 protocol timeout once started.
+
+Latency: the root nudges the owning session (``CommandsPending`` over the
+bulkhead's control channel, ``wake``) right after logging a request; without
+a nudge (a request logged while the session was down) the runner looks every
+``IDLE_POLL_S``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,17 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 
 from otgate.actors.context import BuildContext
 from otgate.actors.log.publisher import Codec, Decoder
 from otgate.actors.records import CommandRequest, CommandResult, CommandStatus, Value, now_ns
+from otgate.protocols.command_ledger import Entry, Ledger
 from otgate.protocols.writes import WriteSpec, check_role, check_value
 
 log = logging.getLogger("otgate.protocols.commands")
 
 REQUESTS, RESULTS = "commands.requests", "commands.results"
 CONNECT_POLL_S = 0.05
+IDLE_POLL_S = 0.5
+COMMIT_EVERY_S = 5.0
 SEEN_MAX = 10_000
 
 
@@ -70,12 +78,6 @@ class WritablePoint:
 Execute = Callable[[WritablePoint, Value], Awaitable[Outcome]]
 
 
-class _Inflight(msgspec.Struct, frozen=True):
-    request: CommandRequest
-    partition: int
-    offset: int
-
-
 class CommandRunner:
     """Consumes one session's write requests (see the module doc)."""
 
@@ -93,7 +95,8 @@ class CommandRunner:
         self.ctx = ctx
         self.execute = execute
         self.connected = connected
-        self.inflight_path = Path(ctx.state_dir) / "commands" / f"{adapter_id}.inflight"
+        self.ledger = Ledger(Path(ctx.state_dir) / "commands" / f"{adapter_id}.ledger")
+        self._wake = anyio.Event()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
         self.counters: dict[str, float] = {s.value.lower(): 0 for s in CommandStatus}
@@ -104,6 +107,10 @@ class CommandRunner:
     def metrics(self) -> dict[str, float]:
         return {f"writes_{k}": v for k, v in self.counters.items()}
 
+    def wake(self) -> None:
+        """A request for this session was just logged: look now."""
+        self._wake.set()
+
     async def run(self) -> None:
         schemas = self.ctx.extras["schemas"]
         self.codec = Codec(schemas)
@@ -111,20 +118,35 @@ class CommandRunner:
         decoder = Decoder(schemas)
         self.consumer = self.ctx.log.consumer(f"commands.{self.adapter_id}", [REQUESTS])
         try:
-            await self._recover()
+            last = await anyio.to_thread.run_sync(self.ledger.open)
+            if last is not None:
+                self.consumer.seek(REQUESTS, last.partition, last.offset + 1)
+                if not last.done:
+                    await self._not_confirmed(last)
+            uncommitted: dict[tuple[str, int], int] = {}
+            committed_at = anyio.current_time()
             while True:
-                records = await self.consumer.fetch(max_records=200, timeout=1.0)
-                done: dict[tuple[str, int], int] = {}
+                records = await self.consumer.fetch(max_records=200, timeout=0)
+                if not records:
+                    if uncommitted and anyio.current_time() - committed_at > COMMIT_EVERY_S:
+                        # idle and a while since: move the group along (the ledger,
+                        # not the group, is what keeps a request from running twice)
+                        await self.consumer.commit(uncommitted)
+                        uncommitted = {}
+                        committed_at = anyio.current_time()
+                    with anyio.move_on_after(IDLE_POLL_S):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
                 for rec in records:
                     if rec.key == self.key:
                         req = await decoder.decode_async(REQUESTS, rec.value)
                         await self._handle(req, rec.partition, rec.offset)
-                    done[(rec.topic, rec.partition)] = rec.offset + 1
-                if done:
-                    await self.consumer.commit(done)
+                    uncommitted[(rec.topic, rec.partition)] = rec.offset + 1
         finally:
             with anyio.CancelScope(shield=True):
                 await self.consumer.close()
+                self.ledger.close()
 
     # -- one request --------------------------------------------------------------
     async def _handle(self, req: CommandRequest, partition: int, offset: int) -> None:
@@ -140,7 +162,7 @@ class CommandRunner:
         )
         if refused:
             await self._result(req, Outcome(CommandStatus.REJECTED, detail=refused))
-            await self.consumer.commit({(REQUESTS, partition): offset + 1})
+            await self._progress(partition, offset, req, done=True)
             return
         assert point is not None
         if not await self._wait_connected(req.deadline):
@@ -148,21 +170,29 @@ class CommandRunner:
             if not self.connected():
                 why += " (device not connected)"
             await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
-            await self.consumer.commit({(REQUESTS, partition): offset + 1})
+            await self._progress(partition, offset, req, done=True)
             return
-        await self._mark_inflight(req, partition, offset)
-        await self._result(req, Outcome(CommandStatus.ACCEPTED))
-        try:
-            outcome = await self.execute(point, req.value)
-        except Exception as exc:  # the protocol's write raised what it does not classify
-            outcome = Outcome(
-                CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
-            )
-            await self._result(req, outcome)
-            self.inflight_path.unlink(missing_ok=True)
-            raise
+        await self._progress(partition, offset, req, done=False)  # durable before the write
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            # ACCEPTED is informative (the ledger is the durable mark): log it while writing
+            tg.start_soon(self._result, req, Outcome(CommandStatus.ACCEPTED))
+            try:
+                outcome = await self.execute(point, req.value)
+            except Exception as exc:  # the protocol's write raised what it does not classify
+                error = exc
+                outcome = Outcome(
+                    CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
+                )
         await self._result(req, outcome)
-        self.inflight_path.unlink(missing_ok=True)
+        await self._progress(partition, offset, req, done=True)
+        if error is not None:
+            raise error
+
+    async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
+        await anyio.to_thread.run_sync(
+            lambda: self.ledger.write(partition, offset, req, done=done)
+        )
 
     async def _wait_connected(self, deadline: int) -> bool:
         while now_ns() < deadline:
@@ -177,24 +207,9 @@ class CommandRunner:
         if len(self._seen_order) > SEEN_MAX:
             self._seen.discard(self._seen_order.popleft())
 
-    async def _mark_inflight(self, req: CommandRequest, partition: int, offset: int) -> None:
-        """Durably note the request, then commit past it: it is never taken again."""
-        data = msgspec.msgpack.encode(_Inflight(req, partition, offset))
-        await anyio.to_thread.run_sync(_write_durably, self.inflight_path, data)
-        await self.consumer.commit({(REQUESTS, partition): offset + 1})
-
-    async def _recover(self) -> None:
-        """A request left in flight by a crash: report it not confirmed, skip it."""
-        try:
-            data = self.inflight_path.read_bytes()
-        except FileNotFoundError:
-            return
-        try:
-            left = msgspec.msgpack.decode(data, type=_Inflight)
-        except msgspec.DecodeError:  # torn before the fsync: that write never went out
-            self.inflight_path.unlink()
-            return
-        req = left.request
+    async def _not_confirmed(self, last: Entry) -> None:
+        """The ledger shows a request taken but not done: a crash mid-write."""
+        req = last.request
         log.warning(
             "command_not_confirmed adapter_id=%s request_id=%s reason=restarted_during_write",
             self.adapter_id, req.request_id,
@@ -207,8 +222,7 @@ class CommandRunner:
                 detail="the gateway restarted during this write: not confirmed, not retried",
             ),
         )
-        await self.consumer.commit({(REQUESTS, left.partition): left.offset + 1})
-        self.inflight_path.unlink()
+        await self._progress(last.partition, last.offset, req, done=True)
 
     async def _result(self, req: CommandRequest, outcome: Outcome) -> None:
         now = now_ns()
@@ -238,19 +252,3 @@ class CommandRunner:
                 outcome.status.value, outcome.code, rec.latency_ms, outcome.detail,
             )
 
-
-def _write_durably(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

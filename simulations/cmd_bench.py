@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "log": "otgate.simulations.bench_log",
     "protocols": "otgate.simulations.bench_protocols",
     "pipeline": "otgate.simulations.bench_pipeline",
+    "writes": "otgate.simulations.bench_writes",
 }
 
 

@@ -8,6 +8,7 @@ order) and treats SIGTERM like a Stop command.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -22,10 +23,11 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from otgate.actors.actor import describe
+from otgate.actors.actor import MailboxFull, describe
 from otgate.actors.context import BuildContext
 from otgate.actors.log.config import Backend
 from otgate.actors.messages import (
+    CommandsPending,
     Heartbeat,
     InjectFault,
     Reconfigure,
@@ -189,6 +191,11 @@ async def _serve_control(
             await sup.apply(_specs(bulkhead_id, cfg, ctx))
         elif isinstance(msg, InjectFault):
             await _inject(msg, sup, leak)
+        elif isinstance(msg, CommandsPending):
+            actor = sup.child(msg.adapter_id)
+            if actor is not None:
+                with contextlib.suppress(MailboxFull):  # a full mailbox: it looks soon anyway
+                    actor.send_nowait(msg)
 
 
 async def _inject(fault: InjectFault, sup: Supervisor, leak: list[bytes]) -> None:

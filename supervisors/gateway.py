@@ -3,6 +3,7 @@ systemd notification, SIGHUP reload and SIGTERM shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,12 +13,13 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from otgate.actors.messages import InjectFault, Snapshot, State
+from otgate.actors.messages import CommandsPending, InjectFault, Snapshot, State
 from otgate.config.load import ConfigError, Loaded, load_config
 from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import Redactor
 from otgate.supervisors import notify
 from otgate.supervisors.bulkhead import Bulkhead
+from otgate.supervisors.channel import ChannelClosed
 from otgate.supervisors.health import health_document
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.ops_write import WriteService
@@ -114,6 +116,14 @@ class Gateway:
         if bulkhead is None:
             raise KeyError(bulkhead_id)
         await bulkhead.inject(fault)
+
+    async def nudge(self, bulkhead_id: str, message: CommandsPending) -> None:
+        """Pass a nudge to an actor in ``bulkhead_id`` (nothing when it is not running)."""
+        if bulkhead_id in self.root.child_ids():
+            bulkhead = self.root.child(bulkhead_id)
+            if bulkhead is not None:
+                with contextlib.suppress(ChannelClosed):  # restarting: it looks at start
+                    await bulkhead.nudge(message)
 
     def request_stop(self) -> None:
         self.stopping = True

@@ -6,8 +6,9 @@ Every surface (HTTP, the CLI through HTTP) writes through ``WriteService``:
   checks the caller's role and the point's limits (a refusal is audited and
   never logged as a request), then appends a ``CommandRequest`` to
   ``commands.requests`` keyed by the owning adapter id and audits it. The
-  owning device session executes it (``protocols/commands.py``) and appends
-  its ``CommandResult`` steps to ``commands.results``.
+  owning device session, nudged over its bulkhead's control channel, executes
+  it (``protocols/commands.py``) and appends its ``CommandResult`` steps to
+  ``commands.results``.
 * ``run`` tails both topics from their oldest record (they are small and
   never evicted), so after a restart the root knows every request and result
   again. ``wait`` returns a request's first final result.
@@ -33,6 +34,7 @@ import anyio
 import msgspec
 
 from otgate.actors.actor import describe
+from otgate.actors.messages import CommandsPending
 from otgate.actors.records import (
     CommandRequest,
     CommandResult,
@@ -44,6 +46,7 @@ from otgate.actors.records import (
 from otgate.protocols.writes import WriteSpec, check_role, check_value, writable_index
 from otgate.supervisors.access import Caller
 from otgate.supervisors.intensity import backoff_delay
+from otgate.supervisors.plan import plan_bulkheads
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -105,6 +108,7 @@ class WriteService:
         self.read_back: dict[tuple[str, str], tuple[Value, int]] = {}
         self._index_for: Any = None
         self._index: dict[tuple[str, str], tuple[str, WriteSpec]] = {}
+        self._bulkhead_of: dict[str, str] = {}
         self._news = anyio.Event()
         self.tail_error: str | None = None
 
@@ -117,6 +121,7 @@ class WriteService:
                 for a in cfg.adapters
                 for asset, param, spec in writable_index(a)
             }
+            self._bulkhead_of = {m: p.id for p in plan_bulkheads(cfg) for m in p.members}
             self._index_for = cfg
         return self._index
 
@@ -164,6 +169,9 @@ class WriteService:
         )
         await self.gateway.oplog.append(REQUESTS, adapter_id, req)
         self._learn_request(req)
+        bulkhead = self._bulkhead_of.get(adapter_id)
+        if bulkhead is not None:
+            await self.gateway.nudge(bulkhead, CommandsPending(adapter_id=adapter_id))
         await self.gateway.oplog.audit(
             caller, "point.write", target, detail=f"value={value!r}", request_id=rid
         )

@@ -96,6 +96,7 @@ async def test_tcp_every_writable_type_round_trips(modbus_server, tmp_path: Path
     cfg = tcp_adapter(modbus_server.port, [{**c, **W} for c, _, _ in WRITABLE])
     async with CommandLog(tmp_path) as cl:
         session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             await _round_trips(cl, modbus_server, "plc1", 1)
@@ -114,6 +115,7 @@ async def test_rtu_every_writable_type_round_trips(modbus_rtu_server, tmp_path: 
     cfg = msgspec.convert(raw, ModbusRtuAdapter)
     async with CommandLog(tmp_path) as cl:
         session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             await _round_trips(cl, modbus_rtu_server, "line1", 2)
@@ -138,6 +140,7 @@ async def test_refusals_give_their_result_and_write_nothing(
     sink = Collector()
     async with CommandLog(tmp_path) as cl:
         session = cfg.build(cl.context(sink))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             cases = [
@@ -172,6 +175,7 @@ async def test_device_down_expires_at_the_deadline(tmp_path: Path) -> None:
     cfg = tcp_adapter(free_port(), [{"parameter": "sp", "address": 0, **W}])
     async with CommandLog(tmp_path) as cl:
         session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             rid = await cl.request("plc1", "press", "sp", 5, deadline_s=0.5)
@@ -188,6 +192,7 @@ async def test_reads_keep_flowing_during_writes(modbus_server, tmp_path: Path) -
     sink = Collector()
     async with CommandLog(tmp_path) as cl:
         session = cfg.build(cl.context(sink))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             await sink.wait_for(lambda: session.counters["polls"] > 5, what="polling")

@@ -64,6 +64,7 @@ def source(peer: OpcUaPeer, limits: dict | None = None) -> OpcUaSource:
 async def test_every_data_type_round_trips(peer: OpcUaPeer, tmp_path: Path) -> None:
     async with CommandLog(tmp_path) as cl:
         session = source(peer).build(cl.context(Collector()))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             for name, (_, value, held) in TYPED.items():
@@ -83,6 +84,7 @@ async def test_refusals_come_back_and_change_nothing(peer: OpcUaPeer, tmp_path: 
     async with CommandLog(tmp_path) as cl:
         cfg = source(peer, {"D": {"min": 0.0, "max": 10.0}, "I16": {"role": "admin"}})
         session = cfg.build(cl.context(sink))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             cases = [
@@ -119,6 +121,7 @@ async def test_server_down_expires_and_writes_after_it_is_back(
 ) -> None:
     async with CommandLog(tmp_path) as cl:
         session = source(peer).build(cl.context(Collector()))
+        cl.nudge = session
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
             await Collector().wait_for(lambda: session.client is not None, what="connected")

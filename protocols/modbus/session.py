@@ -27,7 +27,7 @@ either published as one batch or not at all (nothing half-published).
 
 Writes: with writable points (and a log), a ``CommandRunner`` runs beside the
 poll loop and executes write requests (``write.py``) under ``bus``, the lock
-each poll holds: a write waits for at most the poll in progress.
+each poll holds; a poll hands it over at its next read when a write waits.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from msgspec.structs import replace as _replace
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
-from otgate.actors.messages import State
+from otgate.actors.messages import CommandsPending, State
 from otgate.actors.records import Quality, Reading, now_ns
 from otgate.protocols.commands import CommandRunner
 from otgate.protocols.modbus.config import Table
@@ -123,6 +123,7 @@ class ModbusSession(Actor):
             "write_requests": 0,
         }
         self.bus: Any = None  # anyio.Lock: one poll or one write at a time
+        self.writes_waiting = 0  # writes queued for the bus: a poll yields at its next read
         writable = writable_points(cfg)
         self.commands: CommandRunner | None = None
         if writable and ctx.log is not None:
@@ -161,11 +162,15 @@ class ModbusSession(Actor):
     # -- actor ----------------------------------------------------------------
     async def setup(self) -> None:
         self.client = self._make_client()  # no I/O: connecting happens in main()
-        self.bus = anyio.Lock()
+        self.bus = anyio.Lock(fast_acquire=True)
 
     async def teardown(self) -> None:
         if self.client is not None:
             self.client.close()
+
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, CommandsPending) and self.commands is not None:
+            self.commands.wake()
 
     def metrics(self) -> dict[str, float]:
         if self.commands is not None:
@@ -265,6 +270,8 @@ class ModbusSession(Actor):
         mono = time.monotonic()
         probation = self.probation
         for req in self.requests:
+            if self.writes_waiting:
+                await self._yield_bus()
             if probation:
                 entry = probation.get(req.unit_id)
                 if entry is not None and mono < entry[1]:
@@ -290,6 +297,15 @@ class ModbusSession(Actor):
         if out:
             await self._publish(out)
         return healthy
+
+    async def _yield_bus(self) -> None:
+        """Hand the bus to the waiting writes (the lock is fair) and take it back.
+
+        Shielded: the writes ahead are bounded by their timeouts, and the
+        poll's caller must hold the bus again when it releases it."""
+        self.bus.release()
+        with anyio.CancelScope(shield=True):
+            await self.bus.acquire()
 
     async def _read(self, req: ReadRequest) -> Any:
         """One read with the busy-retry policy: the payload or a ``Failure``."""

@@ -7,9 +7,10 @@ register (22), leaving the register's other bits alone. Coils: single (5) or
 multiple coils (15). Values are encoded by ``convert.encode_value`` (byte and
 word order, scale/offset inverted), after ``convert.check_writable``.
 
-The write runs under the session's bus lock, between two polls, so the poll
-loop and the write never interleave on one connection (an RTU line serves one
-request at a time anyway). After the write the value is read back and
+The write runs under the session's bus lock (fair), so the poll loop and
+the write never interleave on one connection (an RTU line serves one request
+at a time anyway); a poll in progress hands the bus over at its next read
+(``writes_waiting``), so a write waits for at most one read. After the write the value is read back and
 decoded by the point's own decoder: WRITTEN when it equals what the encoded
 value decodes to (so float32 rounding and scale steps compare equal),
 MISMATCH otherwise. A write is never repeated: an exception code is
@@ -112,31 +113,44 @@ class ModbusWriter:
         why = check_writable(point, value)
         if why:
             return Outcome(CommandStatus.REJECTED, detail=why)
+        session = self.session
+        session.writes_waiting += 1  # the poll in progress yields at its next read
+        try:
+            await session.bus.acquire()
+        finally:
+            session.writes_waiting -= 1
+        try:
+            return await self._under_bus(wp, point, unit, timeout, value)
+        finally:
+            session.bus.release()
+
+    async def _under_bus(
+        self, wp: WritablePoint, point: Point, unit: int, timeout: float, value: Value
+    ) -> Outcome:
         frames, expected = _frames(point, value, self.session.cfg.max_registers_per_write)
-        async with self.session.bus:
-            client = self.session.client
-            if not client.connected:
-                return Outcome(
-                    CommandStatus.REJECTED,
-                    detail="the connection dropped before the write went out; nothing written",
-                )
-            client.ctx.comm_params.timeout_connect = timeout
-            try:
-                for i, (name, kwargs) in enumerate(frames):
-                    part = f" (request {i + 1} of {len(frames)}; the earlier went out)" if i else ""
-                    self.session.counters["write_requests"] += 1
-                    await self._call(client, name, kwargs, unit, part)
-                if not wp.spec.read_back:
-                    return Outcome(CommandStatus.WRITTEN, detail="not read back (read_back = false)")
-            except _Refused as refused:
-                return refused.outcome
-            try:
-                got = await self._read_back(client, point, unit)
-            except _Refused as refused:
-                return Outcome(
-                    CommandStatus.MISMATCH,
-                    detail=f"acknowledged, but the read-back failed: {refused.outcome.detail}",
-                )
+        client = self.session.client
+        if not client.connected:
+            return Outcome(
+                CommandStatus.REJECTED,
+                detail="the connection dropped before the write went out; nothing written",
+            )
+        client.ctx.comm_params.timeout_connect = timeout
+        try:
+            for i, (name, kwargs) in enumerate(frames):
+                part = f" (request {i + 1} of {len(frames)}; the earlier went out)" if i else ""
+                self.session.counters["write_requests"] += 1
+                await self._call(client, name, kwargs, unit, part)
+        except _Refused as refused:
+            return refused.outcome
+        if not wp.spec.read_back:
+            return Outcome(CommandStatus.WRITTEN, detail="not read back (read_back = false)")
+        try:
+            got = await self._read_back(client, point, unit)
+        except _Refused as refused:
+            return Outcome(
+                CommandStatus.MISMATCH,
+                detail=f"acknowledged, but the read-back failed: {refused.outcome.detail}",
+            )
         if got == expected and type(got) is type(expected):
             return Outcome(CommandStatus.WRITTEN, read_back=got)
         return Outcome(CommandStatus.MISMATCH, read_back=got, detail=f"expected {expected!r}")
