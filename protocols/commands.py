@@ -51,7 +51,7 @@ log = logging.getLogger("otgate.protocols.commands")
 REQUESTS, RESULTS = "commands.requests", "commands.results"
 CONNECT_POLL_S = 0.05
 IDLE_POLL_S = 0.5
-COMMIT_EVERY_S = 5.0
+COMMIT_EVERY_S = 60.0
 SEEN_MAX = 10_000
 
 

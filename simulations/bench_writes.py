@@ -176,7 +176,7 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
 
 async def run(report: Any, args: Any) -> None:
     quick = getattr(args, "quick", False)
-    window, rounds = (4.0, 2) if quick else (15.0, 3)
+    window, rounds = (3.0, 3) if quick else (10.0, 5)
     report.progress(f"starting the Modbus simulator ({DEVICES} devices x {POINTS} points)")
     proc, port = await _start_simulator(DEVICES)
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -167,14 +168,17 @@ class WriteService:
             role=caller.role.value, source=caller.source, surface=caller.surface,
             gateway_time=now,
         )
-        await self.gateway.oplog.append(REQUESTS, adapter_id, req)
+        # one transaction for both: the embedded log batches appends that wait together
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.gateway.oplog.append, REQUESTS, adapter_id, req)
+            tg.start_soon(
+                partial(self.gateway.oplog.audit, detail=f"value={value!r}", request_id=rid),
+                caller, "point.write", target,
+            )
         self._learn_request(req)
         bulkhead = self._bulkhead_of.get(adapter_id)
         if bulkhead is not None:
             await self.gateway.nudge(bulkhead, CommandsPending(adapter_id=adapter_id))
-        await self.gateway.oplog.audit(
-            caller, "point.write", target, detail=f"value={value!r}", request_id=rid
-        )
         return self.known[rid].view()
 
     async def wait(self, request_id: str, timeout: float) -> dict[str, Any] | None:
