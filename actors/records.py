@@ -320,7 +320,7 @@ class CommandStatus(enum.Enum):
     """The device confirmed the write and the value read back equals it."""
     MISMATCH = "MISMATCH"
     """The device confirmed the write but reads back another value (it clamps or
-    overrides it); ``read_back`` says what it holds."""
+    overrides it; ``read_back`` says what it holds), or the read-back failed."""
     REJECTED = "REJECTED"
     """Refused: by the device (``code`` = Modbus exception code or OPC UA status
     code, ``detail`` its name) or by the gateway (limits, role, not writable,
