@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
 from otgate.actors.context import BuildContext
 from otgate.actors.log.publisher import Codec, Decoder
@@ -140,8 +141,16 @@ class CommandRunner:
                     continue
                 for rec in records:
                     if rec.key == self.key:
-                        req = await decoder.decode_async(REQUESTS, rec.value)
-                        await self._handle(req, rec.partition, rec.offset)
+                        try:
+                            req = await decoder.decode_async(REQUESTS, rec.value)
+                        except (ValueError, msgspec.MsgspecError) as exc:
+                            # not a request otgate wrote: skip it rather than fail forever
+                            log.error(
+                                "command_undecodable adapter_id=%s offset=%d error=%s",
+                                self.adapter_id, rec.offset, exc,
+                            )
+                        else:
+                            await self._handle(req, rec.partition, rec.offset)
                     uncommitted[(rec.topic, rec.partition)] = rec.offset + 1
         finally:
             with anyio.CancelScope(shield=True):

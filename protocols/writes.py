@@ -48,6 +48,8 @@ class WriteSpec(StrictStruct, kw_only=True):
 
 
 DEFAULT_SPEC = WriteSpec()
+MAX_TEXT = 1024
+"""Longest text value a write request may carry."""
 
 
 def _is_number(value: Any) -> bool:
@@ -64,6 +66,8 @@ def check_value(spec: WriteSpec, value: Any) -> str | None:
     """Why ``value`` may not be written under ``spec`` (None when it may)."""
     if not isinstance(value, bool | int | float | str):
         return f"value {value!r}: expected a number, a boolean or a string"
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return f"text value longer than {MAX_TEXT} characters"
     if isinstance(value, float) and not math.isfinite(value):
         return f"value {value!r} is not a finite number"
     if spec.allowed is not None and not any(_same(value, a) for a in spec.allowed):

@@ -66,6 +66,7 @@ def test_value_and_role_checks() -> None:
     assert "numeric limits" in check_value(spec, True)  # a bool is no number here
     assert "finite" in check_value(WriteSpec(), float("nan"))
     assert "expected a number" in check_value(WriteSpec(), [1])
+    assert "longer than 1024" in check_value(WriteSpec(), "x" * 2000)
     modes = WriteSpec(allowed=[1, 2, "auto"])
     assert check_value(modes, 2.0) is None and check_value(modes, "auto") is None
     assert "not in allowed" in check_value(modes, True)

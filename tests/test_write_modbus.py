@@ -169,6 +169,19 @@ async def test_refusals_give_their_result_and_write_nothing(
     assert all(r.quality is Quality.GOOD for r in sink.readings)
 
 
+async def test_a_record_that_is_no_request_is_skipped(modbus_server, tmp_path: Path) -> None:
+    cfg = tcp_adapter(modbus_server.port, [{"parameter": "sp", "address": 0, **W}])
+    async with CommandLog(tmp_path) as cl:
+        session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            await cl.log.append("commands.requests", [(b"plc1", b"not avro")])
+            rid = await cl.request("plc1", "press", "sp", 5)
+            assert (await cl.final(rid)).status is CommandStatus.WRITTEN
+            tg.cancel_scope.cancel()
+
+
 async def test_device_down_expires_at_the_deadline(tmp_path: Path) -> None:
     from peers.opcua import free_port
 
