@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from anyio.from_thread import start_blocking_portal
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
+from peers.tansu import tansu_fixture  # noqa: F401
 
 from otgate.protocols.modbus.config import Table
 from otgate.simulations.modbus_sim import (
@@ -40,7 +41,7 @@ def device() -> Iterator[ModbusSimulator]:
         future.cancel()
 
 
-def config(port: int) -> str:
+def config(port: int, log: str = "") -> str:
     tokens = ", ".join(
         f'{{ token = "{t}", role = "{r}", name = "{r}-1" }}' for r, t in TOKENS.items()
     )
@@ -52,7 +53,7 @@ tokens = [{tokens}]
 [supervision]
 heartbeat_interval = 0.5
 heartbeat_timeout = 3.0
-
+{log}
 [[adapters]]
 type = "modbus_tcp"
 id = "plc1"
@@ -162,30 +163,41 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     assert ("viewer-1", "point.write", "refused", "cli") in seen
 
 
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
 def test_kill_9_between_request_and_result_does_not_write_twice(
-    gateway, device, tmp_path: Path
+    gateway, device, request, backend: str
 ) -> None:
+    log = ""
+    if backend == "kafka":
+        tansu = request.getfixturevalue("tansu")
+        log = (
+            f'[log]\nbackend = "kafka"\nbootstrap_servers = ["{tansu.bootstrap}"]\n'
+            "idempotence = false\n"
+        )
     store = device.store
-    gw = gateway(config(device.port))
-    wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
+    gw = gateway(config(device.port, log))
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, what="ready")
+    code, doc = post(gw, "/points/press/setpoint/write", {"value": 10, "wait_s": 20},
+                     TOKENS["engineer"])
+    assert (code, doc["status"]) == (200, "WRITTEN"), doc
     # the device applies the write at once but answers 3 s later: the gateway dies first
     store.faults.slow_reply_s, store.faults.slow_probability = 3.0, 1.0
     code, doc = post(gw, "/points/press/setpoint/write", {"value": 30}, TOKENS["engineer"])
     assert code == 202, doc
     rid = doc["request_id"]
-    wait_for(lambda: len(store.writes) == 1, what="the write at the device")
+    wait_for(lambda: len(store.writes) == 2, what="the write at the device")
     gw.kill()
     store.faults.slow_probability = 0.0
     gw.start()
-    wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready again")
+    wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, what="ready again")
 
     def final() -> dict | None:
         view = gw.get(f"/commands/{rid}")[1]
         return view if isinstance(view, dict) and view["final"] else None
 
-    res = wait_for(final, what="the first request's result")
+    res = wait_for(final, 30, what="the first request's result")
     assert res["status"] == "TIMED_OUT" and "restarted during this write" in res["detail"]
     code, doc = post(gw, "/points/press/setpoint/write", {"value": 31, "wait_s": 20},
                      TOKENS["engineer"])
     assert (code, doc["status"]) == (200, "WRITTEN"), doc
-    assert [w[3] for w in store.writes] == [[60], [62]]  # 30 and 31 at scale 0.5, once each
+    assert [w[3] for w in store.writes] == [[20], [60], [62]]  # x2 at scale 0.5, once each
