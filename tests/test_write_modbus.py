@@ -21,42 +21,58 @@ from otgate.protocols.modbus_tcp import ModbusTcpAdapter
 pytestmark = pytest.mark.anyio
 W = {"writable": True}
 
-# (point config, value written, frames the device receives)
-WRITABLE = [
-    ({"parameter": "i16", "address": 0, "type": "int16"}, -1234, 1),
-    ({"parameter": "u16_multi", "address": 1, "type": "uint16",
-      "write": {"mode": "multiple"}}, 54321, 1),
-    ({"parameter": "i32_cdab", "address": 2, "type": "int32", "word_order": "little"},
-     -7654321, 1),
-    ({"parameter": "u32_badc", "address": 4, "type": "uint32", "byte_order": "little"},
-     3_000_000_001, 1),
-    ({"parameter": "i64_dcba", "address": 6, "type": "int64", "byte_order": "little",
-      "word_order": "little"}, -(2**40) - 5, 2),
-    ({"parameter": "u64", "address": 10, "type": "uint64"}, 2**62 + 17, 2),  # 2 per write
-    ({"parameter": "f32", "address": 14, "type": "float32"}, 21.3, 1),
-    ({"parameter": "f32_badc", "address": 16, "type": "float32", "byte_order": "little"},
-     -0.125, 1),
-    ({"parameter": "f64_dcba", "address": 18, "type": "float64", "byte_order": "little",
-      "word_order": "little"}, 6.02214076e23, 2),
-    ({"parameter": "scaled", "address": 22, "type": "int16", "scale": 0.1, "offset": 100.0},
-     87.5, 1),
-    ({"parameter": "name", "address": 23, "type": "string", "length": 5}, "PUMP-07", 3),
-    ({"parameter": "reg_bool_le", "address": 28, "type": "bool", "byte_order": "little"},
-     True, 1),
-    ({"parameter": "bit3", "address": 29, "type": "bit", "bit": 3}, True, 1),
-    ({"parameter": "bit3_le", "address": 30, "type": "bit", "bit": 3, "byte_order": "little"},
-     True, 1),
-    ({"parameter": "coil", "address": 5, "table": "coil", "type": "bool"}, True, 1),
-    ({"parameter": "coil_multi", "address": 6, "table": "coil", "type": "bool",
-      "write": {"mode": "multiple"}}, True, 1),
-]
+ORDERS = [(b, w) for b in ("big", "little") for w in ("big", "little")]
+TYPED_VALUES = {
+    "int16": -1234, "uint16": 54321, "int32": -7654321, "uint32": 3_000_000_001,
+    "int64": -(2**40) - 5, "uint64": 2**62 + 17,  # Avro longs: uint64 above 2**63 cannot travel
+    "float32": 21.3, "float64": 6.02214076e23, "string": "PUMP-07",
+}
+WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4,
+         "uint64": 4, "float64": 4, "string": 4}
+MAX_PER_WRITE = 2
+
+
+def _writable() -> list[tuple[dict, object, int]]:
+    """(point config, value written, frames the device receives): every register
+    type in every byte/word order, booleans, bits, coils and the function modes."""
+    out: list[tuple[dict, object, int]] = []
+    address = 0
+    for t, value in TYPED_VALUES.items():
+        for byte_order, word_order in ORDERS:
+            if WIDTH[t] == 1 and word_order == "little":
+                continue  # one register has no word order
+            cfg = {"parameter": f"{t}_{byte_order[0]}{word_order[0]}", "address": address,
+                   "type": t, "byte_order": byte_order, "word_order": word_order}
+            if t == "string":
+                cfg["length"] = WIDTH[t]
+            out.append((cfg, value, -(-WIDTH[t] // MAX_PER_WRITE)))
+            address += WIDTH[t]
+    out += [
+        ({"parameter": "u16_multi", "address": address, "type": "uint16",
+          "write": {"mode": "multiple"}}, 4321, 1),
+        ({"parameter": "scaled", "address": address + 1, "type": "int16", "scale": 0.1,
+          "offset": 100.0}, 87.5, 1),
+        ({"parameter": "reg_bool", "address": address + 2, "type": "bool"}, True, 1),
+        ({"parameter": "reg_bool_le", "address": address + 3, "type": "bool",
+          "byte_order": "little"}, True, 1),
+        ({"parameter": "bit3", "address": address + 4, "type": "bit", "bit": 3}, True, 1),
+        ({"parameter": "bit3_le", "address": address + 5, "type": "bit", "bit": 3,
+          "byte_order": "little"}, True, 1),
+        ({"parameter": "coil", "address": 5, "table": "coil", "type": "bool"}, True, 1),
+        ({"parameter": "coil_multi", "address": 6, "table": "coil", "type": "bool",
+          "write": {"mode": "multiple"}}, True, 1),
+    ]
+    return out
+
+
+WRITABLE = _writable()
 
 
 def tcp_adapter(port: int, points: list[dict], **kw) -> ModbusTcpAdapter:
     raw = {
         "type": "modbus_tcp", "id": "plc1", "host": "127.0.0.1", "port": port,
         "poll_interval": 0.05, "timeout": 0.5, "reconnect_min": 0.05, "reconnect_max": 0.3,
-        "max_registers_per_write": 2,
+        "max_registers_per_write": MAX_PER_WRITE,
         "groups": [{"unit_id": 1, "asset_id": "press", "points": points}], **kw,
     }
     return msgspec.convert(raw, ModbusTcpAdapter)
@@ -108,7 +124,7 @@ async def test_rtu_every_writable_type_round_trips(modbus_rtu_server, tmp_path: 
     raw = {
         "type": "modbus_rtu", "id": "line1", "port": modbus_rtu_server.path, "baudrate": 19200,
         "poll_interval": 0.05, "timeout": 0.5, "reconnect_min": 0.05, "reconnect_max": 0.3,
-        "max_registers_per_write": 2,
+        "max_registers_per_write": MAX_PER_WRITE,
         "groups": [{"unit_id": 2, "asset_id": "press",
                     "points": [{**c, **W} for c, _, _ in WRITABLE]}],
     }
