@@ -168,14 +168,18 @@ class WriteService:
             role=caller.role.value, source=caller.source, surface=caller.surface,
             gateway_time=now,
         )
-        # one transaction for both: the embedded log batches appends that wait together
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.gateway.oplog.append, REQUESTS, adapter_id, req)
-            tg.start_soon(
-                partial(self.gateway.oplog.audit, detail=f"value={value!r}", request_id=rid),
-                caller, "point.write", target,
-            )
-        self._learn_request(req)
+        self._learn_request(req)  # before the await: a second call with this id gets 409
+        try:
+            # one transaction for both: the embedded log batches appends that wait together
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.gateway.oplog.append, REQUESTS, adapter_id, req)
+                tg.start_soon(
+                    partial(self.gateway.oplog.audit, detail=f"value={value!r}", request_id=rid),
+                    caller, "point.write", target,
+                )
+        except BaseException:
+            self.known.pop(rid, None)
+            raise
         bulkhead = self._bulkhead_of.get(adapter_id)
         if bulkhead is not None:
             await self.gateway.nudge(bulkhead, CommandsPending(adapter_id=adapter_id))
