@@ -192,7 +192,8 @@ async def _serve_control(
         elif isinstance(msg, InjectFault):
             await _inject(msg, sup, leak)
         elif isinstance(msg, CommandsPending):
-            actor = sup.child(msg.adapter_id)
+            # the member may be gone after a reload; a nudge then has no one to wake
+            actor = sup.child(msg.adapter_id) if msg.adapter_id in sup.child_ids() else None
             if actor is not None:
                 with contextlib.suppress(MailboxFull):  # a full mailbox: it looks soon anyway
                     actor.send_nowait(msg)
