@@ -19,8 +19,9 @@ request id is its result (a crash between a final result and its "done"
 entry adds a later TIMED_OUT, which readers ignore).
 
 Never after the deadline: a request whose deadline has passed is EXPIRED
-without touching the device; while the device is not connected the runner
-waits for it until the deadline. The write itself runs under the session's
+without touching the device; while the device is not reachable (not
+connected; a Modbus unit on probation after timeouts) the runner waits for
+it until the deadline. The write itself runs under the session's
 protocol timeout once started.
 
 Latency: the root nudges the owning session (``CommandsPending`` over the
@@ -88,14 +89,14 @@ class CommandRunner:
         points: list[WritablePoint],
         ctx: BuildContext,
         execute: Execute,
-        connected: Callable[[], bool],
+        reachable: Callable[[WritablePoint], bool],
     ) -> None:
         self.adapter_id = adapter_id
         self.key = adapter_id.encode()
         self.points = {(p.asset_id, p.parameter): p for p in points}
         self.ctx = ctx
         self.execute = execute
-        self.connected = connected
+        self.reachable = reachable
         self.ledger = Ledger(Path(ctx.state_dir) / "commands" / f"{adapter_id}.ledger")
         self._wake = anyio.Event()
         self._seen: set[str] = set()
@@ -174,10 +175,10 @@ class CommandRunner:
             await self._progress(partition, offset, req, done=True)
             return
         assert point is not None
-        if not await self._wait_connected(req.deadline):
+        if not await self._wait_reachable(point, req.deadline):
             why = "deadline passed before execution"
-            if not self.connected():
-                why += " (device not connected)"
+            if not self.reachable(point):
+                why += " (device not reachable)"
             await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
             await self._progress(partition, offset, req, done=True)
             return
@@ -203,9 +204,9 @@ class CommandRunner:
             lambda: self.ledger.write(partition, offset, req, done=done)
         )
 
-    async def _wait_connected(self, deadline: int) -> bool:
+    async def _wait_reachable(self, point: WritablePoint, deadline: int) -> bool:
         while now_ns() < deadline:
-            if self.connected():
+            if self.reachable(point):
                 return True
             await anyio.sleep(min(CONNECT_POLL_S, max(0.0, (deadline - now_ns()) / 1e9)))
         return False

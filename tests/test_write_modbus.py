@@ -211,7 +211,35 @@ async def test_device_down_expires_at_the_deadline(tmp_path: Path) -> None:
             res = await cl.final(rid)
             tg.cancel_scope.cancel()
     assert res.status is CommandStatus.EXPIRED
-    assert "device not connected" in res.detail
+    assert "device not reachable" in res.detail
+
+
+async def test_a_unit_that_stopped_answering_expires_and_the_others_write(
+    modbus_server, tmp_path: Path
+) -> None:
+    raw = {
+        "type": "modbus_tcp", "id": "plc1", "host": "127.0.0.1", "port": modbus_server.port,
+        "poll_interval": 0.05, "timeout": 0.3, "reconnect_min": 0.5, "reconnect_max": 1.0,
+        "groups": [
+            {"unit_id": 1, "asset_id": "press", "points": [{"parameter": "sp", "address": 0, **W}]},
+            {"unit_id": 2, "asset_id": "oven", "points": [{"parameter": "sp", "address": 0, **W}]},
+        ],
+    }
+    cfg = msgspec.convert(raw, ModbusTcpAdapter)
+    modbus_server.store.faults.dead_units.add(2)
+    async with CommandLog(tmp_path) as cl:
+        session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            await Collector().wait_for(lambda: 2 in session.probation, what="unit 2 on probation")
+            dead = await cl.request("plc1", "oven", "sp", 5, deadline_s=0.3)
+            res = await cl.final(dead)
+            assert res.status is CommandStatus.EXPIRED and "not reachable" in res.detail
+            alive = await cl.request("plc1", "press", "sp", 6)
+            assert (await cl.final(alive)).status is CommandStatus.WRITTEN
+            tg.cancel_scope.cancel()
+    assert [w[0] for w in modbus_server.store.writes] == [1]
 
 
 async def test_reads_keep_flowing_during_writes(modbus_server, tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ async def test_server_down_expires_and_writes_after_it_is_back(
             await Collector().wait_for(lambda: session.client is None, what="disconnect")
             rid = await cl.request("ua1", "reactor", "d", 1.0, deadline_s=0.5)
             res = await cl.final(rid)
-            assert res.status is CommandStatus.EXPIRED and "not connected" in res.detail
+            assert res.status is CommandStatus.EXPIRED and "not reachable" in res.detail
             await peer.start()
             rid = await cl.request("ua1", "reactor", "d", 2.0, deadline_s=20)
             assert (await cl.final(rid, timeout=20)).status is CommandStatus.WRITTEN

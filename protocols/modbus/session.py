@@ -128,7 +128,7 @@ class ModbusSession(Actor):
         self.commands: CommandRunner | None = None
         if writable and ctx.log is not None:
             writer = ModbusWriter(self)
-            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.connected)
+            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.reachable)
 
     # -- subclass hooks -------------------------------------------------------
     def _make_client(self) -> Any:

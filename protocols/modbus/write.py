@@ -104,9 +104,15 @@ class ModbusWriter:
     def __init__(self, session: ModbusSession) -> None:
         self.session = session
 
-    def connected(self) -> bool:
+    def reachable(self, wp: WritablePoint) -> bool:
+        """Connected, and the point's unit is not on probation (it stopped answering)."""
         s = self.session
-        return s.client is not None and s.client.connected and bool(s.counters["connected"])
+        return (
+            s.client is not None
+            and s.client.connected
+            and bool(s.counters["connected"])
+            and wp.target[0] not in s.probation
+        )
 
     async def execute(self, wp: WritablePoint, value: Value) -> Outcome:
         unit, point, timeout = wp.target

@@ -109,7 +109,7 @@ class OpcUaSession(Actor):
         self.commands: CommandRunner | None = None
         if writable and ctx.log is not None:
             writer = OpcUaWriter(self)
-            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.connected)
+            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.reachable)
 
     # -- actor hooks ------------------------------------------------------------
     async def setup(self) -> None:

@@ -87,7 +87,7 @@ class OpcUaWriter:
         self.session = session
         self.types: dict[str, ua.VariantType] = {}
 
-    def connected(self) -> bool:
+    def reachable(self, wp: WritablePoint) -> bool:
         return self.session.client is not None and self.session._connected_at is not None
 
     async def execute(self, wp: WritablePoint, value: Value) -> Outcome:
