@@ -185,6 +185,25 @@ async def test_refusals_give_their_result_and_write_nothing(
     assert all(r.quality is Quality.GOOD for r in sink.readings)
 
 
+async def test_a_refused_second_request_of_a_wide_value_is_a_partial_write(
+    modbus_server, tmp_path: Path
+) -> None:
+    store = modbus_server.store
+    store.faults.exception_ranges[(1, 16)] = (72, 73, 2)  # the value's low half is refused
+    cfg = tcp_adapter(modbus_server.port, [{"parameter": "wide", "address": 70,
+                                            "type": "int64", **W}])
+    async with CommandLog(tmp_path) as cl:
+        session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            res = await cl.final(await cl.request("plc1", "press", "wide", 2**40 + 7))
+            tg.cancel_scope.cancel()
+    assert (res.status, res.code) == (CommandStatus.MISMATCH, 2)
+    assert "partly written" in res.detail and "request 2 of 2" in res.detail
+    assert [(w[1], w[2]) for w in store.writes] == [(16, 70)]
+
+
 async def test_a_record_that_is_no_request_is_skipped(modbus_server, tmp_path: Path) -> None:
     cfg = tcp_adapter(modbus_server.port, [{"parameter": "sp", "address": 0, **W}])
     async with CommandLog(tmp_path) as cl:

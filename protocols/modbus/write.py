@@ -147,6 +147,12 @@ class ModbusWriter:
                 self.session.counters["write_requests"] += 1
                 await self._call(client, name, kwargs, unit, part)
         except _Refused as refused:
+            if i and refused.outcome.status is CommandStatus.REJECTED:
+                # the earlier requests changed the device: not "nothing written"
+                return Outcome(
+                    CommandStatus.MISMATCH, code=refused.outcome.code,
+                    detail=f"partly written: {refused.outcome.detail}",
+                )
             return refused.outcome
         if not wp.spec.read_back:
             return Outcome(CommandStatus.WRITTEN, detail="not read back (read_back = false)")
