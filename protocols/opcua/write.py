@@ -1,7 +1,7 @@
 """Writes to an OPC UA server: the node's DataType, the Write, the read-back.
 
-The value is converted to the node's own DataType (read once per node from
-its DataType attribute and kept): booleans, the eight integer types (range
+The value is converted to the node's own DataType (read once per node and
+connection from its DataType attribute): booleans, the eight integer types (range
 checked), Float (the value as float32), Double and String. Other types are
 refused. The Write's status code decides: Good → read back, WRITTEN when the
 value equals what was written (after float32 rounding), MISMATCH otherwise;
@@ -86,6 +86,7 @@ class OpcUaWriter:
     def __init__(self, session: OpcUaSession) -> None:
         self.session = session
         self.types: dict[str, ua.VariantType] = {}
+        self._types_of: Any = None  # the client ``types`` were read through
 
     def reachable(self, wp: WritablePoint) -> bool:
         return self.session.client is not None and self.session._connected_at is not None
@@ -97,6 +98,8 @@ class OpcUaWriter:
                 CommandStatus.REJECTED,
                 detail="the connection dropped before the write went out; nothing written",
             )
+        if client is not self._types_of:  # a new session: the server may have changed
+            self.types, self._types_of = {}, client
         node = client.get_node(wp.target)
         try:
             vtype = self.types.get(wp.target)
