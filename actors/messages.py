@@ -83,4 +83,11 @@ class Stopped(msgspec.Struct, tag=True):
     error: str | None = None
 
 
-ControlMessage = Stop | Reconfigure | InjectFault | Started | Heartbeat | Stopped
+class CommandsPending(msgspec.Struct, tag=True):
+    """A write request for ``adapter_id`` was just logged: its session should look
+    at ``commands.requests`` now (a nudge; the request itself is on the log)."""
+
+    adapter_id: str
+
+
+ControlMessage = Stop | Reconfigure | InjectFault | Started | Heartbeat | Stopped | CommandsPending

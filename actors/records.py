@@ -348,3 +348,77 @@ class Statistics(msgspec.Struct, frozen=True, kw_only=True):
     actor_id: str
     counters: dict[str, float] = {}
     gateway_time: int
+
+
+class CommandStatus(enum.Enum):
+    """What became of a write request (``commands.results``).
+
+    ACCEPTED is the only non-final status: the owning session took the request
+    and is about to write. The first final result of a request id is its result.
+    """
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow Python
+
+    ACCEPTED = "ACCEPTED"
+    """Taken by the owning device session; the write is about to go out."""
+    WRITTEN = "WRITTEN"
+    """The device confirmed the write and the value read back equals it."""
+    MISMATCH = "MISMATCH"
+    """The device confirmed the write but reads back another value (it clamps or
+    overrides it; ``read_back`` says what it holds), or the read-back failed."""
+    REJECTED = "REJECTED"
+    """Refused: by the device (``code`` = Modbus exception code or OPC UA status
+    code, ``detail`` its name) or by the gateway (limits, role, not writable,
+    unknown point; ``code`` None). Nothing was written."""
+    TIMED_OUT = "TIMED_OUT"
+    """No answer within the budget, the connection dropped during the write, or
+    the gateway died between taking and finishing it: not confirmed, never retried."""
+    EXPIRED = "EXPIRED"
+    """Its deadline passed before it could be executed (e.g. the device was down);
+    nothing was written."""
+
+
+class CommandRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request to write one value to one point (``commands.requests``).
+
+    Keyed by ``adapter_id`` (the owning device session), so one device's
+    requests stay in one partition and run in order. ``deadline`` (ns) is the
+    wall-clock time after which it must not be executed. ``by``/``role``/
+    ``source``/``surface`` say who asked, from where.
+    """
+
+    request_id: str
+    adapter_id: str
+    asset_id: str
+    parameter: str
+    value: Value
+    deadline: int
+    by: str = ""
+    role: str = ""
+    source: str = ""
+    surface: str = ""
+    gateway_time: int
+
+
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a write request (``commands.results``), keyed by ``adapter_id``.
+
+    ``value`` is what was asked; ``read_back`` what the device holds after the
+    write (None when not read); ``code`` the device's exception / status code
+    for REJECTED; ``latency_ms`` the time from the request's ``gateway_time``
+    to this result.
+    """
+
+    request_id: str
+    adapter_id: str
+    asset_id: str
+    parameter: str
+    status: CommandStatus
+    value: Value | None = None
+    read_back: Value | None = None
+    code: int | None = None
+    detail: str = ""
+    by: str = ""
+    requested_time: int = 0
+    latency_ms: float = 0.0
+    gateway_time: int

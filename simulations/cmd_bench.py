@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "alerts": "otgate.simulations.bench_alerts",
     "peer": "otgate.simulations.bench_peer",
     "alarms": "otgate.simulations.bench_alarms",
+    "writes": "otgate.simulations.bench_writes",
 }
 
 

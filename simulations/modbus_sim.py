@@ -47,7 +47,7 @@ REQUEST_LOG_SIZE = 100_000
 
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1, description="probability, 0-1")]
 _FC_TABLE = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 5: Table.COIL, 6: Table.HOLDING,
-             15: Table.COIL, 16: Table.HOLDING, 4: Table.INPUT}
+             15: Table.COIL, 16: Table.HOLDING, 4: Table.INPUT, 22: Table.HOLDING}
 
 
 class SimPoint(Point, kw_only=True):
@@ -173,6 +173,7 @@ class SimStore(ModbusServerContext):
         self.rng = random.Random(seed)
         # bounded: a demo simulator runs for days; ``served`` counts them all
         self.requests: deque[tuple[int, int, int, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.writes: deque[tuple[int, int, int, list]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.served = 0
         self.tables: dict[int, dict[Table, Any]] = {}
         for u in unit_ids:
@@ -234,9 +235,16 @@ class SimStore(ModbusServerContext):
     async def async_setValues(
         self, device_id: int, func_code: int, address: int, values: Any
     ) -> ExcCodes | None:
-        if device_id not in self.tables:
+        f = self.faults
+        if device_id in f.dead_units or device_id not in self.tables:
             raise NoSuchIdException(f"unit {device_id}")
+        rng_hit = f.exception_ranges.get((device_id, func_code))
+        if rng_hit and address <= rng_hit[1] and address + len(values) - 1 >= rng_hit[0]:
+            return ExcCodes(rng_hit[2])
         table = self.tables[device_id][_FC_TABLE[func_code]]
+        if address + len(values) > len(table):
+            return ExcCodes.ILLEGAL_ADDRESS
+        self.writes.append((device_id, func_code, address, list(values)))
         if isinstance(table, bytearray):
             table[address : address + len(values)] = bytes(map(bool, values))
         else:
@@ -263,10 +271,17 @@ class SignalFeeder:
             for p in d.points
         ]
         self.t0 = time.monotonic()
+        self.updated = False
 
     def update(self) -> None:
+        """Write every point's sample; a writable point only once (its initial
+        value): afterwards it holds what a client wrote, like a setpoint."""
         t = time.monotonic() - self.t0
+        first = not self.updated
+        self.updated = True
         for unit, p, sample in self.items:
+            if p.writable and not first:
+                continue
             v = sample(t)
             if p.table.is_bits:
                 self.store.set_bits(unit, p.table, p.address, [bool(v)])

@@ -91,6 +91,8 @@ class OpcUaSimulator:
                 var.name,
                 ua.Variant(_convert(sampler(t), var.type), vtype),
             )
+            if var.writable:
+                await node.set_writable()
             self.nodeids.append(node.nodeid)
         self._slow_sessions(server)
         await server.start()
@@ -121,6 +123,8 @@ class OpcUaSimulator:
         bad_p = self.faults.bad_status_probability
         bad = ua.StatusCode(getattr(ua.StatusCodes, self.faults.bad_status))
         for var, sampler, nodeid in zip(self.variables, self.samplers, self.nodeids, strict=True):
+            if var.writable:
+                continue  # holds what a client wrote
             value = sampler(t)
             if bad_p and self.rng.random() < bad_p:
                 dv = ua.DataValue(

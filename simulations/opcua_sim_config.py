@@ -38,6 +38,9 @@ class SimVariable(StrictStruct):
     """Signal model feeding the value (``kind = "sine"`` ...)."""
     type: VarType = VarType.DOUBLE
     """OPC UA data type; samples are converted (round for ints, str() for strings)."""
+    writable: bool = False
+    """Clients may write it (a setpoint): the signal gives only its initial
+    value, afterwards it holds what was written."""
 
 
 class OpcUaFaults(StrictStruct):

@@ -27,6 +27,7 @@ import psutil
 from anyio.abc import TaskStatus
 
 from otgate.actors.messages import (
+    CommandsPending,
     Heartbeat,
     InjectFault,
     Reconfigure,
@@ -124,6 +125,11 @@ class Bulkhead:
     async def inject(self, fault: InjectFault) -> None:
         if self._channel is not None:
             await self._channel.send(fault)
+
+    async def nudge(self, message: CommandsPending) -> None:
+        """Pass a nudge to an in-process actor of this bulkhead (dropped while down)."""
+        if self._channel is not None:
+            await self._channel.send(message)
 
     async def reconfigure(self, config_json: bytes) -> None:
         self.config_json = config_json

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "bench": "otgate.simulations.cmd_bench",
     "control-plane": "otgate.config.control_plane.cmd",
     "mcp": "otgate.supervisors.mcptools.cmd",
+    "write": "otgate.supervisors.cmd_write",
 }
 
 

@@ -4,6 +4,7 @@ SIGTERM shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from otgate.actors.messages import InjectFault, Snapshot, State
+from otgate.actors.messages import CommandsPending, InjectFault, Snapshot, State
 from otgate.config.control_plane.agent import ControlPlaneAgent
 from otgate.config.control_plane.contract import ApplyStatus, Outcome
 from otgate.config.control_plane.document import CACHE
@@ -23,8 +24,10 @@ from otgate.config.schema import GatewayConfig
 from otgate.config.secrets import Redactor
 from otgate.supervisors import notify
 from otgate.supervisors.bulkhead import Bulkhead
+from otgate.supervisors.channel import ChannelClosed
 from otgate.supervisors.health import health_document
 from otgate.supervisors.oplog import OperatorLog
+from otgate.supervisors.ops_write import WriteService
 from otgate.supervisors.plan import plan_bulkheads
 from otgate.supervisors.service.ops import Operations
 from otgate.supervisors.spec import ChildSpec, OnExhausted
@@ -80,6 +83,7 @@ class Gateway:
         self.status = StatusServer(self, self.status_listen)
         self.oplog = OperatorLog(self.config.log, Path(self.config.gateway.state_dir))
         self.ops = Operations(self.oplog, lambda: self.config, self.restart)
+        self.writes = WriteService(self)
         self._redactor = Redactor(loaded.secrets)
         self._redactor_update = redactor_update
         self._stop = anyio.Event()
@@ -131,6 +135,14 @@ class Gateway:
             raise KeyError(bulkhead_id)
         await bulkhead.inject(fault)
 
+    async def nudge(self, bulkhead_id: str, message: CommandsPending) -> None:
+        """Pass a nudge to an actor in ``bulkhead_id`` (nothing when it is not running)."""
+        if bulkhead_id in self.root.child_ids():
+            bulkhead = self.root.child(bulkhead_id)
+            if bulkhead is not None:
+                with contextlib.suppress(ChannelClosed):  # restarting: it looks at start
+                    await bulkhead.nudge(message)
+
     def request_stop(self) -> None:
         self.stopping = True
         self._stop.set()
@@ -143,6 +155,7 @@ class Gateway:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
                 tg.start_soon(self.ops.follow)
+                tg.start_soon(self.writes.run)
                 tree_scope = anyio.CancelScope()
                 tree_done = anyio.Event()
                 tg.start_soon(self._run_tree, tree_scope, tree_done)

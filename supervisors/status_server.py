@@ -20,6 +20,7 @@ from otgate.supervisors.console.routes import Console
 from otgate.supervisors.metrics import render
 from otgate.supervisors.ops_http import OperatorRoutes
 from otgate.supervisors.ops_http_reads import ReadRoutes
+from otgate.supervisors.write_routes import write_routes
 
 if TYPE_CHECKING:
     from otgate.supervisors.gateway import Gateway
@@ -50,6 +51,7 @@ class StatusServer:
                 *OperatorRoutes(gateway).routes(),
                 *ReadRoutes(gateway).routes(),
                 *self.console.routes(),
+                *write_routes(self),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.

@@ -2,8 +2,8 @@
 
 Priority: lower is evicted first when the disk fills. Raw telemetry goes
 first (aggregates cover it), then clean telemetry, then the fine aggregates,
-then events and gateway logs; alarms and DLQs have ``NEVER`` and retention
-None: they are never evicted.
+then events and gateway logs; alarms, DLQs and write commands have ``NEVER``
+and retention None: they are never evicted.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from otgate.actors.records import (
     AlarmCommand,
     AuditRecord,
     Classification,
+    CommandRequest,
+    CommandResult,
     DeadLetter,
     DispositionRecord,
     GatewayEvent,
@@ -44,6 +46,8 @@ TOPICS: dict[str, tuple[type, float | None, int]] = {
     "dlq.telemetry": (DeadLetter, None, NEVER),
     "dlq.events": (DeadLetter, None, NEVER),
     "dlq.dispositions": (DispositionRecord, None, NEVER),
+    "commands.requests": (CommandRequest, None, NEVER),
+    "commands.results": (CommandResult, None, NEVER),
 }
 
 RAW_TOPIC: dict[Classification, str] = {
@@ -67,7 +71,7 @@ def record_type(topic: str) -> type | None:
 
 
 def never_evicted(topic: str) -> bool:
-    return topic.startswith(("alarms.", "dlq."))
+    return topic.startswith(("alarms.", "dlq.", "commands."))
 
 
 def topic_specs(cfg: LogConfig) -> list[TopicSpec]:

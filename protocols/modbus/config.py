@@ -16,6 +16,7 @@ import msgspec
 
 from otgate.actors.records import Classification
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct, UnitId
+from otgate.protocols.writes import WriteSpec
 
 Address = Annotated[int, msgspec.Meta(ge=0, le=65535, description="0-based wire address")]
 
@@ -54,6 +55,26 @@ class Order(enum.Enum):
 
     BIG = "big"  # most significant first: the Modbus standard
     LITTLE = "little"  # least significant first
+
+
+class WriteMode(enum.Enum):
+    """Which Modbus function a write uses."""
+
+    AUTO = "auto"
+    """Single register (6) / single coil (5) for one register or coil, multiple
+    registers (16) for wider values; a ``bit`` point uses mask write (22)."""
+    SINGLE = "single"
+    """Always write single register (6) / single coil (5): one-register values only."""
+    MULTIPLE = "multiple"
+    """Always write multiple registers (16) / multiple coils (15), even for one
+    (devices that implement only these)."""
+
+
+class ModbusWriteSpec(WriteSpec, kw_only=True):
+    """Limits, permission and function of a writable Modbus point."""
+
+    mode: WriteMode = WriteMode.AUTO
+    """auto | single | multiple (see ``WriteMode``)."""
 
 
 REGISTER_WIDTH = {
@@ -100,6 +121,11 @@ class Point(StrictStruct, kw_only=True):
     classification: Classification = Classification.TELEMETRY
     """TELEMETRY: every poll. EVENT: only when the value changes (a state).
     ALARM: a device alarm bit, emitted when it changes."""
+    writable: bool = False
+    """Accept writes (holding registers and coils only): ``POST
+    /points/{asset}/{parameter}/write``, ``otgate write``."""
+    write: ModbusWriteSpec | None = None
+    """Limits, role and function of writes (needs ``writable = true``)."""
 
     def __post_init__(self) -> None:
         t = self.type
@@ -121,6 +147,26 @@ class Point(StrictStruct, kw_only=True):
             raise ValueError(f"{self.parameter}: scale must not be 0")
         if self.address + self.width > 65536:
             raise ValueError(f"{self.parameter}: address + width exceeds 65535")
+        self._check_write()
+
+    def _check_write(self) -> None:
+        if not self.writable:
+            if self.write is not None:
+                raise ValueError(f"{self.parameter}: 'write' needs writable = true")
+            return
+        if self.table not in (Table.HOLDING, Table.COIL):
+            raise ValueError(
+                f"{self.parameter}: only holding registers and coils are writable,"
+                f" not {self.table.value}"
+            )
+        mode = self.write.mode if self.write else WriteMode.AUTO
+        if mode is WriteMode.SINGLE and self.width > 1:
+            raise ValueError(
+                f"{self.parameter}: write mode single writes one register; "
+                f"this {self.type.value} spans {self.width}"
+            )
+        if self.type is DataType.BIT and mode is not WriteMode.AUTO:
+            raise ValueError(f"{self.parameter}: a bit point is written with mask write (auto)")
 
     @property
     def width(self) -> int:
@@ -168,6 +214,9 @@ class PollSettings(StrictStruct, kw_only=True):
     """Most registers one read may ask for (devices that reject large reads want less)."""
     max_bits_per_read: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 2000
     """Most coils / discrete inputs one read may ask for."""
+    max_registers_per_write: Annotated[int, msgspec.Meta(ge=1, le=123)] = 123
+    """Most registers one write (function 16) may carry; a wider value (a long
+    string) is written in several requests, lowest address first (not atomic)."""
     max_gap: Annotated[int, msgspec.Meta(ge=0, le=124)] = 16
     """Unused registers (or bits) a read may span to join two points; 0 = only adjacent."""
     busy_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3

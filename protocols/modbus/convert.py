@@ -125,9 +125,10 @@ def _string_decoder(off: int, n: int, little_bytes: bool, little_words: bool) ->
 def encode_value(point: Point, value: Any) -> list[int]:
     """Registers holding ``value`` for ``point`` (the inverse of its decoder).
 
-    Used by the simulators and tests to lay out known register contents.
+    Used by writes (after ``check_writable``), the simulators and tests.
     Scale/offset are inverted (``raw = (value - offset) / scale``, rounded for
     integer types). Coils and ``bit`` points are not register-encoded here.
+    Raises ``struct.error`` / ``OverflowError`` for a value the type cannot hold.
     """
     t = point.type
     little_bytes = point.byte_order is Order.LITTLE
@@ -138,16 +139,53 @@ def encode_value(point: Point, value: Any) -> list[int]:
         if point.word_order is Order.LITTLE:
             raw = _reverse_words(raw)
         return list(struct.unpack(f">{point.width}H", raw))
-    if t in (DataType.BOOL, DataType.BIT):
-        raise ValueError("bool/bit points are not register-encoded")
+    endian = "<" if little_bytes else ">"
+    if t is DataType.BOOL:
+        return list(struct.unpack(">H", struct.pack(endian + "H", 1 if value else 0)))
+    if t is DataType.BIT:
+        raise ValueError("bit points are not register-encoded (mask write)")
     x = (value - point.offset) / point.scale if (point.scale, point.offset) != (1.0, 0.0) else value
     if t not in (DataType.FLOAT32, DataType.FLOAT64):
         x = round(x)
-    endian = "<" if little_bytes else ">"
     raw = struct.pack(endian + _FMT[t], x)
     if point.width > 1 and ((point.word_order is Order.LITTLE) != little_bytes):
         raw = _reverse_words(raw)
     return list(struct.unpack(f">{point.width}H", raw))
+
+
+def check_writable(point: Point, value: Any) -> str | None:
+    """Why ``value`` cannot be written to ``point`` as its type (None when it can).
+
+    Integer registers take only values they hold exactly after scaling
+    (``12.34`` on an int16 with scale 0.1 is refused, not rounded); booleans
+    (coils, ``bool`` and ``bit`` points) take true/false or 0/1; strings take
+    ASCII up to the point's length.
+    """
+    t = point.type
+    if point.table.is_bits or t in (DataType.BOOL, DataType.BIT):
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return None
+        return f"value {value!r}: {t.value} points take true/false or 0/1"
+    if t is DataType.STRING:
+        if not isinstance(value, str):
+            return f"value {value!r}: a string point takes a string"
+        if not value.isascii():
+            return f"value {value!r}: only ASCII text fits in registers"
+        if len(value) > 2 * point.width:
+            return f"value {value!r}: longer than {2 * point.width} characters"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"value {value!r}: a {t.value} point takes a number"
+    raw = (value - point.offset) / point.scale
+    if t not in (DataType.FLOAT32, DataType.FLOAT64) and abs(raw - round(raw)) > 1e-6 * max(
+        1.0, abs(raw)
+    ):
+        return f"value {value!r}: not a whole step of {point.scale:g} for {t.value}"
+    try:
+        encode_value(point, value)
+    except (struct.error, OverflowError):
+        return f"value {value!r}: out of range for {t.value}"
+    return None
 
 
 Unpacker = Callable[[Any], Sequence[Any]]

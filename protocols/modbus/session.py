@@ -24,6 +24,10 @@ Failure handling (the whitelist lives in ``errors.py``):
 
 Cancellation: a stop cancels the poll wherever it is; a poll's readings are
 either published as one batch or not at all (nothing half-published).
+
+Writes: with writable points (and a log), a ``CommandRunner`` runs beside the
+poll loop and executes write requests (``write.py``) under ``bus``, the lock
+each poll holds; a poll hands it over at its next read when a write waits.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from msgspec.structs import replace as _replace
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
-from otgate.actors.messages import State
+from otgate.actors.messages import CommandsPending, State
 from otgate.actors.records import Quality, Reading, now_ns
+from otgate.protocols.commands import CommandRunner
 from otgate.protocols.modbus.config import Table
 from otgate.protocols.modbus.errors import (
     Failure,
@@ -49,6 +54,7 @@ from otgate.protocols.modbus.errors import (
     is_retriable,
 )
 from otgate.protocols.modbus.planning import ReadRequest, plan_reads
+from otgate.protocols.modbus.write import ModbusWriter, writable_points
 
 log = logging.getLogger("otgate.protocols.modbus")
 
@@ -114,7 +120,15 @@ class ModbusSession(Actor):
             "connected": 0,
             "units_on_probation": 0,
             "last_poll_s": 0.0,
+            "write_requests": 0,
         }
+        self.bus: Any = None  # anyio.Lock: one poll or one write at a time
+        self.writes_waiting = 0  # writes queued for the bus: a poll yields at its next read
+        writable = writable_points(cfg)
+        self.commands: CommandRunner | None = None
+        if writable and ctx.log is not None:
+            writer = ModbusWriter(self)
+            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.reachable)
 
     # -- subclass hooks -------------------------------------------------------
     def _make_client(self) -> Any:
@@ -148,15 +162,30 @@ class ModbusSession(Actor):
     # -- actor ----------------------------------------------------------------
     async def setup(self) -> None:
         self.client = self._make_client()  # no I/O: connecting happens in main()
+        self.bus = anyio.Lock(fast_acquire=True)
 
     async def teardown(self) -> None:
         if self.client is not None:
             self.client.close()
 
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, CommandsPending) and self.commands is not None:
+            self.commands.wake()
+
     def metrics(self) -> dict[str, float]:
+        if self.commands is not None:
+            return {**self.counters, **self.commands.metrics()}
         return dict(self.counters)
 
     async def main(self) -> None:
+        if self.commands is None:
+            await self._poll_forever()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.commands.run)
+            await self._poll_forever()
+
+    async def _poll_forever(self) -> None:
         backoff = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
         interval = self.cfg.poll_interval
         down_since: float | None = None
@@ -184,7 +213,8 @@ class ModbusSession(Actor):
                 self.probation.clear()  # a new connection gets a fresh chance per unit
                 self.counters["connected"] = 1
             started = time.monotonic()
-            connection_ok = await self.poll_once()
+            async with self.bus:
+                connection_ok = await self.poll_once()
             self.counters["last_poll_s"] = time.monotonic() - started
             if not connection_ok:
                 self.client.close()
@@ -240,6 +270,8 @@ class ModbusSession(Actor):
         mono = time.monotonic()
         probation = self.probation
         for req in self.requests:
+            if self.writes_waiting:
+                await self._yield_bus()
             if probation:
                 entry = probation.get(req.unit_id)
                 if entry is not None and mono < entry[1]:
@@ -265,6 +297,15 @@ class ModbusSession(Actor):
         if out:
             await self._publish(out)
         return healthy
+
+    async def _yield_bus(self) -> None:
+        """Hand the bus to the waiting writes (the lock is fair) and take it back.
+
+        Shielded: the writes ahead are bounded by their timeouts, and the
+        poll's caller must hold the bus again when it releases it."""
+        self.bus.release()
+        with anyio.CancelScope(shield=True):
+            await self.bus.acquire()
 
     async def _read(self, req: ReadRequest) -> Any:
         """One read with the busy-retry policy: the payload or a ``Failure``."""

@@ -9,6 +9,7 @@ import msgspec
 
 from otgate.actors.records import Classification
 from otgate.config.base import Identifier, PositiveSeconds, StrictStruct
+from otgate.protocols.writes import WriteSpec
 
 if TYPE_CHECKING:
     from otgate.actors.actor import Actor
@@ -92,8 +93,15 @@ class OpcUaPoint(StrictStruct):
     """Data-change filter (subscription mode only)."""
     deadband: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """Deadband value: units (absolute) or percent of EURange (percent)."""
+    writable: bool = False
+    """Accept writes (``POST /points/{asset}/{parameter}/write``, ``otgate
+    write``), as the node's DataType; the server still decides (AccessLevel)."""
+    write: WriteSpec | None = None
+    """Limits and role of writes (needs ``writable = true``)."""
 
     def __post_init__(self) -> None:
+        if self.write is not None and not self.writable:
+            raise ValueError("'write' needs writable = true")
         if self.deadband_type is DeadbandType.NONE and self.deadband:
             raise ValueError("deadband is set but deadband_type is 'none'")
         if self.deadband_type is DeadbandType.PERCENT and self.deadband > 100:

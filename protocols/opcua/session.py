@@ -11,6 +11,10 @@ While disconnected the actor is DEGRADED. Errors outside the retriable
 whitelist (``client.is_retriable``: bad credentials, rejected certificates,
 unknown node ids at connect) end the actor so its supervisor sees them.
 
+Writes: with writable points (and a log), a ``CommandRunner`` runs beside the
+connection cycles and executes write requests on the current connection
+(``write.py``; asyncua multiplexes requests, so reads keep flowing).
+
 What can be lost: values that change and change back while the connection
 is down; in polling mode, changes between polls; when the log pushes back for
 longer than ``client_queue_size`` notifications, the oldest notifications.
@@ -31,8 +35,9 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from otgate import __version__
 from otgate.actors.actor import Actor, StartupError
 from otgate.actors.context import BuildContext
-from otgate.actors.messages import State
+from otgate.actors.messages import CommandsPending, State
 from otgate.actors.records import Quality
+from otgate.protocols.commands import CommandRunner
 from otgate.protocols.opcua.client import (
     NO_SUBSCRIPTION_STATUS,
     ConnectionLost,
@@ -43,6 +48,7 @@ from otgate.protocols.opcua.client import (
 from otgate.protocols.opcua.config import DeadbandType, DisconnectPolicy, Mode, OpcUaSource
 from otgate.protocols.opcua.convert import unpack
 from otgate.protocols.opcua.emitter import Emitter, PointMeta
+from otgate.protocols.opcua.write import OpcUaWriter, writable_points
 from otgate.protocols.reconnect import deciding_error, wait_before_reconnect
 
 log = logging.getLogger("otgate.protocols.opcua")
@@ -97,6 +103,13 @@ class OpcUaSession(Actor):
         self.items_rejected = 0
         self.queue_high_water = 0
         self._connected_at: float | None = None
+        self.client: Client | None = None  # the connected client, for writes
+        self.write_requests = 0
+        writable = writable_points(cfg)
+        self.commands: CommandRunner | None = None
+        if writable and ctx.log is not None:
+            writer = OpcUaWriter(self)
+            self.commands = CommandRunner(self.id, writable, ctx, writer.execute, writer.reachable)
 
     # -- actor hooks ------------------------------------------------------------
     async def setup(self) -> None:
@@ -105,8 +118,15 @@ class OpcUaSession(Actor):
         except Exception as exc:  # asyncua raises several types for malformed ids
             raise StartupError(f"{self.id}: invalid node id: {exc}", retriable=False) from exc
 
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, CommandsPending) and self.commands is not None:
+            self.commands.wake()
+
     def metrics(self) -> dict[str, float]:
+        writes = self.commands.metrics() if self.commands is not None else {}
         return {
+            **writes,
+            "write_requests": float(self.write_requests),
             "connected": 1.0 if self._connected_at is not None else 0.0,
             "connects": float(self.connects),
             "connect_failures": float(self.connect_failures),
@@ -122,6 +142,14 @@ class OpcUaSession(Actor):
         }
 
     async def main(self) -> None:
+        if self.commands is None:
+            await self._connect_forever()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.commands.run)
+            await self._connect_forever()
+
+    async def _connect_forever(self) -> None:
         self.state = State.DEGRADED
         attempt = 0
         down_since = time.monotonic()
@@ -170,6 +198,7 @@ class OpcUaSession(Actor):
                 reader = await self._open(client)
             self.connects += 1
             self._connected_at = time.monotonic()
+            self.client = client
             self.state = State.RUNNING
             log.info(
                 "adapter_connected adapter_id=%s endpoint=%s mode=%s attempt=%d after_s=%.2f",
@@ -183,6 +212,7 @@ class OpcUaSession(Actor):
                 tg.start_soon(self._watch, client, lost)
                 await reader()
         finally:
+            self.client = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 # Teardown of a dead connection fails in many ways; none of them matter.
                 with contextlib.suppress(Exception):

@@ -1,0 +1,264 @@
+"""Write requests executed by the owning device session, at most once.
+
+A ``CommandRunner`` runs inside a device-session actor that has writable
+points. It consumes ``commands.requests`` with its own consumer group
+(``commands.<adapter_id>``), takes the records keyed by its adapter id, in
+log order, and appends each outcome to ``commands.results``: ACCEPTED just
+before the write goes out, then the final one.
+
+At most once, also across a session restart or a ``kill -9`` of the gateway:
+before the device is touched, the request and its offset are made durable
+in the session's ledger (``command_ledger.py``, one ``fdatasync``); the
+result is followed by a durable "done" entry. A restarted runner resumes
+after the ledger's offset (whatever the group last committed: commits are
+lazy, made every ``COMMIT_EVERY_S`` when the runner is idle), and a request the ledger shows taken but
+not done is reported TIMED_OUT ("not confirmed, not retried"): a crash
+mid-write leaves a write that may or may not have reached the device,
+reported as not confirmed, never a second write. The first final result of a
+request id is its result (a crash between a final result and its "done"
+entry adds a later TIMED_OUT, which readers ignore).
+
+Never after the deadline: a request whose deadline has passed is EXPIRED
+without touching the device; while the device is not reachable (not
+connected; a Modbus unit on probation after timeouts) the runner waits for
+it until the deadline. The write itself runs under the session's
+protocol timeout once started.
+
+Latency: the root nudges the owning session (``CommandsPending`` over the
+bulkhead's control channel, ``wake``) right after logging a request; without
+a nudge (a request logged while the session was down) the runner looks every
+``IDLE_POLL_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from otgate.actors.context import BuildContext
+from otgate.actors.log.publisher import Codec, Decoder
+from otgate.actors.records import CommandRequest, CommandResult, CommandStatus, Value, now_ns
+from otgate.protocols.command_ledger import Entry, Ledger
+from otgate.protocols.writes import WriteSpec, check_role, check_value
+
+log = logging.getLogger("otgate.protocols.commands")
+
+REQUESTS, RESULTS = "commands.requests", "commands.results"
+CONNECT_POLL_S = 0.05
+IDLE_POLL_S = 0.5
+COMMIT_EVERY_S = 60.0
+SEEN_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a protocol's write produced."""
+
+    status: CommandStatus
+    read_back: Value | None = None
+    code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WritablePoint:
+    """One writable point of a session: its identity, limits and protocol address."""
+
+    asset_id: str
+    parameter: str
+    spec: WriteSpec
+    target: Any  # the protocol's own point (Modbus Point + unit, OPC UA node id)
+
+
+Execute = Callable[[WritablePoint, Value], Awaitable[Outcome]]
+
+
+class CommandRunner:
+    """Consumes one session's write requests (see the module doc)."""
+
+    def __init__(
+        self,
+        adapter_id: str,
+        points: list[WritablePoint],
+        ctx: BuildContext,
+        execute: Execute,
+        reachable: Callable[[WritablePoint], bool],
+    ) -> None:
+        self.adapter_id = adapter_id
+        self.key = adapter_id.encode()
+        self.points = {(p.asset_id, p.parameter): p for p in points}
+        self.ctx = ctx
+        self.execute = execute
+        self.reachable = reachable
+        self.ledger = Ledger(Path(ctx.state_dir) / "commands" / f"{adapter_id}.ledger")
+        self._wake = anyio.Event()
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
+        self.counters: dict[str, float] = {s.value.lower(): 0 for s in CommandStatus}
+        self.counters["requests"] = 0
+        self.codec: Codec | None = None
+        self.consumer: Any = None
+
+    def metrics(self) -> dict[str, float]:
+        return {f"writes_{k}": v for k, v in self.counters.items()}
+
+    def wake(self) -> None:
+        """A request for this session was just logged: look now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        schemas = self.ctx.extras["schemas"]
+        self.codec = Codec(schemas)
+        await self.codec.prepare(RESULTS)
+        decoder = Decoder(schemas)
+        self.consumer = self.ctx.log.consumer(f"commands.{self.adapter_id}", [REQUESTS])
+        try:
+            last = await anyio.to_thread.run_sync(self.ledger.open)
+            if last is not None:
+                self.consumer.seek(REQUESTS, last.partition, last.offset + 1)
+                if not last.done:
+                    await self._not_confirmed(last)
+            uncommitted: dict[tuple[str, int], int] = {}
+            committed_at = anyio.current_time()
+            while True:
+                records = await self.consumer.fetch(max_records=200, timeout=0)
+                if not records:
+                    if uncommitted and anyio.current_time() - committed_at > COMMIT_EVERY_S:
+                        # idle and a while since: move the group along (the ledger,
+                        # not the group, is what keeps a request from running twice)
+                        await self.consumer.commit(uncommitted)
+                        uncommitted = {}
+                        committed_at = anyio.current_time()
+                    with anyio.move_on_after(IDLE_POLL_S):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                for rec in records:
+                    if rec.key == self.key:
+                        try:
+                            req = await decoder.decode_async(REQUESTS, rec.value)
+                        except (ValueError, msgspec.MsgspecError) as exc:
+                            # not a request otgate wrote: skip it rather than fail forever
+                            log.error(
+                                "command_undecodable adapter_id=%s offset=%d error=%s",
+                                self.adapter_id, rec.offset, exc,
+                            )
+                        else:
+                            await self._handle(req, rec.partition, rec.offset)
+                    uncommitted[(rec.topic, rec.partition)] = rec.offset + 1
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.consumer.close()
+                self.ledger.close()
+
+    # -- one request --------------------------------------------------------------
+    async def _handle(self, req: CommandRequest, partition: int, offset: int) -> None:
+        if req.request_id in self._seen:
+            return  # a replayed record: it already has its result
+        self._remember(req.request_id)
+        self.counters["requests"] += 1
+        point = self.points.get((req.asset_id, req.parameter))
+        refused = (
+            f"{req.asset_id}/{req.parameter} is not a writable point of {self.adapter_id}"
+            if point is None
+            else check_role(point.spec, req.role) or check_value(point.spec, req.value)
+        )
+        if refused:
+            await self._result(req, Outcome(CommandStatus.REJECTED, detail=refused))
+            await self._progress(partition, offset, req, done=True)
+            return
+        assert point is not None
+        if not await self._wait_reachable(point, req.deadline):
+            why = "deadline passed before execution"
+            if not self.reachable(point):
+                why += " (device not reachable)"
+            await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
+            await self._progress(partition, offset, req, done=True)
+            return
+        await self._progress(partition, offset, req, done=False)  # durable before the write
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            # ACCEPTED is informative (the ledger is the durable mark): log it while writing
+            tg.start_soon(self._result, req, Outcome(CommandStatus.ACCEPTED))
+            try:
+                outcome = await self.execute(point, req.value)
+            except Exception as exc:  # the protocol's write raised what it does not classify
+                error = exc
+                outcome = Outcome(
+                    CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
+                )
+        await self._result(req, outcome)
+        await self._progress(partition, offset, req, done=True)
+        if error is not None:
+            raise error
+
+    async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
+        await anyio.to_thread.run_sync(
+            lambda: self.ledger.write(partition, offset, req, done=done)
+        )
+
+    async def _wait_reachable(self, point: WritablePoint, deadline: int) -> bool:
+        while now_ns() < deadline:
+            if self.reachable(point):
+                return True
+            await anyio.sleep(min(CONNECT_POLL_S, max(0.0, (deadline - now_ns()) / 1e9)))
+        return False
+
+    def _remember(self, request_id: str) -> None:
+        self._seen.add(request_id)
+        self._seen_order.append(request_id)
+        if len(self._seen_order) > SEEN_MAX:
+            self._seen.discard(self._seen_order.popleft())
+
+    async def _not_confirmed(self, last: Entry) -> None:
+        """The ledger shows a request taken but not done: a crash mid-write."""
+        req = last.request
+        log.warning(
+            "command_not_confirmed adapter_id=%s request_id=%s reason=restarted_during_write",
+            self.adapter_id, req.request_id,
+        )
+        self._remember(req.request_id)
+        await self._result(
+            req,
+            Outcome(
+                CommandStatus.TIMED_OUT,
+                detail="the gateway restarted during this write: not confirmed, not retried",
+            ),
+        )
+        await self._progress(last.partition, last.offset, req, done=True)
+
+    async def _result(self, req: CommandRequest, outcome: Outcome) -> None:
+        now = now_ns()
+        rec = CommandResult(
+            request_id=req.request_id,
+            adapter_id=self.adapter_id,
+            asset_id=req.asset_id,
+            parameter=req.parameter,
+            status=outcome.status,
+            value=req.value,
+            read_back=outcome.read_back,
+            code=outcome.code,
+            detail=outcome.detail[:500],
+            by=req.by,
+            requested_time=req.gateway_time,
+            latency_ms=(now - req.gateway_time) / 1e6,
+            gateway_time=now,
+        )
+        assert self.codec is not None
+        await self.ctx.log.append(RESULTS, [(self.key, self.codec.encode(RESULTS, rec))])
+        self.counters[outcome.status.value.lower()] += 1
+        if outcome.status is not CommandStatus.ACCEPTED:
+            log.info(
+                "command_result adapter_id=%s request_id=%s point=%s/%s status=%s code=%s "
+                "latency_ms=%.1f detail=%s",
+                self.adapter_id, req.request_id, req.asset_id, req.parameter,
+                outcome.status.value, outcome.code, rec.latency_ms, outcome.detail,
+            )
+

@@ -1,0 +1,208 @@
+"""``otgate bench writes``: write latency while the gateway reads at full rate.
+
+A real ``otgate run`` reads 20 Modbus TCP devices (100 points each, the
+``bench protocols`` layout, ``poll_interval`` ~0: as fast as the simulator
+answers) onto the embedded log; each device also has one writable setpoint.
+The simulator is pymodbus' server in its own process (bench_modbus --serve).
+
+Windows alternate: without writes, with writes (HTTP ``POST
+/points/{asset}/sp/write``, round robin over the devices, at
+``WRITES_PER_S``), without, with, ... ending without. Each window with
+writes is compared with the mean of the two without around it, and the drop
+is the median of those paired ratios: on a shared machine the load drifts
+between windows, and pairing neighbours keeps most of that drift out. For
+every write, latency = its request record's ``gateway_time`` to its final
+result record's ``gateway_time`` (the session executes, reads back and
+appends the result; ``CommandResult.latency_ms``). The read rate is the sum
+of the sessions' ``readings_published`` over each window (from ``/health``);
+``read drop`` compares the windows with and without writes.
+
+Anchor: Neuron publishes a 523 ms average write latency during 100k points/s
+collection. Goal here: p99 < 50 ms with the read rate within 5 % of the
+no-write run. Numbers, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from otgate.simulations.bench_modbus import POINTS, _start_simulator, device_points
+from otgate.simulations.bench_supervision import _poll
+from otgate.simulations.gateway_process import GatewayProcess
+
+TITLE = "otgate bench writes: write latency while reading 20 Modbus devices at full rate"
+DEVICES = 20
+WRITES_PER_S = 20.0
+TOKEN = "bench-engineer"
+SP_ADDRESS = 300
+
+
+def _config(state: Path, port: int) -> str:
+    pts = ", ".join(
+        "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in p.items() if k != "signal") + " }"
+        for p in device_points()
+    )
+    out = [f"""
+[gateway]
+id = "bench-writes"
+state_dir = "{state}"
+[status]
+tokens = [{{ token = "{TOKEN}", role = "engineer", name = "bench" }}]
+[supervision]
+heartbeat_interval = 1.0
+[defaults]
+memory_limit_mib = 2048
+[[bulkheads]]
+id = "devices"
+members = [{", ".join(f'"dev{u}"' for u in range(1, DEVICES + 1))}]
+"""]
+    for u in range(1, DEVICES + 1):
+        out.append(f"""
+[[adapters]]
+type = "modbus_tcp"
+id = "dev{u}"
+host = "127.0.0.1"
+port = {port}
+poll_interval = 0.0001
+timeout = 2.0
+[[adapters.groups]]
+unit_id = {u}
+asset_id = "asset{u}"
+points = [{pts}, {{ parameter = "sp", address = {SP_ADDRESS}, type = "int16", writable = true }}]
+""")
+    return "".join(out)
+
+
+def _readings(gw: GatewayProcess) -> float:
+    total = 0.0
+
+    def walk(node: dict[str, Any]) -> None:
+        nonlocal total
+        if node["kind"] == "modbus_tcp":
+            total += node.get("metrics", {}).get("readings_published", 0.0)
+        for child in node.get("children", []):
+            walk(child)
+
+    for comp in gw.health()["components"]:
+        walk(comp)
+    return total
+
+
+class _Client:
+    """One kept-alive HTTP connection to the status endpoint (the bench's own
+    client CPU stays small: it shares the machine with the gateway)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+
+    def write(self, asset: str, value: int) -> str:
+        self.conn.request(
+            "POST", f"/points/{asset}/sp/write", body=json.dumps({"value": value}),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 202:
+            raise RuntimeError(f"write refused: HTTP {resp.status} {body[:200]!r}")
+        return json.loads(body)["request_id"]
+
+
+def _window(
+    gw: GatewayProcess, client: _Client, seconds: float, writes_per_s: float
+) -> tuple[float, list[str]]:
+    """Read rate over ``seconds`` while posting ``writes_per_s`` writes; their ids."""
+    rids: list[str] = []
+    r0, t0 = _readings(gw), time.monotonic()
+    end = t0 + seconds
+    n = 0
+    while (now := time.monotonic()) < end:
+        if writes_per_s:
+            rids.append(client.write(f"asset{n % DEVICES + 1}", n % 1000))
+            n += 1
+            time.sleep(max(0.0, t0 + n / writes_per_s - time.monotonic()))
+        else:
+            time.sleep(min(0.5, end - now))
+    r1, t1 = _readings(gw), time.monotonic()
+    return (r1 - r0) / (t1 - t0), rids
+
+
+def _final(gw: GatewayProcess, rid: str) -> dict[str, Any] | None:
+    status, view = gw.get(f"/commands/{rid}")
+    return view if status == 200 and view["final"] else None
+
+
+def _measure(report: Any, port: int, window: float, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="otgate-bench-") as tmp:
+        cfg = Path(tmp) / "bench.toml"
+        cfg.write_text(_config(Path(tmp) / "state", port))
+        gw = GatewayProcess(cfg).start()
+        try:
+            _poll(lambda: gw.get("/health/ready")[0] == 200, 60, 0.1)
+            report.progress("gateway up; warming up 3 s")
+            time.sleep(3)
+            client = _Client(gw.url)
+            quiet, busy, rids = [_window(gw, client, window, 0.0)[0]], [], []
+            report.progress(f"without writes: {quiet[-1]:,.0f} readings/s")
+            for i in range(rounds):
+                rate, ids = _window(gw, client, window, WRITES_PER_S)
+                busy.append(rate)
+                rids += ids
+                report.progress(
+                    f"round {i + 1}/{rounds} with {len(ids)} writes: {rate:,.0f} readings/s"
+                )
+                quiet.append(_window(gw, client, window, 0.0)[0])
+                report.progress(f"without writes: {quiet[-1]:,.0f} readings/s")
+            views = [_poll(lambda r=r: _final(gw, r), 60, 0.05) for r in rids]
+        finally:
+            gw.stop()
+    lat = sorted(v["latency_ms"] for v in views)
+    statuses: dict[str, int] = {}
+    for v in views:
+        statuses[v["status"]] = statuses.get(v["status"], 0) + 1
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
+    no_w, with_w = statistics.median(quiet), statistics.median(busy)
+    drop = statistics.median(
+        1 - b / ((quiet[i] + quiet[i + 1]) / 2) for i, b in enumerate(busy)
+    )
+    scenario = f"{DEVICES} dev x {POINTS + 1} pts, embedded log"
+    report.add(measure="write latency p50 (request -> result record)", scenario=scenario,
+               value=f"{q[49]:.1f} ms", goal="", anchor="")
+    report.add(measure="write latency p99", scenario=scenario, value=f"{q[98]:.1f} ms",
+               goal="< 50 ms", anchor="Neuron: 523 ms avg")
+    report.add(measure="write latency mean / max", scenario=scenario,
+               value=f"{statistics.fmean(lat):.1f} / {lat[-1]:.1f} ms", goal="", anchor="")
+    report.add(measure="writes", scenario=f"{WRITES_PER_S:g}/s round robin",
+               value=", ".join(f"{k} {n}" for k, n in sorted(statuses.items())), goal="",
+               anchor="")
+    report.add(measure="read rate without writes", scenario=scenario,
+               value=f"{no_w:,.0f} points/s", goal="", anchor="")
+    report.add(measure="read rate with writes", scenario=scenario,
+               value=f"{with_w:,.0f} points/s", goal="", anchor="")
+    report.add(measure="read drop caused by writes",
+               scenario=f"median of {len(busy)} paired windows of {window:g} s",
+               value=f"{drop:.1%}", goal="< 5 %", anchor="")
+
+
+async def run(report: Any, args: Any) -> None:
+    quick = getattr(args, "quick", False)
+    window, rounds = (2.0, 6) if quick else (5.0, 12)
+    report.progress(f"starting the Modbus simulator ({DEVICES} devices x {POINTS} points)")
+    proc, port = await _start_simulator(DEVICES)
+    try:
+        await anyio.to_thread.run_sync(_measure, report, port, window, rounds)
+    finally:
+        proc.terminate()
+        with anyio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()

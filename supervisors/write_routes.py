@@ -1,0 +1,89 @@
+"""HTTP routes of device write-back (added to the status server).
+
+* ``POST /points/{asset}/{parameter}/write`` — body ``{"value": ..., "deadline_s":
+  30, "request_id": "...", "wait_s": 5}``. Needs a token; the point's
+  ``write.role`` decides (403 otherwise). 202 with the request (status
+  PENDING / ACCEPTED) or, with ``wait_s``, 200 with its final result once it
+  came within that time. A refusal at the gateway (unknown point 404, role
+  403, limits 422) answers ``{"status": "REJECTED", "detail": ...}`` and
+  logs nothing.
+* ``GET /commands/{request_id}`` — the request as it stands (poll it).
+* ``GET /assets/{asset}/shadow`` — reported / desired / delta of the asset's
+  writable points.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from otgate.supervisors.access import Role
+from otgate.supervisors.ops_write import WriteRefused
+
+if TYPE_CHECKING:
+    from otgate.supervisors.status_server import StatusServer
+
+MAX_WAIT_S = 60.0
+
+
+def write_routes(server: StatusServer) -> list[web.RouteDef]:
+    async def post_write(request: web.Request) -> web.Response:
+        caller = server._authorize(request, Role.VIEWER)  # the point's role decides below
+        body = await _json_object(request)
+        if "value" not in body:
+            raise web.HTTPBadRequest(text="body: 'value' is required")
+        deadline_s = _number(body, "deadline_s")
+        wait_s = min(_number(body, "wait_s") or 0.0, MAX_WAIT_S)
+        rid = body.get("request_id")
+        if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
+            raise web.HTTPBadRequest(text="request_id: expected a string of 1-128 characters")
+        writes = server.gateway.writes
+        try:
+            view = await writes.submit(
+                caller, request.match_info["asset"], request.match_info["parameter"],
+                body["value"], deadline_s=deadline_s, request_id=rid,
+            )
+        except WriteRefused as exc:
+            return web.json_response({"status": "REJECTED", "detail": exc.detail}, status=exc.http)
+        if wait_s > 0:
+            view = await writes.wait(view["request_id"], wait_s) or view
+        return web.json_response(view, status=200 if view["final"] else 202)
+
+    async def get_command(request: web.Request) -> web.Response:
+        view = server.gateway.writes.view(request.match_info["request_id"])
+        if view is None:
+            raise web.HTTPNotFound(text="no such request (or older than the root remembers)")
+        return web.json_response(view)
+
+    async def get_shadow(request: web.Request) -> web.Response:
+        try:
+            doc = await server.gateway.writes.shadow(request.match_info["asset"])
+        except WriteRefused as exc:
+            raise web.HTTPNotFound(text=exc.detail) from None
+        return web.json_response(doc)
+
+    return [
+        web.post("/points/{asset}/{parameter}/write", post_write),
+        web.get("/commands/{request_id}", get_command),
+        web.get("/assets/{asset}/shadow", get_shadow),
+    ]
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body: expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body: expected a JSON object")
+    return body
+
+
+def _number(body: dict[str, Any], name: str) -> float | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise web.HTTPBadRequest(text=f"{name}: expected a number of seconds")
+    return float(v)
