@@ -160,8 +160,11 @@ async def reads(c: Calls, pid: int) -> str:
     comp = await c.ok("component_status", component="a")
     assert comp["state"] == "RUNNING" and comp["pid"] == pid
     assert "no component 'nope'" in await c.fails("component_status", component="nope")
-    with anyio.fail_after(30):  # the sink connects when the first batch is due
-        while not (await c.ok("sink_status"))[0]["connected"]:
+    with anyio.fail_after(30):  # the sink connects when the first batch is due, and
+        while True:  # its lag is measured once a second (None until the first measure)
+            first_sink = (await c.ok("sink_status"))[0]
+            if first_sink["connected"] and first_sink["lag_records"] is not None:
+                break
             await anyio.sleep(0.2)
     (sink,) = await c.ok("sink_status")
     assert (sink["sink"], sink["kind"], sink["state"]) == ("pg/sink.pg", "sink.postgres", "RUNNING")
