@@ -1,6 +1,9 @@
 """The delivery loop every log sink shares: own consumer group, commit after delivery.
 
-Loop: fetch a batch with the sink's consumer group → ``tick()`` (timers a
+Loop: fetch a batch with the sink's consumer group (``batch_size`` records at
+most; with ``batch_wait_s`` the sink keeps fetching until the batch holds
+``batch_size`` records or ``batch_bytes`` bytes of keys and values, or
+``batch_wait_s`` passed since its first record) → ``tick()`` (timers a
 sink keeps, e.g. the alert router's digests and escalations) → wait until
 the sink may call its destination (``wait_allowed``: a circuit breaker's
 cooldown) → ``deliver(batch)`` → on ``Delivered`` commit the offsets
@@ -14,7 +17,8 @@ batch.
 
 While a breaker is open nothing is fetched, so the log keeps the data and
 ``lag_records`` (log high watermarks minus the group's position plus the
-batch in hand) grows.
+batch in hand) grows. ``records_per_second`` is the delivered rate over the
+last second.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from otgate.actors.actor import Actor
 from otgate.actors.breaker import BreakerState, CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.messages import Snapshot, State
-from otgate.actors.records import DeadLetter
+from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import prepare
 from otgate.sinks.outcome import Outcome
 
@@ -70,6 +74,8 @@ class LogSink(Actor):
         retry_max_s: float,
         dlq_topic: str,
         breaker: CircuitBreaker | None = None,
+        batch_bytes: int = 0,
+        batch_wait_s: float = 0.0,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
         super().__init__(actor_id)
@@ -79,6 +85,8 @@ class LogSink(Actor):
         self.log = log_backend
         self.codec = codec
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.batch_wait_s = batch_wait_s
         self.fetch_timeout_s = fetch_timeout_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -94,6 +102,7 @@ class LogSink(Actor):
         self.lag: float = float("nan")
         self.last_batch_s = 0.0
         self.busy_s = 0.0
+        self.rate = 0.0
 
     # -- hooks ----------------------------------------------------------------
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
@@ -131,6 +140,11 @@ class LogSink(Actor):
             offsets[(rec.topic, rec.partition)] = rec.offset + 1
         return offsets
 
+    def retry_after(self) -> float:
+        """Seconds the destination asked to wait before the next try (HTTP
+        ``Retry-After``); the retry waits at least this long, breaker or not."""
+        return 0.0
+
     def output_topics(self) -> list[str]:
         return [self.dlq_topic]
 
@@ -159,7 +173,7 @@ class LogSink(Actor):
         failures = 0
         while True:
             if batch is None:
-                batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+                batch = await self._fetch_batch()
                 await self.tick()
                 if not batch:
                     batch = None
@@ -192,14 +206,54 @@ class LogSink(Actor):
                 "%s_write_failed sink_id=%s records=%d attempt=%d gated=%s error=%s",
                 self.event, self.sink_id, len(batch), failures, self.gated(), error,
             )
+            hint = self.retry_after()
             if not self.gated():
-                await self._sleep(min(self.retry_initial_s * 2 ** (failures - 1),
-                                      self.retry_max_s))
+                await self._sleep(max(hint, min(self.retry_initial_s * 2 ** (failures - 1),
+                                                self.retry_max_s)))
+            elif hint > 0:
+                await self._sleep(hint)
             await self.tick()
+
+    async def _fetch_batch(self) -> list[LogRecord]:
+        """One batch: a fetch, then (with ``batch_wait_s``) more until count, bytes or time."""
+        batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+        if not batch or self.batch_wait_s <= 0:
+            return batch
+        size = sum(len(r.value) + len(r.key or b"") for r in batch)
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_size and not (self.batch_bytes and size >= self.batch_bytes):
+            self.pending = len(batch)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = await self.consumer.fetch(self.batch_size - len(batch),
+                                             min(left, self.fetch_timeout_s))
+            batch += more
+            size += sum(len(r.value) + len(r.key or b"") for r in more)
+        return batch
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if offsets:
             await self.consumer.commit(offsets)
+
+    def dead_record(self, rec: LogRecord, obj: Any, reason: str, error: str) -> DeadLetter:
+        """The DLQ record of ``rec``: its reading, or a stand-in naming the asset
+        and time of another record kind (``obj`` None: undecodable)."""
+        if isinstance(obj, Reading):
+            reading = obj
+        else:
+            reading = Reading(
+                asset_id=getattr(obj, "asset_id", ""),
+                parameter=getattr(obj, "parameter", ""),
+                value=None, quality=Quality.BAD,
+                device_time=getattr(obj, "window_start", None),
+                gateway_time=rec.timestamp_ns,
+            )
+        return DeadLetter(
+            reading=reading, reason=reason, stage=self.id, error=error,
+            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
+            gateway_time=now_ns(),
+        )
 
     async def dead_letter(self, dead: list[DeadLetter]) -> None:
         """Append refused records to ``dlq_topic`` (reason, source offset); durable on return."""
@@ -217,9 +271,14 @@ class LogSink(Actor):
         """Records in the log not yet confirmed by the destination (needs ``watermarks``)."""
         watermarks = getattr(self.log, "watermarks", None)
         position = getattr(self.consumer, "position", None)
-        if watermarks is None or position is None:
-            return
+        last = (time.monotonic(), self.delivered)
         while True:
+            now = time.monotonic()
+            self.rate = (self.delivered - last[1]) / max(now - last[0], 1e-9)
+            last = (now, self.delivered)
+            if watermarks is None or position is None:
+                await anyio.sleep(1.0)
+                continue
             high = 0
             for topic in self.topics:
                 high += sum(n for _, n in (await watermarks(topic)).values())
@@ -238,6 +297,7 @@ class LogSink(Actor):
             "lag_records": self.lag,
             "last_batch_seconds": self.last_batch_s,
             "busy_seconds_total": self.busy_s,
+            "records_per_second": self.rate,
         }
         if self.breaker is not None:
             m.update(self.breaker.metrics())
