@@ -10,9 +10,10 @@ from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.synthetic import SyntheticAdapter
 from otgate.simulations.parts import SimulatorConfig
 from otgate.sinks.alert_router import AlertRouter
+from otgate.sinks.http import HttpSink
 from otgate.sinks.postgres import PostgresSink
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
-SinkConfig = PostgresSink | AlertRouter
+SinkConfig = PostgresSink | AlertRouter | HttpSink
 
 __all__ = ["AdapterConfig", "SimulatorConfig", "SinkConfig"]

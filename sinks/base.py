@@ -33,9 +33,11 @@ import anyio
 from otgate.actors.actor import Actor
 from otgate.actors.breaker import BreakerState, CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.messages import Snapshot, State
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
-from otgate.actors.stage_codec import prepare
+from otgate.actors.stage_codec import decode, prepare
+from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.outcome import Outcome
 
 log = logging.getLogger("otgate.sinks")
@@ -235,6 +237,19 @@ class LogSink(Actor):
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if offsets:
             await self.consumer.commit(offsets)
+
+    async def decode_batch(
+        self, batch: list[LogRecord]
+    ) -> tuple[list[tuple[LogRecord, Any]], list[DeadLetter]]:
+        """``(record, decoded)`` pairs, and DLQ records (reason ``undecodable``) for the rest."""
+        items: list[tuple[LogRecord, Any]] = []
+        dead: list[DeadLetter] = []
+        for rec in batch:
+            try:
+                items.append((rec, await decode(self.codec, rec.topic, rec.value)))
+            except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+                dead.append(self.dead_record(rec, None, "undecodable", describe_error(exc)))
+        return items, dead
 
     def dead_record(self, rec: LogRecord, obj: Any, reason: str, error: str) -> DeadLetter:
         """The DLQ record of ``rec``: its reading, or a stand-in naming the asset
