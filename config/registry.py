@@ -11,9 +11,10 @@ from otgate.protocols.synthetic import SyntheticAdapter
 from otgate.simulations.parts import SimulatorConfig
 from otgate.sinks.alert_router import AlertRouter
 from otgate.sinks.http import HttpSink
+from otgate.sinks.kafka import KafkaSink
 from otgate.sinks.postgres import PostgresSink
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
-SinkConfig = PostgresSink | AlertRouter | HttpSink
+SinkConfig = PostgresSink | AlertRouter | HttpSink | KafkaSink
 
 __all__ = ["AdapterConfig", "SimulatorConfig", "SinkConfig"]
