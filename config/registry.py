@@ -13,8 +13,9 @@ from otgate.sinks.alert_router import AlertRouter
 from otgate.sinks.http import HttpSink
 from otgate.sinks.kafka import KafkaSink
 from otgate.sinks.postgres import PostgresSink
+from otgate.sinks.s3 import S3Sink
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
-SinkConfig = PostgresSink | AlertRouter | HttpSink | KafkaSink
+SinkConfig = PostgresSink | AlertRouter | HttpSink | KafkaSink | S3Sink
 
 __all__ = ["AdapterConfig", "SimulatorConfig", "SinkConfig"]
