@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "protocols": "otgate.simulations.bench_protocols",
     "pipeline": "otgate.simulations.bench_pipeline",
     "alerts": "otgate.simulations.bench_alerts",
+    "sinks": "otgate.simulations.bench_sinks",
 }
 
 

@@ -89,9 +89,9 @@ def columns(record_type: type) -> tuple[list[Column], pa.Schema]:
     return cols, schema
 
 
-def to_parquet(items: list[tuple[LogRecord, Any]], compression: str) -> bytes:
-    """One Parquet file of ``items`` (all of one record type); raises on a value that
-    does not fit its column (``pa.ArrowException``, ``OverflowError``)."""
+def table(items: list[tuple[LogRecord, Any]]) -> pa.Table:
+    """The rows of ``items`` (all of one record type); raises on a value that does
+    not fit its column (``CONVERT_ERRORS``)."""
     cols, schema = columns(type(items[0][1]))
     objs = [obj for _, obj in items]
     arrays = [
@@ -101,8 +101,16 @@ def to_parquet(items: list[tuple[LogRecord, Any]], compression: str) -> bytes:
         pa.array([r.timestamp_ns for r, _ in items], pa.timestamp("ns", tz="UTC")),
         *[pa.array([get(o) for o in objs], tp) for _, tp, get in cols],
     ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write(rows: pa.Table, compression: str) -> bytes:
+    """One Parquet file of ``rows``."""
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), sink,
-                   compression=None if compression == "none" else compression)
+    pq.write_table(rows, sink, compression=None if compression == "none" else compression)
     return sink.getvalue()
 
+
+def to_parquet(items: list[tuple[LogRecord, Any]], compression: str) -> bytes:
+    """One Parquet file of ``items`` (see ``table``)."""
+    return write(table(items), compression)
