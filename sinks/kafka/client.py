@@ -97,42 +97,56 @@ class ReplicaClient:
             self.connects += 1
         return self.producer
 
-    async def _partition(self, producer: AIOKafkaProducer, rec: LogRecord) -> tuple[str, int]:
-        topic = self.topics.get(rec.topic)
+    async def _route(self, producer: AIOKafkaProducer, local: str) -> tuple[str, list[int]]:
+        """Remote topic and its partitions for a local topic (metadata cached)."""
+        topic = self.topics.get(local)
         if topic is None:
-            topic = self.topics[rec.topic] = self.config.remote_topic(rec.topic)
+            topic = self.topics[local] = self.config.remote_topic(local)
         parts = self.partitions.get(topic)
         if parts is None:
             parts = self.partitions[topic] = sorted(await producer.partitions_for(topic))
+        return topic, parts
+
+    def _partition(self, topic: str, parts: list[int], rec: LogRecord) -> int:
         if rec.key is None:
-            return topic, parts[rec.partition % len(parts)]
+            return parts[rec.partition % len(parts)]
         part = self.key_partition.get((topic, rec.key))
         if part is None:
             part = parts[(murmur2(rec.key) & 0x7FFFFFFF) % len(parts)]
             self.key_partition[(topic, rec.key)] = part
-        return topic, part
+        return part
 
     async def send(self, records: list[LogRecord]) -> list[tuple[LogRecord, str]]:
         """Replicate ``records`` (see the module doc); returns those refused for good
         with the reason; raises when the attempt failed (nothing to commit)."""
         producer = await self._producer()
+        routes = {t: await self._route(producer, t) for t in {r.topic for r in records}}
         groups: dict[tuple[str, int], list[tuple[Any, list[LogRecord]]]] = {}
         refused: list[tuple[LogRecord, str]] = []
         limit = self.config.max_batch_bytes
+        gateway = ("otgate-gateway", self.gateway)
+        key_partition = self.key_partition
         for rec in records:
-            if len(rec.value) + len(rec.key or b"") > limit:
+            key, value = rec.key, rec.value
+            if len(value) + len(key or b"") > limit:
                 refused.append((rec, f"RecordTooLarge: over max_batch_bytes={limit}"))
                 continue
-            builders = groups.setdefault(await self._partition(producer, rec), [])
+            topic, parts = routes[rec.topic]
+            part = key_partition.get((topic, key)) if key is not None else None
+            if part is None:
+                part = self._partition(topic, parts, rec)
+            builders = groups.get((topic, part))
+            if builders is None:
+                builders = groups[(topic, part)] = []
             ts = rec.timestamp_ns // 1_000_000
-            headers = [("otgate-gateway", self.gateway),
+            headers = [gateway,
                        ("otgate-source", f"{rec.topic}/{rec.partition}/{rec.offset}".encode())]
-            if builders and builders[-1][0].append(timestamp=ts, key=rec.key, value=rec.value,
+            if builders and builders[-1][0].append(timestamp=ts, key=key, value=value,
                                                    headers=headers) is not None:
                 builders[-1][1].append(rec)
                 continue
             b = producer.create_batch()  # an empty batch takes any record
-            b.append(timestamp=ts, key=rec.key, value=rec.value, headers=headers)
+            b.append(timestamp=ts, key=key, value=value, headers=headers)
             builders.append((b, [rec]))
         rounds = max((len(b) for b in groups.values()), default=0)
         for r in range(rounds):  # a key's later batch only after its earlier one is acked
