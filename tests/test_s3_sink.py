@@ -149,7 +149,7 @@ async def test_files_partitioned_by_topic_date_hour_rolled_by_count_then_committ
         assert len(keys) == 3  # 100 + 100 + 50
         assert keys[0].startswith("site1/telemetry.clean/date=")
         assert "/hour=" in keys[0] and keys[0].endswith(
-            "/gw1-p0-00000000000000000000-00000000000000000099.parquet")
+            "/gw1-p0-00000000000000000000.parquet")
         rows = objs[keys[0]]
         assert rows[7]["seq"] == 7 and rows[7]["asset_id"] == "pump-1"
         c = lg.consumer(cfg.consumer_group, cfg.topics)
@@ -218,6 +218,41 @@ async def test_store_stopped_and_restarted_loses_and_duplicates_nothing(s3, tmp_
             await wait_until(recovered, 30)
             tg.cancel_scope.cancel()
         assert offsets(await objects(s3)) == list(range(350))  # lost=0 duplicates=0
+    finally:
+        await lg.close()
+
+
+@pytest.mark.anyio
+async def test_crash_after_upload_before_commit_replayed_in_other_batches_adds_no_row(
+        s3, tmp_path):
+    lg, codec = await setup_log(tmp_path, 250)
+    try:
+        cfg = config(s3, batch_size=100)
+        sink = S3SinkActor("sink.archive", cfg, lg, codec)
+
+        async def crash(offsets) -> None:
+            raise RuntimeError("killed between upload and commit")
+
+        sink.commit = crash  # the first batch is stored, its commit never happens
+        crashed = pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="killed between"),
+                                     flatten_subgroups=True)
+        with crashed:
+            async with anyio.create_task_group() as tg:
+                await tg.start(sink.run)
+        assert offsets(await objects(s3)) == list(range(100))
+        # the restart rolls files at another size: its first file ends sooner (60 < 100)
+        sink2 = S3SinkActor("sink.archive", config(s3, batch_size=60), lg, codec)
+
+        async def done() -> bool:
+            return sink2.delivered == 250
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink2.run)
+            await wait_until(done)
+            tg.cancel_scope.cancel()
+        objs = await objects(s3)
+        assert offsets(objs) == list(range(250))  # the 100-row object was overwritten
+        assert sorted(len(rows) for rows in objs.values()) == [10, 60, 60, 60, 60]
     finally:
         await lg.close()
 

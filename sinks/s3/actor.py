@@ -5,14 +5,17 @@ count, bytes or time, see the config). The batch is decoded, split by
 (topic, log partition, hour of the log time), each part written as one
 Parquet file (in a worker thread: encoding is CPU work the event loop should
 not wait on) and uploaded in one PUT; the offsets are committed only once
-every object of the batch is stored. A failed upload keeps the batch and
-retries all of it: the object keys depend only on the records (topic,
-partition, hour, first and last offset), so a retried part overwrites its
-own earlier upload. A crash between the uploads and the commit replays the
-batch; when the new batch ends elsewhere its parts get other keys, so rows
-can be archived twice — every row carries ``_topic``/``_partition``/
-``_offset`` for the reader to drop them. A crash can never leave a partial
-object or skip a record.
+every object of the batch is stored.
+
+Object keys name the part's first offset only (topic, hour, partition, first
+offset), so a replay never archives a row twice: a batch retried after a
+failed upload, or replayed after a crash between the uploads and the commit,
+starts at the same committed offset, so each of its parts starts at the same
+record as before — the first record of that hour at or after it — and
+overwrites the object of the earlier attempt; where a replayed batch ends
+sooner, the rows it no longer holds are gone from that object and are
+written by the next batch under their own first offset. A crash can never
+leave a partial object or skip a record.
 
 Records that cannot be decoded (``undecodable``) or whose values do not fit
 the file schema (``unconvertible``) are dead-lettered with the reason.
@@ -70,9 +73,8 @@ class S3SinkActor(LogSink):
         if path is None:
             t = time.gmtime(hour * 3600)
             path = self._hours[hour] = time.strftime("date=%Y-%m-%d/hour=%H", t)
-        first, last = items[0][0].offset, items[-1][0].offset
         return (f"{self.config.prefix}{topic}/{path}/"
-                f"{self.gateway_id}-p{partition}-{first:020d}-{last:020d}.parquet")
+                f"{self.gateway_id}-p{partition}-{items[0][0].offset:020d}.parquet")
 
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """Write and upload one batch's files; DELIVERED (refused records

@@ -28,7 +28,7 @@ class S3Sink(LogSinkConfig, tag="s3", tag_field="type", kw_only=True):
     """Archives log topics as Parquet objects in an S3 bucket, at-least-once.
 
     One file holds one batch's records of one topic, log partition and hour
-    (``<prefix><topic>/date=YYYY-MM-DD/hour=HH/<gateway>-p<partition>-<first>-<last>.parquet``,
+    (``<prefix><topic>/date=YYYY-MM-DD/hour=HH/<gateway>-p<partition>-<first offset>.parquet``,
     the hour of the record's log time, UTC). A batch — a rolled file — closes at
     ``batch_size`` records, ``batch_bytes`` bytes or ``batch_wait_s`` seconds,
     whichever comes first; it is held in memory until uploaded.
