@@ -9,9 +9,12 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from aiokafka.helpers import create_ssl_context
+from peers.alerts import self_signed
 from peers.alocals3 import start_alocals3, tansu_env
 from peers.remote_kafka import dedupe, read_remote
 from peers.tansu import free_port, start_tansu, tansu_fixture  # noqa: F401
+from peers.tls_proxy import TlsProxy
 from stage_log import open_log, read_all, wait_until
 
 from otgate.actors.breaker import BreakerState
@@ -234,4 +237,43 @@ async def test_unreachable_remote_opens_the_breaker_and_commits_nothing(tmp_path
         assert len(await c.fetch(1000, 0.05)) == 40
         await c.close()
     finally:
+        await lg.close()
+
+
+@pytest.mark.anyio
+async def test_replicates_over_tls_verified_with_the_ca_file(tmp_path):
+    ca, server_ctx = self_signed(tmp_path)
+    proxy = TlsProxy(server_ctx, target_port=0, port=free_port())
+    remote = start_tansu(advertised_port=proxy.port)  # metadata points at the TLS front
+    proxy.target_port = remote.port
+    await proxy.start()
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        await codec.prepare(["telemetry.clean", "dlq.telemetry"])
+        await append(lg, codec, "telemetry.clean", range(50))
+        cfg = config(f"127.0.0.1:{proxy.port}", security_protocol="SSL", ca_file=str(ca))
+        sink = KafkaSinkActor("sink.central", cfg, lg, codec, gateway_id="gw-1")
+
+        async def done() -> bool:
+            return sink.delivered == 50
+
+        await run_until(sink, done)
+        assert proxy.tls_clients >= 1
+        tls = {"security_protocol": "SSL", "ssl_context": create_ssl_context(cafile=str(ca))}
+        check_order(await read_remote(f"127.0.0.1:{proxy.port}", "site1.telemetry.clean", 50,
+                                      **tls), 50)
+        # a client that does not trust the CA gets nowhere
+        untrusted = config(f"127.0.0.1:{proxy.port}", security_protocol="SSL",
+                           id="other", breaker_failures=1, breaker_cooldown_s=30)
+        other = KafkaSinkActor("sink.other", untrusted, lg, codec)
+
+        async def refused() -> bool:
+            return other.breaker.breaker_state is BreakerState.OPEN
+
+        await run_until(other, refused)
+        assert other.delivered == 0
+    finally:
+        await proxy.stop()
+        remote.stop()
         await lg.close()

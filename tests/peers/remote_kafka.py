@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -22,11 +23,12 @@ class Replica:
 
 
 async def read_remote(bootstrap: str, topic: str, want_unique: int,
-                      deadline_s: float = 20.0) -> list[Replica]:
+                      deadline_s: float = 20.0, **client: Any) -> list[Replica]:
     """Every record of ``topic`` in partition order, once ``want_unique`` distinct
-    sources are there (or the deadline passed); fetches, never trusts end_offsets."""
+    sources are there (or the deadline passed); fetches, never trusts end_offsets.
+    ``client``: more AIOKafkaConsumer arguments (TLS)."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+                         auto_offset_reset="earliest", enable_auto_commit=False, **client)
     await c.start()
     out: list[Replica] = []
     try:
