@@ -25,6 +25,7 @@ from otgate.actors.records import Aggregate, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.s3 import S3Sink
 from otgate.sinks.s3.actor import S3SinkActor
+from otgate.sinks.s3.client import ArchiveClient
 from otgate.sinks.s3.parquet import columns, to_parquet
 
 S = 1_000_000_000
@@ -101,6 +102,7 @@ def test_config_checks():
 
     cfg = msgspec.convert({"type": "s3", "id": "a", "bucket": "bkt"}, SinkConfig)
     assert isinstance(cfg, S3Sink) and cfg.batch_wait_s == 300.0
+    assert ArchiveClient(cfg)._store().config["bucket"] == "bkt"  # AWS: no endpoint, no I/O
 
 
 def test_parquet_schema_from_the_record_types():

@@ -39,15 +39,17 @@ class ArchiveClient:
     def _store(self) -> S3Store:
         if self.store is None:
             c = self.config
-            creds = ({"access_key_id": c.access_key_id, "secret_access_key": c.secret_access_key}
+            extra = ({"access_key_id": c.access_key_id, "secret_access_key": c.secret_access_key}
                      if c.access_key_id else {})
+            if c.endpoint:
+                extra["endpoint"] = c.endpoint
             self.store = S3Store(
-                c.bucket, region=c.region, endpoint=c.endpoint or None,
+                c.bucket, region=c.region,
                 client_options={"allow_http": c.allow_http, "timeout": f"{c.timeout_s}s",
                                 "connect_timeout": f"{min(c.timeout_s, 10.0)}s"},
                 retry_config={"max_retries": 0, "backoff": {},
                               "retry_timeout": datetime.timedelta(seconds=c.timeout_s)},
-                **creds,
+                **extra,
             )
         return self.store
 
