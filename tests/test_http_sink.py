@@ -203,7 +203,7 @@ async def test_outage_throttling_and_lost_reply_lose_nothing_and_duplicate_nothi
 @pytest.mark.anyio
 async def test_4xx_is_permanent_and_dead_lettered_but_408_is_retried(tmp_path):
     ingest = Ingest()
-    ingest.script.extend([(422, {}), (408, {})])
+    ingest.script.extend([(403, {}), (408, {})])
     await ingest.start()
     lg, codec = await setup_log(tmp_path, 10)
     try:
@@ -225,9 +225,34 @@ async def test_4xx_is_permanent_and_dead_lettered_but_408_is_retried(tmp_path):
         dead = await read_all(lg, codec, "dlq.telemetry")
         assert [d.reading.seq for d in dead] == list(range(10))
         assert {d.reason for d in dead} == {"rejected_by_destination"}
-        assert dead[3].error.startswith("HTTP 422") and dead[3].source_offset == 3
-        assert [s for _, _, s in ingest.attempts] == [422, 408, 200]
+        assert dead[3].error.startswith("HTTP 403") and dead[3].source_offset == 3
+        assert [s for _, _, s in ingest.attempts] == [403, 408, 200]  # 403: no split
         assert seqs(ingest.unique_records()) == list(range(10, 20))
+        assert await committed(lg, cfg) == 0
+    finally:
+        await ingest.stop()
+        await lg.close()
+
+
+@pytest.mark.anyio
+async def test_422_is_split_until_the_refused_records_are_alone(tmp_path):
+    ingest = Ingest()
+    ingest.refuse_seqs = {5, 13}
+    await ingest.start()
+    lg, codec = await setup_log(tmp_path, 16)
+    try:
+        cfg = config(ingest.url, batch_size=16)
+        sink = HttpSinkActor("sink.cloud", cfg, lg, codec)
+
+        async def done() -> bool:
+            return sink.delivered == 16
+
+        await run_until(sink, done)
+        assert sorted(seqs(ingest.unique_records())) == [i for i in range(16) if i not in (5, 13)]
+        dead = await read_all(lg, codec, "dlq.telemetry")
+        assert sorted(d.reading.seq for d in dead) == [5, 13]
+        assert all(d.error.startswith("HTTP 422") for d in dead)
+        assert len(ingest.attempts) == 15  # 16, 8+8, 4x4, then 2x4 and 1x4 around the two
         assert await committed(lg, cfg) == 0
     finally:
         await ingest.stop()

@@ -8,8 +8,11 @@ offset ranges: a retried batch (after a timeout, a 5xx, a restart that
 replays the same offsets) carries the same key, so the receiver can tell it
 from a new one. A retriable failure keeps the batch and retries it (not
 before the server's ``Retry-After``); a permanent refusal (4xx other than
-408/429) dead-letters every record of the batch with the status and reply
-(reason ``rejected_by_destination``) and commits. Undecodable records are
+408/429) dead-letters the records with the status and reply (reason
+``rejected_by_destination``) and commits: for 400, 413 and 422, which can be
+about some records only, the batch is split in halves until the refused
+records are alone (a few more requests, each with its own key); any other
+4xx (401, 403, 404 ...) refuses the whole batch. Undecodable records are
 dead-lettered (``undecodable``) and the rest is sent.
 """
 
@@ -26,7 +29,7 @@ import msgspec
 
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.sinks.base import LogSink
-from otgate.sinks.http.client import HttpClient, HttpError, is_retriable
+from otgate.sinks.http.client import SPLIT_STATUS, HttpClient, HttpError, is_retriable
 from otgate.sinks.http.config import BodyFormat, HttpSink
 from otgate.sinks.outcome import Outcome
 
@@ -102,21 +105,33 @@ class HttpSinkActor(LogSink):
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """POST one batch; DELIVERED (refused records dead-lettered) or ERRORED."""
         items, dead = await self.decode_batch(batch)
-        if items:
-            key = batch_id(self.gateway_id, self.sink_id, batch)
-            body = self.body(key, items)
-            try:
-                await self.client.post(body, key)
-            except HttpError as exc:
-                if is_retriable(exc):
-                    self._retry_after = exc.retry_after
-                    return Outcome.ERRORED, exc.reason
-                dead += [self.dead_record(rec, obj, "rejected_by_destination", exc.reason)
-                         for rec, obj in items]
-            else:
-                self.body_bytes += len(body)
+        try:
+            refused = await self._post(items) if items else []
+        except HttpError as exc:
+            self._retry_after = exc.retry_after
+            return Outcome.ERRORED, exc.reason
+        dead += [self.dead_record(rec, obj, "rejected_by_destination", why)
+                 for rec, obj, why in refused]
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
+
+    async def _post(self, items: list[tuple[LogRecord, Any]]) -> list[tuple[LogRecord, Any, str]]:
+        """POST ``items``; the records refused for good with the reason. A refusal that
+        may be about some records only (400, 413, 422) is split in halves until the
+        refused records are alone; raises ``HttpError`` when a retry is needed."""
+        key = batch_id(self.gateway_id, self.sink_id, [rec for rec, _ in items])
+        body = self.body(key, items)
+        try:
+            await self.client.post(body, key)
+        except HttpError as exc:
+            if is_retriable(exc):
+                raise
+            if exc.status not in SPLIT_STATUS or len(items) == 1:
+                return [(rec, obj, exc.reason) for rec, obj in items]
+            mid = len(items) // 2
+            return await self._post(items[:mid]) + await self._post(items[mid:])
+        self.body_bytes += len(body)
+        return []
 
     def retry_after(self) -> float:
         hint, self._retry_after = self._retry_after, 0.0

@@ -20,15 +20,18 @@ from otgate.sinks.base import describe_error
 from otgate.sinks.http.config import BodyFormat, HttpSink
 
 RETRIABLE_STATUS = frozenset({408, 429})
+SPLIT_STATUS = frozenset({400, 413, 422})  # refusals that can be about some records only
 CONTENT_TYPE = {BodyFormat.JSON: "application/json", BodyFormat.NDJSON: "application/x-ndjson"}
 
 
 class HttpError(Exception):
     """A POST failed; ``retriable`` says whether sending the batch again can help."""
 
-    def __init__(self, reason: str, *, retriable: bool, retry_after: float = 0.0) -> None:
+    def __init__(self, reason: str, *, retriable: bool, retry_after: float = 0.0,
+                 status: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.status = status  # HTTP status; 0 for a transport failure
         self.retriable = retriable
         self.retry_after = retry_after
 
@@ -95,7 +98,7 @@ class HttpClient:
                 text = (await resp.text(errors="replace")).strip()[:200]
                 retriable = resp.status in RETRIABLE_STATUS or resp.status >= 500
                 raise HttpError(
-                    f"HTTP {resp.status}: {text}", retriable=retriable,
+                    f"HTTP {resp.status}: {text}", retriable=retriable, status=resp.status,
                     retry_after=min(parse_retry_after(resp.headers.get("Retry-After")),
                                     self.config.retry_after_max_s) if retriable else 0.0)
         except HttpError:

@@ -28,6 +28,7 @@ class Ingest:
         self.script: collections.deque[Any] = collections.deque()
         self.batches: list[tuple[str, list[dict]]] = []  # (key, records) accepted
         self.attempts: list[tuple[float, str, int]] = []  # (monotonic, key, status)
+        self.refuse_seqs: set[int] = set()
         self.encodings: set[str] = set()
         self.content_types: set[str] = set()
         self.port = 0
@@ -44,18 +45,21 @@ class Ingest:
             self.attempts.append((time.monotonic(), key, 401))
             return web.Response(status=401, text="bad credentials")
         body = await req.read()  # aiohttp undoes Content-Encoding: gzip
-        answer = self.script.popleft() if self.script else (200, {})
-        if answer != "slow" and answer[0] != 200:
-            self.attempts.append((time.monotonic(), key, answer[0]))
-            return web.Response(status=answer[0], headers=answer[1], text="try later")
-        self.encodings.add(req.headers.get("Content-Encoding", ""))
-        self.content_types.add(req.content_type)
         if req.content_type == "application/x-ndjson":
             records = [json.loads(line) for line in body.splitlines() if line]
         else:
             doc = json.loads(body)
             assert doc["batch_id"] == key
             records = doc["records"]
+        if any(r["record"]["seq"] in self.refuse_seqs for r in records):
+            self.attempts.append((time.monotonic(), key, 422))
+            return web.Response(status=422, text="record refused")
+        answer = self.script.popleft() if self.script else (200, {})
+        if answer != "slow" and answer[0] != 200:
+            self.attempts.append((time.monotonic(), key, answer[0]))
+            return web.Response(status=answer[0], headers=answer[1], text="try later")
+        self.encodings.add(req.headers.get("Content-Encoding", ""))
+        self.content_types.add(req.content_type)
         self.batches.append((key, records))
         self.attempts.append((time.monotonic(), key, 200))
         if answer == "slow":
