@@ -38,7 +38,7 @@ from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.messages import Snapshot, State
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
-from otgate.actors.stage_codec import decode, prepare
+from otgate.actors.stage_codec import prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.outcome import Outcome
 
@@ -267,9 +267,14 @@ class LogSink(Actor):
         """``(record, decoded)`` pairs, and DLQ records (reason ``undecodable``) for the rest."""
         items: list[tuple[LogRecord, Any]] = []
         dead: list[DeadLetter] = []
+        sync_decode = self.codec.decode  # no coroutine per record: the async path is rare
         for rec in batch:
             try:
-                items.append((rec, await decode(self.codec, rec.topic, rec.value)))
+                try:
+                    obj = sync_decode(rec.topic, rec.value)
+                except SchemaUnavailable:
+                    obj = await self.codec.decode_async(rec.topic, rec.value)
+                items.append((rec, obj))
             except (*DECODE_ERRORS, SchemaUnavailable) as exc:
                 dead.append(self.dead_record(rec, None, "undecodable", describe_error(exc)))
         return items, dead
