@@ -10,9 +10,12 @@ from otgate.protocols.opcua import OpcUaSource
 from otgate.protocols.synthetic import SyntheticAdapter
 from otgate.simulations.parts import SimulatorConfig
 from otgate.sinks.alert_router import AlertRouter
+from otgate.sinks.http import HttpSink
+from otgate.sinks.kafka import KafkaSink
 from otgate.sinks.postgres import PostgresSink
+from otgate.sinks.s3 import S3Sink
 
 AdapterConfig = ModbusTcpAdapter | ModbusRtuAdapter | OpcUaSource | MqttSource | SyntheticAdapter
-SinkConfig = PostgresSink | AlertRouter
+SinkConfig = PostgresSink | AlertRouter | HttpSink | KafkaSink | S3Sink
 
 __all__ = ["AdapterConfig", "SimulatorConfig", "SinkConfig"]

@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "peer": "otgate.simulations.bench_peer",
     "alarms": "otgate.simulations.bench_alarms",
     "writes": "otgate.simulations.bench_writes",
+    "sinks": "otgate.simulations.bench_sinks",
 }
 
 

@@ -1,6 +1,9 @@
 """The delivery loop every log sink shares: own consumer group, commit after delivery.
 
-Loop: fetch a batch with the sink's consumer group → ``tick()`` (timers a
+Loop: fetch a batch with the sink's consumer group (``batch_size`` records at
+most; with ``batch_wait_s`` the sink keeps fetching until the batch holds
+``batch_size`` records or ``batch_bytes`` bytes of keys and values, or
+``batch_wait_s`` passed since its first record) → ``tick()`` (timers a
 sink keeps, e.g. the alert router's digests and escalations) → wait until
 the sink may call its destination (``wait_allowed``: a circuit breaker's
 cooldown) → ``deliver(batch)`` → on ``Delivered`` commit the offsets
@@ -14,7 +17,10 @@ batch.
 
 While a breaker is open nothing is fetched, so the log keeps the data and
 ``lag_records`` (log high watermarks minus the group's position plus the
-batch in hand) grows.
+batch in hand) grows. With ``prefetch`` the next batch is fetched while the
+current one is delivered (I/O of the log and of the destination overlap; one
+batch more in memory). ``records_per_second`` is the delivered rate over the
+last second.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import anyio
 from otgate.actors.actor import Actor
 from otgate.actors.breaker import BreakerState, CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.messages import Snapshot, State
-from otgate.actors.records import DeadLetter
+from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import prepare
+from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.outcome import Outcome
 
 log = logging.getLogger("otgate.sinks")
@@ -70,6 +78,9 @@ class LogSink(Actor):
         retry_max_s: float,
         dlq_topic: str,
         breaker: CircuitBreaker | None = None,
+        batch_bytes: int = 0,
+        batch_wait_s: float = 0.0,
+        prefetch: bool = False,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
         super().__init__(actor_id)
@@ -79,6 +90,11 @@ class LogSink(Actor):
         self.log = log_backend
         self.codec = codec
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.batch_wait_s = batch_wait_s
+        self.prefetch = prefetch
+        self.ahead = 0  # records of the prefetched batch not yet taken
+        self._consumer_lock = anyio.Lock()  # a consumer is not safe for a concurrent call
         self.fetch_timeout_s = fetch_timeout_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -94,6 +110,7 @@ class LogSink(Actor):
         self.lag: float = float("nan")
         self.last_batch_s = 0.0
         self.busy_s = 0.0
+        self.rate = 0.0
 
     # -- hooks ----------------------------------------------------------------
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
@@ -131,6 +148,11 @@ class LogSink(Actor):
             offsets[(rec.topic, rec.partition)] = rec.offset + 1
         return offsets
 
+    def retry_after(self) -> float:
+        """Seconds the destination asked to wait before the next try (HTTP
+        ``Retry-After``); the retry waits at least this long, breaker or not."""
+        return 0.0
+
     def output_topics(self) -> list[str]:
         return [self.dlq_topic]
 
@@ -152,14 +174,28 @@ class LogSink(Actor):
             for b in self.breakers():
                 await tg.start(b.run)
             tg.start_soon(self._watch_lag)
-            await self._deliver_forever()
+            if not self.prefetch:
+                await self._deliver_forever(self._fetch_batch)
+                return
+            send, recv = anyio.create_memory_object_stream[list[LogRecord]](0)
+            tg.start_soon(self._fetch_ahead, send)
+            await self._deliver_forever(recv.receive)
 
-    async def _deliver_forever(self) -> None:
+    async def _fetch_ahead(self, send: Any) -> None:
+        """With ``prefetch``: fetch the next batch while the current one is delivered
+        (one batch ahead at most, also while a breaker is open)."""
+        while True:
+            batch = await self._fetch_batch()
+            self.ahead = len(batch)
+            await send.send(batch)
+
+    async def _deliver_forever(self, next_batch: Callable[[], Any]) -> None:
         batch: list[LogRecord] | None = None
         failures = 0
         while True:
             if batch is None:
-                batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+                batch = await next_batch()
+                self.ahead = 0
                 await self.tick()
                 if not batch:
                     batch = None
@@ -192,14 +228,75 @@ class LogSink(Actor):
                 "%s_write_failed sink_id=%s records=%d attempt=%d gated=%s error=%s",
                 self.event, self.sink_id, len(batch), failures, self.gated(), error,
             )
+            hint = self.retry_after()
             if not self.gated():
-                await self._sleep(min(self.retry_initial_s * 2 ** (failures - 1),
-                                      self.retry_max_s))
+                await self._sleep(max(hint, min(self.retry_initial_s * 2 ** (failures - 1),
+                                                self.retry_max_s)))
+            elif hint > 0:
+                await self._sleep(hint)
             await self.tick()
+
+    async def _fetch_batch(self) -> list[LogRecord]:
+        """One batch: a fetch, then (with ``batch_wait_s``) more until count, bytes or time."""
+        async with self._consumer_lock:
+            batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout_s)
+        if not batch or self.batch_wait_s <= 0:
+            return batch
+        size = sum(len(r.value) + len(r.key or b"") for r in batch)
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_size and not (self.batch_bytes and size >= self.batch_bytes):
+            self.ahead = len(batch)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            async with self._consumer_lock:
+                more = await self.consumer.fetch(self.batch_size - len(batch),
+                                                 min(left, self.fetch_timeout_s))
+            batch += more
+            size += sum(len(r.value) + len(r.key or b"") for r in more)
+        return batch
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if offsets:
-            await self.consumer.commit(offsets)
+            async with self._consumer_lock:
+                await self.consumer.commit(offsets)
+
+    async def decode_batch(
+        self, batch: list[LogRecord]
+    ) -> tuple[list[tuple[LogRecord, Any]], list[DeadLetter]]:
+        """``(record, decoded)`` pairs, and DLQ records (reason ``undecodable``) for the rest."""
+        items: list[tuple[LogRecord, Any]] = []
+        dead: list[DeadLetter] = []
+        sync_decode = self.codec.decode  # no coroutine per record: the async path is rare
+        for rec in batch:
+            try:
+                try:
+                    obj = sync_decode(rec.topic, rec.value)
+                except SchemaUnavailable:
+                    obj = await self.codec.decode_async(rec.topic, rec.value)
+                items.append((rec, obj))
+            except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+                dead.append(self.dead_record(rec, None, "undecodable", describe_error(exc)))
+        return items, dead
+
+    def dead_record(self, rec: LogRecord, obj: Any, reason: str, error: str) -> DeadLetter:
+        """The DLQ record of ``rec``: its reading, or a stand-in naming the asset
+        and time of another record kind (``obj`` None: undecodable)."""
+        if isinstance(obj, Reading):
+            reading = obj
+        else:
+            reading = Reading(
+                asset_id=getattr(obj, "asset_id", ""),
+                parameter=getattr(obj, "parameter", ""),
+                value=None, quality=Quality.BAD,
+                device_time=getattr(obj, "window_start", None),
+                gateway_time=rec.timestamp_ns,
+            )
+        return DeadLetter(
+            reading=reading, reason=reason, stage=self.id, error=error,
+            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
+            gateway_time=now_ns(),
+        )
 
     async def dead_letter(self, dead: list[DeadLetter]) -> None:
         """Append refused records to ``dlq_topic`` (reason, source offset); durable on return."""
@@ -217,15 +314,20 @@ class LogSink(Actor):
         """Records in the log not yet confirmed by the destination (needs ``watermarks``)."""
         watermarks = getattr(self.log, "watermarks", None)
         position = getattr(self.consumer, "position", None)
-        if watermarks is None or position is None:
-            return
+        last = (time.monotonic(), self.delivered)
         while True:
+            now = time.monotonic()
+            self.rate = (self.delivered - last[1]) / max(now - last[0], 1e-9)
+            last = (now, self.delivered)
+            if watermarks is None or position is None:
+                await anyio.sleep(1.0)
+                continue
             high = 0
             for topic in self.topics:
                 high += sum(n for _, n in (await watermarks(topic)).values())
             pos = position()
             if pos:
-                self.lag = float(high - sum(pos.values()) + self.pending)
+                self.lag = float(high - sum(pos.values()) + self.pending + self.ahead)
             await anyio.sleep(1.0)
 
     def metrics(self) -> dict[str, float]:
@@ -238,6 +340,7 @@ class LogSink(Actor):
             "lag_records": self.lag,
             "last_batch_seconds": self.last_batch_s,
             "busy_seconds_total": self.busy_s,
+            "records_per_second": self.rate,
         }
         if self.breaker is not None:
             m.update(self.breaker.metrics())

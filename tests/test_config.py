@@ -27,7 +27,7 @@ def adapter(aid: str, **extra) -> dict:
         ),
         (
             {"sinks": [{"type": "nope"}]},
-            "sinks[0].type: Invalid value 'nope' (expected one of alert_router, postgres)",
+            "sinks[0].type: Invalid value 'nope' (expected one of alert_router, http, kafka, postgres, s3)",
         ),
         ({"adapters": [adapter("a", points=[])]}, "adapters[0]: points: at least one point"),
         (

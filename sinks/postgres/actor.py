@@ -29,7 +29,7 @@ import anyio
 from otgate.actors.breaker import CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
-from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
+from otgate.actors.records import DeadLetter
 from otgate.actors.stage_codec import decode
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.base import LogSink
@@ -121,7 +121,7 @@ class PostgresSinkActor(LogSink):
                     obj = await self.codec.decode_async(rec.topic, rec.value)
                 row = reading_row(obj) if kind == "readings" else aggregate_row(obj)
             except (*DECODE_ERRORS, AttributeError, SchemaUnavailable) as exc:
-                dead.append(self._dead(rec, None, "undecodable", _describe(exc)))
+                dead.append(self.dead_record(rec, None, "undecodable", _describe(exc)))
                 continue
             groups[kind or "readings"].append((rec, obj, row))
         for kind, items in groups.items():
@@ -141,7 +141,7 @@ class PostgresSinkActor(LogSink):
                 for rec, obj, err in refused:
                     if obj is None:  # written by the fast path: decode it for the DLQ
                         obj = await decode(self.codec, rec.topic, rec.value)
-                    dead.append(self._dead(rec, obj, "rejected_by_database", err))
+                    dead.append(self.dead_record(rec, obj, "rejected_by_database", err))
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
 
@@ -172,23 +172,6 @@ class PostgresSinkActor(LogSink):
                     (part[0][0], part[0][1], _describe(exc))
                 ]
         return out
-
-    def _dead(self, rec: LogRecord, obj: Any, reason: str, error: str) -> DeadLetter:
-        if isinstance(obj, Reading):
-            reading = obj
-        else:
-            reading = Reading(
-                asset_id=getattr(obj, "asset_id", ""),
-                parameter=getattr(obj, "parameter", ""),
-                value=None, quality=Quality.BAD,
-                device_time=getattr(obj, "window_start", None),
-                gateway_time=rec.timestamp_ns,
-            )
-        return DeadLetter(
-            reading=reading, reason=reason, stage=self.id, error=error,
-            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
-            gateway_time=now_ns(),
-        )
 
     def metrics(self) -> dict[str, float]:
         m = super().metrics()

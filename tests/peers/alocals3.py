@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +29,15 @@ class S3:
     port: int
     proc: subprocess.Popen
     root: Path
+    bucket: str = "tansu"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/s3"
+
+    def restart(self) -> None:
+        """Start again on the same port and files (after stop)."""
+        self.proc = start_alocals3(self.root, bucket=self.bucket, port=self.port).proc
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -48,9 +54,9 @@ def server_binary() -> str:
     return found
 
 
-def start_alocals3(root: Path, bucket: str = "tansu") -> S3:
+def start_alocals3(root: Path, bucket: str = "tansu", port: int | None = None) -> S3:
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = open(root / "alocals3.log", "ab")
     proc = subprocess.Popen(
         [
@@ -72,14 +78,16 @@ def start_alocals3(root: Path, bucket: str = "tansu") -> S3:
     )
     try:
         wait_port(port, timeout=30, proc=proc)
-        s3 = S3(port=port, proc=proc, root=root)
+        s3 = S3(port=port, proc=proc, root=root, bucket=bucket)
         deadline = time.monotonic() + 15
         while True:  # the port opens a moment before the app answers
             try:
                 req = urllib.request.Request(f"{s3.endpoint}/{bucket}", method="PUT")
                 urllib.request.urlopen(req, timeout=5).close()
                 break
-            except OSError:
+            except OSError as exc:
+                if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
+                    break  # a restart: the bucket is there
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

@@ -82,9 +82,12 @@ def start_tansu(
     env: dict[str, str] | None = None,
     port: int | None = None,
     log_path: Path | None = None,
+    advertised_port: int | None = None,
 ) -> Tansu:
+    """``advertised_port``: the port metadata names (a proxy in front); default ``port``."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     full_env = {**os.environ, **(env or {})}
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
@@ -94,7 +97,7 @@ def start_tansu(
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             storage,
         ],

@@ -1,0 +1,176 @@
+"""Producing one batch to the remote cluster, and which failures a retry can cure.
+
+``send`` groups the records by remote (topic, partition) — the partition of
+the key by Kafka's murmur2, so the remote agrees with any Kafka producer —
+and sends each group as whole producer batches (acks=all). A broker appends
+a producer batch entirely or not at all, and every batch of one attempt is
+settled (acknowledged or failed) before ``send`` returns or raises, so a
+retried attempt never overtakes a stray batch of the one before: the remote
+sees each key's records in order, a failed attempt at worst as a repeated
+run of them (deduplicable by the ``otgate-source`` header).
+
+Retriable (whitelist): connection errors, timeouts (also waiting for
+metadata while the cluster is away) and broker errors aiokafka marks
+retriable (leader moves, unknown topic while it is being created). A record
+larger than a producer batch, or a batch the broker refuses as too large, is
+refused for good (dead-lettered). Anything else (authorization, bad config)
+fails the actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
+
+from otgate.actors.log.base import LogRecord
+from otgate.sinks.kafka.config import KafkaSink, SecurityProtocol
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """The whitelist (see the module doc)."""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+def producer_kwargs(config: KafkaSink) -> dict[str, Any]:
+    """``AIOKafkaProducer`` arguments: acks=all, compression, TLS and SASL from the config."""
+    kw: dict[str, Any] = dict(
+        bootstrap_servers=config.bootstrap_servers, client_id=config.client_id, acks="all",
+        enable_idempotence=config.idempotence,
+        compression_type=None if config.compression.value == "none" else config.compression.value,
+        max_batch_size=config.max_batch_bytes,
+        max_request_size=max(config.max_batch_bytes * 4, 1024 * 1024),
+        request_timeout_ms=int(config.request_timeout_s * 1000),
+        security_protocol=config.security_protocol.value,
+    )
+    if config.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        kw["ssl_context"] = create_ssl_context(cafile=config.ca_file or None,
+                                               certfile=config.cert_file or None,
+                                               keyfile=config.key_file or None)
+    if config.security_protocol.value.startswith("SASL"):
+        kw.update(sasl_mechanism=config.sasl_mechanism.value,
+                  sasl_plain_username=config.sasl_username,
+                  sasl_plain_password=config.sasl_password)
+    return kw
+
+
+class ReplicaClient:
+    """One producer to the remote cluster (started on first use, dropped after a failure)."""
+
+    def __init__(self, config: KafkaSink, gateway_id: str) -> None:
+        self.config = config
+        self.gateway = gateway_id.encode()
+        self.producer: AIOKafkaProducer | None = None
+        self.topics: dict[str, str] = {}  # local -> remote name
+        self.partitions: dict[str, list[int]] = {}  # remote topic -> its partitions
+        self.key_partition: dict[tuple[str, bytes], int] = {}
+        self.connects = 0
+        self.producer_batches = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.producer is not None
+
+    async def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            p = AIOKafkaProducer(**producer_kwargs(self.config))
+            try:
+                await p.start()
+            except BaseException:
+                await p.stop()
+                raise
+            self.producer = p
+            self.connects += 1
+        return self.producer
+
+    async def _route(self, producer: AIOKafkaProducer, local: str) -> tuple[str, list[int]]:
+        """Remote topic and its partitions for a local topic (metadata cached)."""
+        topic = self.topics.get(local)
+        if topic is None:
+            topic = self.topics[local] = self.config.remote_topic(local)
+        parts = self.partitions.get(topic)
+        if parts is None:
+            parts = self.partitions[topic] = sorted(await producer.partitions_for(topic))
+        return topic, parts
+
+    def _partition(self, topic: str, parts: list[int], rec: LogRecord) -> int:
+        if rec.key is None:
+            return parts[rec.partition % len(parts)]
+        part = self.key_partition.get((topic, rec.key))
+        if part is None:
+            part = parts[(murmur2(rec.key) & 0x7FFFFFFF) % len(parts)]
+            self.key_partition[(topic, rec.key)] = part
+        return part
+
+    async def send(self, records: list[LogRecord]) -> list[tuple[LogRecord, str]]:
+        """Replicate ``records`` (see the module doc); returns those refused for good
+        with the reason; raises when the attempt failed (nothing to commit)."""
+        producer = await self._producer()
+        routes = {t: await self._route(producer, t) for t in {r.topic for r in records}}
+        groups: dict[tuple[str, int], list[tuple[Any, list[LogRecord]]]] = {}
+        refused: list[tuple[LogRecord, str]] = []
+        limit = self.config.max_batch_bytes
+        gateway = ("otgate-gateway", self.gateway)
+        key_partition = self.key_partition
+        for rec in records:
+            key, value = rec.key, rec.value
+            if len(value) + len(key or b"") > limit:
+                refused.append((rec, f"RecordTooLarge: over max_batch_bytes={limit}"))
+                continue
+            topic, parts = routes[rec.topic]
+            part = key_partition.get((topic, key)) if key is not None else None
+            if part is None:
+                part = self._partition(topic, parts, rec)
+            builders = groups.get((topic, part))
+            if builders is None:
+                builders = groups[(topic, part)] = []
+            ts = rec.timestamp_ns // 1_000_000
+            headers = [gateway,
+                       ("otgate-source", f"{rec.topic}/{rec.partition}/{rec.offset}".encode())]
+            if builders and builders[-1][0].append(timestamp=ts, key=key, value=value,
+                                                   headers=headers) is not None:
+                builders[-1][1].append(rec)
+                continue
+            b = producer.create_batch()  # an empty batch takes any record
+            b.append(timestamp=ts, key=key, value=value, headers=headers)
+            builders.append((b, [rec]))
+        rounds = max((len(b) for b in groups.values()), default=0)
+        for r in range(rounds):  # a key's later batch only after its earlier one is acked
+            sent = [(bs[r][1], await producer.send_batch(bs[r][0], topic, partition=part))
+                    for (topic, part), bs in groups.items() if r < len(bs)]
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            self.producer_batches += len(sent)
+            failure: BaseException | None = None
+            for (recs, _), res in zip(sent, results, strict=True):
+                if isinstance(res, TOO_LARGE):
+                    refused += [(rec, f"{type(res).__name__}: {res}") for rec in recs]
+                elif isinstance(res, BaseException):
+                    failure = failure or res
+            if failure is not None:
+                raise failure
+        return refused
+
+    async def reset(self) -> None:
+        """Drop the producer and the cached metadata (after a failed attempt)."""
+        self.partitions.clear()
+        self.key_partition.clear()
+        await self.close()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            p, self.producer = self.producer, None
+            await p.stop()

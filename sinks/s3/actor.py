@@ -1,0 +1,121 @@
+"""The S3 archive sink actor: log topics → Parquet objects, at-least-once.
+
+It runs on the shared ``LogSink`` loop; a batch is a rolled file (closed by
+count, bytes or time, see the config). The batch is decoded, split by
+(topic, log partition, hour of the log time), each part written as one
+Parquet file (in a worker thread: encoding is CPU work the event loop should
+not wait on) and uploaded in one PUT; the offsets are committed only once
+every object of the batch is stored.
+
+Object keys name the part's first offset only (topic, hour, partition, first
+offset), so a replay never archives a row twice: a batch retried after a
+failed upload, or replayed after a crash between the uploads and the commit,
+starts at the same committed offset, so each of its parts starts at the same
+record as before — the first record of that hour at or after it — and
+overwrites the object of the earlier attempt; where a replayed batch ends
+sooner, the rows it no longer holds are gone from that object and are
+written by the next batch under their own first offset. A crash can never
+leave a partial object or skip a record.
+
+Records that cannot be decoded (``undecodable``) or whose values do not fit
+the file schema (``unconvertible``) are dead-lettered with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.records import DeadLetter
+from otgate.sinks.base import LogSink, describe_error
+from otgate.sinks.outcome import Outcome
+from otgate.sinks.s3.client import ArchiveClient, is_retriable
+from otgate.sinks.s3.config import S3Sink
+from otgate.sinks.s3.parquet import CONVERT_ERRORS, to_parquet
+
+HOUR_NS = 3600 * 1_000_000_000
+Item = tuple[LogRecord, Any]
+
+
+class S3SinkActor(LogSink):
+    """One bucket behind its own circuit breaker (see the module doc)."""
+
+    kind = "sink.s3"
+    event = "s3_sink"
+
+    def __init__(
+        self,
+        actor_id: str,
+        config: S3Sink,
+        log_backend: LogBackend,
+        codec: Any,
+        *,
+        gateway_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = anyio.sleep,
+    ) -> None:
+        super().__init__(
+            actor_id, log_backend=log_backend, codec=codec,
+            breaker=config.breaker(actor_id, config.destination(), clock=clock, sleep=sleep),
+            sleep=sleep, **config.loop_args(),
+        )
+        self.config = config
+        self.gateway_id = gateway_id or "otgate"
+        self.client = ArchiveClient(config)
+        self._hours: dict[int, str] = {}
+
+    def object_key(self, topic: str, partition: int, hour: int, items: list[Item]) -> str:
+        path = self._hours.get(hour)
+        if path is None:
+            t = time.gmtime(hour * 3600)
+            path = self._hours[hour] = time.strftime("date=%Y-%m-%d/hour=%H", t)
+        return (f"{self.config.prefix}{topic}/{path}/"
+                f"{self.gateway_id}-p{partition}-{items[0][0].offset:020d}.parquet")
+
+    async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
+        """Write and upload one batch's files; DELIVERED (refused records
+        dead-lettered) or ERRORED with the reason."""
+        items, dead = await self.decode_batch(batch)
+        parts: dict[tuple[str, int, int], list[Item]] = {}
+        for rec, obj in items:
+            parts.setdefault((rec.topic, rec.partition, rec.timestamp_ns // HOUR_NS),
+                             []).append((rec, obj))
+        for (topic, partition, hour), part in parts.items():
+            data, refused = await anyio.to_thread.run_sync(self._encode, part)
+            dead += refused
+            if data is None:
+                continue
+            try:
+                await self.client.put(self.object_key(topic, partition, hour, part), data)
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                return Outcome.ERRORED, describe_error(exc)
+        await self.dead_letter(dead)
+        return Outcome.DELIVERED, ""
+
+    def _encode(self, part: list[Item]) -> tuple[bytes | None, list[DeadLetter]]:
+        """The file of ``part``; records whose values do not fit are left out (DLQ)."""
+        compression = self.config.compression.value
+        try:
+            return to_parquet(part, compression), []
+        except CONVERT_ERRORS:
+            pass
+        good, dead = [], []
+        for rec, obj in part:  # rare: find the records at fault one by one
+            try:
+                to_parquet([(rec, obj)], compression)
+                good.append((rec, obj))
+            except CONVERT_ERRORS as exc:
+                dead.append(self.dead_record(rec, obj, "unconvertible", describe_error(exc)))
+        return (to_parquet(good, compression) if good else None), dead
+
+    def metrics(self) -> dict[str, float]:
+        m = super().metrics()
+        m.update({"uploads_total": float(self.client.uploads),
+                  "uploaded_bytes_total": float(self.client.uploaded_bytes)})
+        return m
