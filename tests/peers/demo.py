@@ -14,7 +14,7 @@ import pytest
 from otgate.simulations.postgres_server import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "gateway.toml"
-DEMO_PORTS = ("15020", "14840", "11883", "15432")
+DEMO_PORTS = ("15020", "14840", "11883", "15432", "18080", "10025")
 
 
 def scratch_dir() -> Iterator[Path]:
