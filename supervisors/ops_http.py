@@ -17,7 +17,8 @@ import msgspec
 from aiohttp import web
 
 from otgate.actors.records import AlarmAction, DlqDisposition
-from otgate.supervisors.access import Caller, Forbidden, Unauthorized, identify
+from otgate.supervisors.access import Caller, Forbidden
+from otgate.supervisors.http_access import authorize, json_object, surface_of
 from otgate.supervisors.service.audit import unauthenticated
 from otgate.supervisors.service.dlq_view import DLQ_TOPICS, DlqFilter
 from otgate.supervisors.service.errors import BadRequest, ServiceError
@@ -54,20 +55,11 @@ class OperatorRoutes:
         ]
 
     # -- the request → caller → service → response frame --------------------------------
-    def _caller(self, request: web.Request) -> Caller:
-        return identify(
-            self.gateway.config.status.tokens,
-            request.headers.get("Authorization", "").removeprefix("Bearer "),
-            surface=request.headers.get("X-Otgate-Surface", "http")[:20],
-            source=request.remote or "",
-        )
-
     def _read(self, fn: Callable[[web.Request, Caller], Awaitable[web.Response]]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
+            caller = authorize(self.gateway, request)
             try:
-                return await fn(request, self._caller(request))
-            except Unauthorized as exc:
-                raise web.HTTPUnauthorized(text=str(exc)) from None
+                return await fn(request, caller)
             except (Forbidden, ServiceError) as exc:
                 raise _http_error(exc) from None
 
@@ -78,20 +70,14 @@ class OperatorRoutes:
     ) -> Handler:
         async def handle(request: web.Request) -> web.Response:
             try:
-                caller = self._caller(request)
-            except Unauthorized as exc:
-                surface = request.headers.get("X-Otgate-Surface", "http")[:20]
+                caller = authorize(self.gateway, request, mutating=True)
+            except web.HTTPUnauthorized:
                 name = action.format(**request.match_info)[:60]  # alarms.{action}
-                await unauthenticated(self.gateway.oplog, name, surface, request.remote or "")
-                raise web.HTTPUnauthorized(text=str(exc)) from None
-            if self.gateway.stopping:
-                raise web.HTTPServiceUnavailable(text="the gateway is stopping")
-            try:
-                body = await request.json() if request.can_read_body else {}
-            except ValueError:
-                raise web.HTTPBadRequest(text="body: expected a JSON object") from None
-            if not isinstance(body, dict):
-                raise web.HTTPBadRequest(text="body: expected a JSON object")
+                await unauthenticated(
+                    self.gateway.oplog, name, surface_of(request), request.remote or ""
+                )
+                raise
+            body = await json_object(request, optional=True)
             try:
                 return await fn(request, caller, body)
             except (Forbidden, ServiceError) as exc:
