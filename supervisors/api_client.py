@@ -33,20 +33,30 @@ class ApiError(Exception):
         self.status = status
 
 
-def add_endpoint_args(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
-    """``--url``, ``--token``, ``--token-file``, ``--timeout`` and ``--json`` for a
-    command that calls the endpoint (``timeout=False``: the command has its own)."""
+def add_url_arg(p: argparse.ArgumentParser, what: str = "status endpoint") -> None:
+    """``--url`` of the gateway's status endpoint (default ``$OTGATE_STATUS_URL``)."""
     p.add_argument(
         "--url",
         default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
-        help=f"status endpoint (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
+        help=f"{what} (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
     )
+
+
+def add_token_args(p: argparse.ArgumentParser) -> None:
+    """``--token`` and ``--token-file`` (read by ``token``; else ``$OTGATE_TOKEN``)."""
     p.add_argument("--token", help="bearer token (visible in ps; prefer $OTGATE_TOKEN)")
     p.add_argument(
         "--token-file",
         type=Path,
         help="file holding the bearer token (default: $OTGATE_TOKEN)",
     )
+
+
+def add_endpoint_args(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
+    """``--url``, ``--token``, ``--token-file``, ``--timeout`` and ``--json`` for a
+    command that calls the endpoint (``timeout=False``: the command has its own)."""
+    add_url_arg(p)
+    add_token_args(p)
     if timeout:
         p.add_argument(
             "--timeout",
