@@ -17,7 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,37 @@ class ApiError(Exception):
         self.status = status
 
 
-def add_endpoint_args(p: argparse.ArgumentParser) -> None:
-    """``--url``, ``--token``, ``--token-file``, ``--timeout`` and ``--json`` for a
-    command that calls the endpoint."""
+def add_url_arg(p: argparse.ArgumentParser, what: str = "status endpoint") -> None:
+    """``--url`` of the gateway's status endpoint (default ``$OTGATE_STATUS_URL``)."""
     p.add_argument(
         "--url",
         default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
-        help=f"status endpoint (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
+        help=f"{what} (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
     )
+
+
+def add_token_args(p: argparse.ArgumentParser) -> None:
+    """``--token`` and ``--token-file`` (read by ``token``; else ``$OTGATE_TOKEN``)."""
     p.add_argument("--token", help="bearer token (visible in ps; prefer $OTGATE_TOKEN)")
     p.add_argument(
         "--token-file",
         type=Path,
         help="file holding the bearer token (default: $OTGATE_TOKEN)",
     )
-    p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)"
-    )
+
+
+def add_endpoint_args(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
+    """``--url``, ``--token``, ``--token-file``, ``--timeout`` and ``--json`` for a
+    command that calls the endpoint (``timeout=False``: the command has its own)."""
+    add_url_arg(p)
+    add_token_args(p)
+    if timeout:
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=60.0,
+            help="seconds to wait for the answer (default 60)",
+        )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
@@ -68,9 +82,10 @@ def call(
     *,
     query: dict[str, Any] | None = None,
     body: dict[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> tuple[int, Any]:
-    """``(status, decoded JSON)`` of one call; raises ApiError for 4xx/5xx or
-    when the endpoint cannot be reached."""
+    """``(status, decoded JSON)`` of one call (waiting ``timeout`` seconds, default
+    ``--timeout``); raises ApiError for 4xx/5xx or when the endpoint cannot be reached."""
     url = args.url.rstrip("/") + path
     if query:
         url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v not in (None, "")})
@@ -83,12 +98,36 @@ def call(
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+        wait = args.timeout if timeout is None else timeout
+        with urllib.request.urlopen(req, timeout=wait) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raise ApiError(exc.code, exc.read().decode(errors="replace").strip()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise ApiError(0, f"cannot reach {args.url}: {exc}") from None
+
+
+def run_call(
+    args: argparse.Namespace,
+    command: str,
+    method: str,
+    path: str,
+    show: Callable[[Any], object],
+    *,
+    query: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+) -> int:
+    """``otgate COMMAND`` as one call: prints the answer (``--json`` as JSON,
+    otherwise through ``show``) or the error; returns the exit code."""
+    try:
+        _, doc = call(args, method, path, query=query, body=body)
+    except ApiError as exc:
+        return report_error(command, exc)
+    if args.json:
+        print_json(doc)
+    else:
+        show(doc)
+    return 0
 
 
 def report_error(command: str, exc: ApiError) -> int:

@@ -9,15 +9,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from otgate.supervisors.api_client import (
-    ApiError,
-    add_endpoint_args,
-    call,
-    iso,
-    print_json,
-    report_error,
-    table,
-)
+from otgate.supervisors.api_client import add_endpoint_args, iso, run_call, table
 
 ACTIONS = {
     "ack": "acknowledge alarms (operator)",
@@ -80,15 +72,14 @@ def duration(text: str) -> float:
 
 def run_list(args: argparse.Namespace) -> int:
     query = {"state": args.state, "severity": args.severity, "asset": args.asset, "area": args.area}
-    try:
-        _, doc = call(args, "GET", "/alarms", query=query)
-    except ApiError as exc:
-        return report_error("alarms list", exc)
-    if args.json:
-        print_json(doc)
-        return 0
-    print(render_alarms(doc["alarms"]))
-    return 0
+    return run_call(
+        args,
+        "alarms list",
+        "GET",
+        "/alarms",
+        lambda doc: print(render_alarms(doc["alarms"])),
+        query=query,
+    )
 
 
 def render_alarms(alarms: list[dict[str, Any]]) -> str:
@@ -112,13 +103,11 @@ def render_alarms(alarms: list[dict[str, Any]]) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    try:
-        _, doc = call(args, "GET", "/alarms/" + urllib.parse.quote(args.alarm_id, safe=":"))
-    except ApiError as exc:
-        return report_error("alarms show", exc)
-    if args.json:
-        print_json(doc)
-        return 0
+    path = "/alarms/" + urllib.parse.quote(args.alarm_id, safe=":")
+    return run_call(args, "alarms show", "GET", path, show_alarm)
+
+
+def show_alarm(doc: dict[str, Any]) -> None:
     a = doc["alarm"]
     print(f"{a['alarm_id']}: {a['state']} ({a['severity']}) on {a['asset_id']}/{a['parameter']}")
     rows = [
@@ -134,7 +123,6 @@ def run_show(args: argparse.Namespace) -> int:
         for h in doc["history"]
     ]
     print(table(["SEQ", "TIME", "EVENT", "STATE", "BY", "FROM", "NOTE"], rows))
-    return 0
 
 
 def run_action(args: argparse.Namespace) -> int:
@@ -145,21 +133,24 @@ def run_action(args: argparse.Namespace) -> int:
         body["duration_s"] = args.duration
     if args.wait is not None:
         body["wait_s"] = args.wait
-    try:
-        _, doc = call(args, "POST", f"/alarms/{args.action}", body=body)
-    except ApiError as exc:
-        return report_error(f"alarms {args.action}", exc)
-    if args.json:
-        print_json(doc)
-        return 0
+    return run_call(
+        args,
+        f"alarms {args.action}",
+        "POST",
+        f"/alarms/{args.action}",
+        lambda doc: show_result(args.action, doc),
+        body=body,
+    )
+
+
+def show_result(action: str, doc: dict[str, Any]) -> None:
     what = {
         "applied": "applied",
         "accepted": "accepted, not yet applied by the evaluator",
         "unchanged": "nothing to change",
     }[doc["status"]]
-    print(f"{args.action} {what} (request {doc['request_id']})")
+    print(f"{action} {what} (request {doc['request_id']})")
     for t in doc["transitions"]:
         print(f"  {t['alarm_id']}: {t['previous_state']} -> {t['state']}")
     if doc["unchanged"]:
         print(f"  unchanged: {', '.join(doc['unchanged'])}")
-    return 0

@@ -12,15 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from otgate.supervisors.api_client import (
-    ApiError,
-    add_endpoint_args,
-    call,
-    iso,
-    print_json,
-    report_error,
-    table,
-)
+from otgate.supervisors.api_client import add_endpoint_args, iso, run_call, table
 
 FILTERS = ("topic", "reason", "asset", "parameter", "since", "until", "disposition")
 
@@ -75,19 +67,16 @@ def _query(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    try:
-        _, doc = call(args, "GET", "/dlq", query={**_query(args), "limit": args.limit})
-    except ApiError as exc:
-        return report_error("dlq list", exc)
-    if args.json:
-        print_json(doc)
-        return 0
+    query = {**_query(args), "limit": args.limit}
+    return run_call(args, "dlq list", "GET", "/dlq", show_letters, query=query)
+
+
+def show_letters(doc: dict[str, Any]) -> None:
     rows = [_row(v) for v in doc["letters"]]
     head = ["ID", "WRITTEN", "ASSET", "PARAMETER", "VALUE", "REASON", "DISPOSITION"]
     print(table(head, rows) if rows else "(no dead letters)")
     if doc["total"] > len(rows):
         print(f"({len(rows)} of {doc['total']} shown; --limit for more)")
-    return 0
 
 
 def _row(v: dict[str, Any]) -> list[Any]:
@@ -106,13 +95,10 @@ def _row(v: dict[str, Any]) -> list[Any]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    try:
-        _, doc = call(args, "GET", "/dlq/" + args.id.strip("/"))
-    except ApiError as exc:
-        return report_error("dlq show", exc)
-    if args.json:
-        print_json(doc)
-        return 0
+    return run_call(args, "dlq show", "GET", "/dlq/" + args.id.strip("/"), show_letter)
+
+
+def show_letter(doc: dict[str, Any]) -> None:
     lt = doc["letter"]
     print(f"{doc['id']}: {doc['disposition']}")
     print(f"  reason:   {lt['reason']}" + (f" ({lt['error']})" if lt.get("error") else ""))
@@ -132,7 +118,6 @@ def run_show(args: argparse.Namespace) -> int:
             for h in doc["history"]
         ]
         print(table(["TIME", "STATE", "BY", "REASON", "NOTE"], rows))
-    return 0
 
 
 def _reading(r: dict[str, Any]) -> str:
@@ -154,13 +139,17 @@ def run_mutate(args: argparse.Namespace) -> int:
             body["ids"] = args.ids
         else:
             body["filter"] = _query(args)
-    try:
-        _, doc = call(args, "POST", f"/dlq/{args.action}", body=body)
-    except ApiError as exc:
-        return report_error(f"dlq {args.action}", exc)
-    if args.json:
-        print_json(doc)
-        return 0
+    return run_call(
+        args,
+        f"dlq {args.action}",
+        "POST",
+        f"/dlq/{args.action}",
+        lambda doc: show_outcomes(args.action, doc),
+        body=body,
+    )
+
+
+def show_outcomes(action: str, doc: dict[str, Any]) -> None:
     rows = [
         [o["id"], o["result"], o.get("reason", ""), o.get("clean_topic", "")]
         for o in doc["outcomes"]
@@ -169,5 +158,4 @@ def run_mutate(args: argparse.Namespace) -> int:
     if doc.get("omitted"):
         print(f"({doc['omitted']} more not listed)")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(doc["counts"].items()))
-    print(f"{args.action}: {counts or 'nothing to do'} (request {doc['request_id']})")
-    return 0
+    print(f"{action}: {counts or 'nothing to do'} (request {doc['request_id']})")

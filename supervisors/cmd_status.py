@@ -12,7 +12,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8787"
+from otgate.supervisors.api_client import add_url_arg
+
 _MARK = {"RUNNING": "ok", "DEGRADED": "!!", "RESTARTING": "..", "STARTING": "..", "FAILED": "XX"}
 RECOVERED_AFTER_S = 10.0
 """A RUNNING component's error at least this old is history: it has recovered
@@ -23,11 +24,7 @@ _DIM, _RESET = "\033[2m", "\033[0m"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the running gateway's supervision tree")
-    p.add_argument(
-        "--url",
-        default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
-        help=f"status endpoint (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
-    )
+    add_url_arg(p)
     p.add_argument("--json", action="store_true", help="print /health as JSON")
     p.set_defaults(func=run)
 

@@ -1,7 +1,8 @@
 """``otgate write ASSET PARAMETER VALUE [--wait]``: write a setpoint or a coil
 through the running gateway (``POST /points/{asset}/{parameter}/write``).
 
-The token (``--token`` or ``$OTGATE_TOKEN``) needs the point's write role.
+The token (``--token``, ``--token-file`` or ``$OTGATE_TOKEN``; see api_client.py)
+needs the point's write role.
 VALUE is read as JSON when it parses (``42``, ``21.5``, ``true``) and as
 text otherwise; ``--string`` always sends text. Without ``--wait`` the
 request is logged and its id printed (poll ``GET /commands/{id}``); with
@@ -14,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from otgate.supervisors.cmd_status import DEFAULT_URL
+from otgate.supervisors.api_client import ApiError, add_endpoint_args, call
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds after which the gateway must not execute it (default 30)")
     p.add_argument("--request-id", default=None, help="your own request id (idempotency)")
-    p.add_argument(
-        "--url", default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
-        help=f"status endpoint (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
-    )
-    p.add_argument("--token", default=os.environ.get("OTGATE_TOKEN", ""),
-                   help="bearer token (default $OTGATE_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_endpoint_args(p, timeout=False)
     p.set_defaults(func=run)
 
 
@@ -66,29 +58,17 @@ def run(args: argparse.Namespace) -> int:
     path = "/points/{}/{}/write".format(
         urllib.parse.quote(args.asset, safe=""), urllib.parse.quote(args.parameter, safe="")
     )
-    req = urllib.request.Request(
-        args.url.rstrip("/") + path,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {args.token}",
-            "X-Otgate-Surface": "cli",
-        },
-    )
     try:
-        with urllib.request.urlopen(req, timeout=body.get("wait_s", 0) + 10) as resp:
-            doc = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
-        try:
-            doc = json.loads(text)
+        _, doc = call(args, "POST", path, body=body, timeout=body.get("wait_s", 0) + 10)
+    except ApiError as exc:
+        if exc.status == 0:
+            print(f"otgate write: {exc}", file=sys.stderr)
+            return 2
+        try:  # a refusal at the gateway answers its reason as JSON
+            doc = json.loads(str(exc))
         except ValueError:
-            print(f"otgate write: HTTP {exc.code}: {text.strip()}", file=sys.stderr)
+            print(f"otgate write: HTTP {exc.status}: {exc}", file=sys.stderr)
             return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"otgate write: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 2
     print(json.dumps(doc, indent=2) if args.json else render(doc, args.url))
     if doc.get("status") == "WRITTEN":
         return 0

@@ -17,7 +17,8 @@ import msgspec
 from aiohttp import web
 
 from otgate.actors.records import AlarmAction, DlqDisposition
-from otgate.supervisors.access import Caller, Forbidden, Unauthorized, identify
+from otgate.supervisors.access import Caller, Forbidden
+from otgate.supervisors.http_access import authorize, json_object, surface_of
 from otgate.supervisors.service.audit import unauthenticated
 from otgate.supervisors.service.dlq_view import DLQ_TOPICS, DlqFilter
 from otgate.supervisors.service.errors import BadRequest, ServiceError
@@ -48,26 +49,16 @@ class OperatorRoutes:
             web.post("/alarms/{action}", self._write("alarms.{action}", self.alarm_action)),
             web.get("/dlq", self._read(self.dlq_list)),
             web.get("/dlq/{topic}/{partition}/{offset}", self._read(self.dlq_show)),
-            web.post("/dlq/reprocess", self._write("dlq.reprocess", self.dlq_reprocess)),
-            web.post("/dlq/discard", self._write("dlq.discard", self.dlq_discard)),
+            web.post("/dlq/{action:reprocess|discard}", self._write("dlq.{action}", self.dlq_act)),
             web.post("/dlq/revalidate", self._write("dlq.revalidate", self.dlq_revalidate)),
         ]
 
     # -- the request → caller → service → response frame --------------------------------
-    def _caller(self, request: web.Request) -> Caller:
-        return identify(
-            self.gateway.config.status.tokens,
-            request.headers.get("Authorization", "").removeprefix("Bearer "),
-            surface=request.headers.get("X-Otgate-Surface", "http")[:20],
-            source=request.remote or "",
-        )
-
     def _read(self, fn: Callable[[web.Request, Caller], Awaitable[web.Response]]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
+            caller = authorize(self.gateway, request)
             try:
-                return await fn(request, self._caller(request))
-            except Unauthorized as exc:
-                raise web.HTTPUnauthorized(text=str(exc)) from None
+                return await fn(request, caller)
             except (Forbidden, ServiceError) as exc:
                 raise _http_error(exc) from None
 
@@ -78,20 +69,14 @@ class OperatorRoutes:
     ) -> Handler:
         async def handle(request: web.Request) -> web.Response:
             try:
-                caller = self._caller(request)
-            except Unauthorized as exc:
-                surface = request.headers.get("X-Otgate-Surface", "http")[:20]
+                caller = authorize(self.gateway, request, mutating=True)
+            except web.HTTPUnauthorized:
                 name = action.format(**request.match_info)[:60]  # alarms.{action}
-                await unauthenticated(self.gateway.oplog, name, surface, request.remote or "")
-                raise web.HTTPUnauthorized(text=str(exc)) from None
-            if self.gateway.stopping:
-                raise web.HTTPServiceUnavailable(text="the gateway is stopping")
-            try:
-                body = await request.json() if request.can_read_body else {}
-            except ValueError:
-                raise web.HTTPBadRequest(text="body: expected a JSON object") from None
-            if not isinstance(body, dict):
-                raise web.HTTPBadRequest(text="body: expected a JSON object")
+                await unauthenticated(
+                    self.gateway.oplog, name, surface_of(request), request.remote or ""
+                )
+                raise
+            body = await json_object(request, optional=True)
             try:
                 return await fn(request, caller, body)
             except (Forbidden, ServiceError) as exc:
@@ -139,20 +124,17 @@ class OperatorRoutes:
             caller,
             action,
             ids,
-            note=_text(body, "note"),
+            note=text_field(body, "note"),
             duration_s=duration,
-            request_id=_text(body, "request_id"),
+            request_id=text_field(body, "request_id"),
             wait_s=None if wait is None else float(wait),
         )
         return reply(result, status=202 if result.status == "accepted" else 200)
 
     # -- DLQ -----------------------------------------------------------------------------
     async def dlq_list(self, request: web.Request, caller: Caller) -> web.Response:
-        limit = request.query.get("limit", "100")
-        if not limit.isdigit():
-            raise BadRequest("limit: expected a positive integer")
         total, letters = await self.gateway.ops.dlq.list_letters(
-            caller, dlq_filter(request.query), limit=int(limit)
+            caller, dlq_filter(request.query), limit=query_limit(request, 100)
         )
         return reply({"total": total, "letters": letters})
 
@@ -161,27 +143,17 @@ class OperatorRoutes:
         name = f"{m['topic']}/{m['partition']}/{m['offset']}"
         return reply(await self.gateway.ops.dlq.show(caller, name))
 
-    async def dlq_reprocess(self, request: web.Request, caller: Caller, body: dict) -> web.Response:
+    async def dlq_act(self, request: web.Request, caller: Caller, body: dict) -> web.Response:
+        """``reprocess`` or ``discard`` (the route's ``action``) the letters selected."""
         ids, flt = _selection(body)
+        act = getattr(self.gateway.ops.dlq, request.match_info["action"])
         return reply(
-            await self.gateway.ops.dlq.reprocess(
+            await act(
                 caller,
                 ids=ids,
                 flt=flt,
-                note=_text(body, "note"),
-                request_id=_text(body, "request_id"),
-            )
-        )
-
-    async def dlq_discard(self, request: web.Request, caller: Caller, body: dict) -> web.Response:
-        ids, flt = _selection(body)
-        return reply(
-            await self.gateway.ops.dlq.discard(
-                caller,
-                ids=ids,
-                flt=flt,
-                note=_text(body, "note"),
-                request_id=_text(body, "request_id"),
+                note=text_field(body, "note"),
+                request_id=text_field(body, "request_id"),
             )
         )
 
@@ -190,7 +162,7 @@ class OperatorRoutes:
     ) -> web.Response:
         return reply(
             await self.gateway.ops.dlq.revalidate_all(
-                caller, note=_text(body, "note"), request_id=_text(body, "request_id")
+                caller, note=text_field(body, "note"), request_id=text_field(body, "request_id")
             )
         )
 
@@ -212,7 +184,16 @@ def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def _text(body: dict, key: str) -> str:
+def query_limit(request: web.Request, default: int) -> int:
+    """The ``limit`` query parameter (``default`` when absent); BadRequest otherwise."""
+    limit = request.query.get("limit", str(default))
+    if not limit.isdigit():
+        raise BadRequest("limit: expected a positive integer")
+    return int(limit)
+
+
+def text_field(body: dict, key: str) -> str:
+    """``body[key]``, a string ("" when absent); BadRequest otherwise."""
     v = body.get(key, "")
     if not isinstance(v, str):
         raise BadRequest(f"{key}: expected a string")

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from otgate.supervisors.access import Caller
-from otgate.supervisors.ops_http import OperatorRoutes, reply
-from otgate.supervisors.service.errors import BadRequest
+from otgate.supervisors.ops_http import OperatorRoutes, query_limit, reply, text_field
 from otgate.supervisors.service.reads import ReadService
 
 if TYPE_CHECKING:
@@ -48,19 +47,12 @@ class ReadRoutes(OperatorRoutes):
         return reply(await self.reads.schemas(caller, request.query.get("topic", "")))
 
     async def logs(self, request: web.Request, caller: Caller) -> web.Response:
-        limit = request.query.get("limit", "50")
-        if not limit.isdigit():
-            raise BadRequest("limit: expected a positive integer")
+        limit = query_limit(request, 50)
         topic = request.match_info["topic"]
-        return reply({"records": await self.reads.recent(caller, topic, int(limit))})
+        return reply({"records": await self.reads.recent(caller, topic, limit)})
 
     async def note(self, request: web.Request, caller: Caller, body: dict) -> web.Response:
-        fields = {}
-        for key in ("name", "target", "result", "detail"):
-            value = body.get(key, "")
-            if not isinstance(value, str):
-                raise BadRequest(f"{key}: expected a string")
-            fields[key] = value
+        fields = {key: text_field(body, key) for key in ("name", "target", "result", "detail")}
         if not fields["result"]:
             fields["result"] = "ok"
         await self.reads.note(caller, **fields)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from otgate.actors.messages import InjectFault
-from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
+from otgate.supervisors.access import Role
 from otgate.supervisors.console.routes import Console
+from otgate.supervisors.http_access import authorize, json_object
 from otgate.supervisors.metrics import render
 from otgate.supervisors.ops_http import OperatorRoutes
 from otgate.supervisors.ops_http_reads import ReadRoutes
@@ -51,7 +52,7 @@ class StatusServer:
                 *OperatorRoutes(gateway).routes(),
                 *ReadRoutes(gateway).routes(),
                 *self.console.routes(),
-                *write_routes(self),
+                *write_routes(gateway),
             ]
         )
         # Short shutdown: a stopping gateway does not wait a minute for open requests.
@@ -90,35 +91,11 @@ class StatusServer:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     # -- mutating -----------------------------------------------------------------
-    def _authorize(self, request: web.Request, needed: Role) -> Caller:
-        """The caller of ``request`` if its token's role is at least ``needed``."""
-        header = request.headers.get("Authorization", "")
-        try:
-            caller = identify(
-                self.gateway.config.status.tokens,
-                header.removeprefix("Bearer "),
-                surface=request.headers.get("X-Otgate-Surface", "http"),
-                source=request.remote or "",
-            )
-            require(caller, needed)
-        except Unauthorized as exc:
-            raise web.HTTPUnauthorized(text=str(exc)) from None
-        except Forbidden as exc:
-            raise web.HTTPForbidden(text=str(exc)) from None
-        if self.gateway.stopping:
-            raise web.HTTPServiceUnavailable(text="the gateway is stopping")
-        return caller
-
     async def fault(self, request: web.Request) -> web.Response:
-        self._authorize(request, Role.ADMIN)
+        authorize(self.gateway, request, Role.ADMIN, mutating=True)
         if not self.gateway.config.gateway.fault_injection:
             raise web.HTTPForbidden(text="fault injection is disabled ([gateway] fault_injection)")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="body: expected a JSON object") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body: expected a JSON object")
+        body = await json_object(request)
         kind, bulkhead, target = body.get("kind"), body.get("bulkhead"), body.get("target")
         if kind not in FAULT_KINDS:
             raise web.HTTPBadRequest(text=f"kind: expected one of {', '.join(FAULT_KINDS)}")

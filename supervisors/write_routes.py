@@ -19,18 +19,20 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from otgate.supervisors.access import Role
+from otgate.supervisors.http_access import authorize, json_object
 from otgate.supervisors.ops_write import WriteRefused
 
 if TYPE_CHECKING:
-    from otgate.supervisors.status_server import StatusServer
+    from otgate.supervisors.gateway import Gateway
 
 MAX_WAIT_S = 60.0
 
 
-def write_routes(server: StatusServer) -> list[web.RouteDef]:
+def write_routes(gateway: Gateway) -> list[web.RouteDef]:
     async def post_write(request: web.Request) -> web.Response:
-        caller = server._authorize(request, Role.VIEWER)  # the point's role decides below
-        body = await _json_object(request)
+        # the point's role decides below
+        caller = authorize(gateway, request, Role.VIEWER, mutating=True)
+        body = await json_object(request)
         if "value" not in body:
             raise web.HTTPBadRequest(text="body: 'value' is required")
         deadline_s = _number(body, "deadline_s")
@@ -38,7 +40,7 @@ def write_routes(server: StatusServer) -> list[web.RouteDef]:
         rid = body.get("request_id")
         if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
             raise web.HTTPBadRequest(text="request_id: expected a string of 1-128 characters")
-        writes = server.gateway.writes
+        writes = gateway.writes
         try:
             view = await writes.submit(
                 caller, request.match_info["asset"], request.match_info["parameter"],
@@ -51,14 +53,14 @@ def write_routes(server: StatusServer) -> list[web.RouteDef]:
         return web.json_response(view, status=200 if view["final"] else 202)
 
     async def get_command(request: web.Request) -> web.Response:
-        view = server.gateway.writes.view(request.match_info["request_id"])
+        view = gateway.writes.view(request.match_info["request_id"])
         if view is None:
             raise web.HTTPNotFound(text="no such request (or older than the root remembers)")
         return web.json_response(view)
 
     async def get_shadow(request: web.Request) -> web.Response:
         try:
-            doc = await server.gateway.writes.shadow(request.match_info["asset"])
+            doc = await gateway.writes.shadow(request.match_info["asset"])
         except WriteRefused as exc:
             raise web.HTTPNotFound(text=exc.detail) from None
         return web.json_response(doc)
@@ -68,16 +70,6 @@ def write_routes(server: StatusServer) -> list[web.RouteDef]:
         web.get("/commands/{request_id}", get_command),
         web.get("/assets/{asset}/shadow", get_shadow),
     ]
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body: expected a JSON object") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body: expected a JSON object")
-    return body
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:

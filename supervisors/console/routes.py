@@ -31,8 +31,9 @@ from aiohttp import web
 from otgate.actors.log import embedded, kafka
 from otgate.config.schema import GatewayConfig
 from otgate.protocols.synthetic import SyntheticAdapter
-from otgate.supervisors.access import Caller, Forbidden, Role, Unauthorized, identify, require
+from otgate.supervisors.access import Caller, Role, Unauthorized
 from otgate.supervisors.console.feed import RecentLogs, RecentRecords
+from otgate.supervisors.http_access import authorize, identify_request
 from otgate.supervisors.service.alarms import ROLE_FOR
 
 if TYPE_CHECKING:
@@ -140,23 +141,8 @@ class Console:
         return web.Response(body=_read(name), content_type=ASSETS[name], headers=HEADERS)
 
     # -- who is calling ------------------------------------------------------------------
-    def _identify(self, request: web.Request) -> Caller:
-        """The caller by the tokens in force now (a reload may have removed one)."""
-        return identify(
-            self.gateway.config.status.tokens,
-            request.headers.get("Authorization", "").removeprefix("Bearer "),
-            surface=request.headers.get("X-Otgate-Surface", "http")[:20],
-            source=request.remote or "",
-        )
-
-    def _caller(self, request: web.Request) -> Caller:
-        try:
-            return self._identify(request)
-        except Unauthorized as exc:
-            raise web.HTTPUnauthorized(text=str(exc)) from None
-
     async def whoami(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
+        caller = authorize(self.gateway, request)
         can = {name: caller.role.allows(role) for name, role in ACTIONS.items()}
         if caller.assets:  # a component serves many assets (the service refuses it too)
             can["component.restart"] = False
@@ -165,11 +151,7 @@ class Console:
 
     # -- the live stream -----------------------------------------------------------------
     async def events(self, request: web.Request) -> web.StreamResponse:
-        caller = self._caller(request)
-        try:
-            require(caller, Role.VIEWER)
-        except Forbidden as exc:
-            raise web.HTTPForbidden(text=str(exc)) from None
+        caller = authorize(self.gateway, request, Role.VIEWER)
         if self.streams >= MAX_STREAMS:
             raise web.HTTPServiceUnavailable(text=f"at most {MAX_STREAMS} live streams")
         resp = web.StreamResponse(
@@ -181,7 +163,8 @@ class Console:
             seen = (0, 0)
             while not (self._closing.is_set() or self.gateway.stopping):
                 try:
-                    caller = self._identify(request)
+                    # by the tokens in force now: a reload may have removed this one
+                    caller = identify_request(self.gateway, request)
                 except Unauthorized:
                     return resp  # a reload removed the token: the page's next try gets 401
                 body, seen = await self._message(caller, seen)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import socket
 import sys
-from pathlib import Path
 
 import anyio
 
-from otgate.supervisors.api_client import DEFAULT_URL, token
+from otgate.supervisors.api_client import add_token_args, add_url_arg, token
 from otgate.supervisors.mcptools.confirm import DEFAULT_TTL_S
 
 log = logging.getLogger("otgate.mcp")
@@ -34,13 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--url",
-        default=os.environ.get("OTGATE_STATUS_URL", DEFAULT_URL),
-        help=f"gateway status endpoint (default $OTGATE_STATUS_URL or {DEFAULT_URL})",
-    )
-    p.add_argument("--token", help="bearer token (visible in ps; prefer $OTGATE_TOKEN)")
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    add_url_arg(p, "gateway status endpoint")
+    add_token_args(p)
     p.add_argument(
         "--http",
         metavar="HOST:PORT",

@@ -29,10 +29,10 @@ from otgate.actors.records import (
     AlarmState,
     now_ns,
 )
-from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
+from otgate.supervisors.access import Caller, Role, require_scope
 from otgate.supervisors.oplog import OperatorLog
-from otgate.supervisors.service.audit import authorize
-from otgate.supervisors.service.errors import BadRequest, NotFound, ServiceError
+from otgate.supervisors.service.audit import audit_refusals, authorize
+from otgate.supervisors.service.errors import BadRequest, NotFound
 from otgate.supervisors.service.tail import TopicTail
 
 HISTORY = 50
@@ -204,20 +204,10 @@ class AlarmService:
         name = f"alarms.{action.value.lower()}"
         target = ",".join(alarm_ids)[:200]
         await authorize(self.oplog, caller, ROLE_FOR[action], name, target, request_id)
-        try:
+        async with audit_refusals(self.oplog, caller, name, target, request_id):
             targets, detail = await self._command(
                 caller, action, alarm_ids, note, duration_s, request_id, wait_s
             )
-        except Forbidden as exc:  # out of the token's asset scope
-            await self.oplog.audit(
-                caller, name, target, result="refused", detail=str(exc), request_id=request_id
-            )
-            raise
-        except ServiceError as exc:
-            await self.oplog.audit(
-                caller, name, target, result=f"error: {exc}", request_id=request_id
-            )
-            raise
         await self.oplog.audit(
             caller, name, target, detail=detail or note[:200], request_id=request_id
         )

@@ -23,9 +23,9 @@ import msgspec
 
 from otgate.actors.records import DeadLetter, DispositionRecord, DlqDisposition
 from otgate.actors.validator.config import ValidatorConfig
-from otgate.supervisors.access import Caller, Forbidden, Role, require_scope
+from otgate.supervisors.access import Caller, Role, require_scope
 from otgate.supervisors.oplog import OperatorLog
-from otgate.supervisors.service.audit import authorize
+from otgate.supervisors.service.audit import audit_refusals, authorize
 from otgate.supervisors.service.dlq_apply import Applier
 from otgate.supervisors.service.dlq_view import (
     MAX_OUTCOMES,
@@ -36,7 +36,7 @@ from otgate.supervisors.service.dlq_view import (
     letter_id,
     parse_id,
 )
-from otgate.supervisors.service.errors import BadRequest, NotFound, ServiceError
+from otgate.supervisors.service.errors import BadRequest, NotFound
 from otgate.supervisors.service.tail import TopicTail, partitions, read_at, scan
 
 D = DlqDisposition
@@ -187,7 +187,7 @@ class DlqService:
         target = ",".join(ids)[:200] if ids else _describe(flt)
         await authorize(self.oplog, caller, needed, action, target, request_id)
         outcomes: list[Outcome] = []
-        try:
+        async with audit_refusals(self.oplog, caller, action, target, request_id):
             if bool(ids) == (flt is not None):
                 raise BadRequest("give either ids or a filter")
             for name in ids:
@@ -206,16 +206,6 @@ class DlqService:
                 todo = [(k, lt) for k, lt in selected if k not in resumed]
                 for i in range(0, len(todo), self.chunk):
                     outcomes += await getattr(apply, step)(todo[i : i + self.chunk])
-        except Forbidden as exc:  # out of the token's asset scope
-            await self.oplog.audit(
-                caller, action, target, result="refused", detail=str(exc), request_id=request_id
-            )
-            raise
-        except ServiceError as exc:
-            await self.oplog.audit(
-                caller, action, target, result=f"error: {exc}", request_id=request_id
-            )
-            raise
         counts = dict(collections.Counter(o.result for o in outcomes))
         detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         await self.oplog.audit(caller, action, target, detail=detail, request_id=request_id)
