@@ -137,7 +137,7 @@ def _window(
 
 
 def _final(gw: GatewayProcess, rid: str) -> dict[str, Any] | None:
-    status, view = gw.get(f"/commands/{rid}")
+    status, view = gw.get(f"/commands/{rid}", TOKEN)
     return view if status == 200 and view["final"] else None
 
 

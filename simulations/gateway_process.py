@@ -63,9 +63,11 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            req = urllib.request.Request(self.url + path, headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 body, status = resp.read(), resp.status
         except urllib.error.HTTPError as exc:
             body, status = exc.read(), exc.code

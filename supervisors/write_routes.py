@@ -10,6 +10,9 @@
 * ``GET /commands/{request_id}`` — the request as it stands (poll it).
 * ``GET /assets/{asset}/shadow`` — reported / desired / delta of the asset's
   writable points.
+
+Both reads need a viewer token, like every operator read, and a token scoped
+to some assets sees only theirs (403 otherwise).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from otgate.supervisors.access import Role
+from otgate.supervisors.access import Caller, Role
 from otgate.supervisors.http_access import authorize, json_object
 from otgate.supervisors.ops_write import WriteRefused
 
@@ -53,12 +56,16 @@ def write_routes(gateway: Gateway) -> list[web.RouteDef]:
         return web.json_response(view, status=200 if view["final"] else 202)
 
     async def get_command(request: web.Request) -> web.Response:
+        caller = authorize(gateway, request, Role.VIEWER)
         view = gateway.writes.view(request.match_info["request_id"])
         if view is None:
             raise web.HTTPNotFound(text="no such request (or older than the root remembers)")
+        _in_scope(caller, view["asset_id"])
         return web.json_response(view)
 
     async def get_shadow(request: web.Request) -> web.Response:
+        caller = authorize(gateway, request, Role.VIEWER)
+        _in_scope(caller, request.match_info["asset"])
         try:
             doc = await gateway.writes.shadow(request.match_info["asset"])
         except WriteRefused as exc:
@@ -70,6 +77,11 @@ def write_routes(gateway: Gateway) -> list[web.RouteDef]:
         web.get("/commands/{request_id}", get_command),
         web.get("/assets/{asset}/shadow", get_shadow),
     ]
+
+
+def _in_scope(caller: Caller, asset_id: str) -> None:
+    if not caller.in_scope(asset_id):
+        raise web.HTTPForbidden(text=f"token {caller.name!r} is not scoped to asset {asset_id!r}")
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:

@@ -129,7 +129,7 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     code, doc = post(gw, route, {"value": 42.5, "wait_s": 20}, TOKENS["engineer"])
     assert (code, doc["status"], doc["read_back"]) == (200, "WRITTEN", 42.5), doc
     assert store.tables[1][Table.HOLDING][10] == 85  # 42.5 / scale 0.5
-    assert gw.get(f"/commands/{doc['request_id']}")[1]["status"] == "WRITTEN"
+    assert gw.get(f"/commands/{doc['request_id']}", TOKENS["viewer"])[1]["status"] == "WRITTEN"
 
     cli = otgate("write", "press", "pump_on", "true", "--wait", "--url", gw.url,
                  "--token", TOKENS["operator"])
@@ -141,16 +141,18 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     assert cli.returncode == 1 and cli.stdout.startswith("REJECTED: role viewer")
 
     shadow = wait_for(
-        lambda: (d := gw.get("/assets/press/shadow")[1])["reported"].get("setpoint") and d,
+        lambda: (d := gw.get("/assets/press/shadow", TOKENS["viewer"])[1])["reported"].get("setpoint") and d,
         what="a reported setpoint",
     )
     assert shadow["desired"]["setpoint"]["value"] == 42.5
     assert shadow["desired"]["setpoint"]["status"] == "WRITTEN"
     assert shadow["reported"]["setpoint"]["value"] == 42.5
     assert shadow["delta"] == {}
+    assert gw.get("/assets/press/shadow")[0] == 401  # operator reads need a token
+    assert gw.get(f"/commands/{doc['request_id']}")[0] == 401
     store.set_registers(1, Table.HOLDING, 10, [20])  # someone changes it at the panel
     wait_for(
-        lambda: gw.get("/assets/press/shadow")[1]["delta"] == {"setpoint": 42.5},
+        lambda: gw.get("/assets/press/shadow", TOKENS["viewer"])[1]["delta"] == {"setpoint": 42.5},
         what="the delta",
     )
 
@@ -173,7 +175,7 @@ def test_write_on_the_kafka_backend(gateway, device, tansu) -> None:
     code, doc = post(gw, "/points/press/setpoint/write", {"value": 10, "wait_s": 30},
                      TOKENS["engineer"])
     assert (code, doc["status"], doc["read_back"]) == (200, "WRITTEN", 10.0), doc
-    assert gw.get(f"/commands/{doc['request_id']}")[1]["status"] == "WRITTEN"
+    assert gw.get(f"/commands/{doc['request_id']}", TOKENS["viewer"])[1]["status"] == "WRITTEN"
     assert [w[3] for w in device.store.writes] == [[20]]
 
 
@@ -196,7 +198,7 @@ def test_kill_9_between_request_and_result_does_not_write_twice(gateway, device)
     wait_for(lambda: gw.get("/health/ready")[0] == 200, 60, what="ready again")
 
     def final() -> dict | None:
-        view = gw.get(f"/commands/{rid}")[1]
+        view = gw.get(f"/commands/{rid}", TOKENS["viewer"])[1]
         return view if isinstance(view, dict) and view["final"] else None
 
     res = wait_for(final, 30, what="the first request's result")
