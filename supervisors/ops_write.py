@@ -264,6 +264,20 @@ class WriteService:
             self.read_back[(res.asset_id, res.parameter)] = (res.read_back, res.gateway_time)
 
     # -- the shadow -------------------------------------------------------------------
+    def points(self, caller: Caller) -> list[dict[str, Any]]:
+        """The writable points of the assets in ``caller``'s scope, with their
+        limits and whether the caller's role may write them (for a surface to grey
+        out its form: ``submit`` decides)."""
+        return [
+            {
+                "asset_id": asset, "parameter": param, "role": spec.role.value,
+                "min": spec.min, "max": spec.max, "allowed": spec.allowed,
+                "can_write": check_role(spec, caller.role.value) is None,
+            }
+            for (asset, param), (_adapter, spec) in sorted(self.index().items())
+            if caller.in_scope(asset)
+        ]
+
     async def shadow(self, asset: str) -> dict[str, Any]:
         """Reported / desired / delta of ``asset``'s writable points."""
         params = sorted(p for (a, p) in self.index() if a == asset)

@@ -10,8 +10,10 @@
 * ``GET /commands/{request_id}`` — the request as it stands (poll it).
 * ``GET /assets/{asset}/shadow`` — reported / desired / delta of the asset's
   writable points.
+* ``GET /points/writable`` — the writable points of the caller's assets, with
+  their limits, role and ``can_write`` (whether the caller's role may).
 
-Both reads need a viewer token, like every operator read, and a token scoped
+The reads need a viewer token, like every operator read, and a token scoped
 to some assets sees only theirs (403 otherwise).
 """
 
@@ -72,7 +74,12 @@ def write_routes(gateway: Gateway) -> list[web.RouteDef]:
             raise web.HTTPNotFound(text=exc.detail) from None
         return web.json_response(doc)
 
+    async def get_writable(request: web.Request) -> web.Response:
+        caller = authorize(gateway, request, Role.VIEWER)
+        return web.json_response({"points": gateway.writes.points(caller)})
+
     return [
+        web.get("/points/writable", get_writable),
         web.post("/points/{asset}/{parameter}/write", post_write),
         web.get("/commands/{request_id}", get_command),
         web.get("/assets/{asset}/shadow", get_shadow),

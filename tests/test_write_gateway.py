@@ -31,8 +31,8 @@ from otgate.simulations.modbus_sim import (
 TOKENS = {"viewer": "v-token", "operator": "o-token", "engineer": "e-token"}
 
 
-@pytest.fixture
-def device() -> Iterator[ModbusSimulator]:
+@pytest.fixture(name="device")
+def device_fixture() -> Iterator[ModbusSimulator]:
     cfg = ModbusTcpSimConfig(devices=[SimDevice(unit_id=1)], update_interval=3600.0)
     handle: list[ModbusSimulator] = []
     with start_blocking_portal() as portal:

@@ -4,6 +4,7 @@
 // (An ES module: strict, deferred, run once the document is parsed.)
 
 import { HISTORY, ago, byId, el, show, sparkline } from "./dom.js";
+import { Setpoints } from "./setpoints.js";
 
 const FEED_MAX = 100;
 const RATE_KEYS = ["readings_published", "delivered_total", "consumed_total", "windows_emitted_total"];
@@ -18,8 +19,10 @@ const ui = {
   stream: null, // AbortController of the live stream
   poll: null,
   dlqAt: 0, // when the dead letters were last loaded (they refresh every DLQ_EVERY_MS)
+  setpointsAt: 0, // when the setpoints were last loaded (every SETPOINTS_EVERY_MS)
 };
 const DLQ_EVERY_MS = 10000;
+const SETPOINTS_EVERY_MS = 3000;
 const DLQ_ROWS = 20; // the oldest first; the CLI and the HTTP API page through the rest
 
 function can(action) {
@@ -51,6 +54,14 @@ function notice(text, isError = false) {
   box.textContent = text;
   box.className = isError ? "error" : "";
   box.hidden = false;
+}
+
+const setpoints = new Setpoints(api, notice);
+
+function loadSetpoints() {
+  if (!ui.who) return;
+  ui.setpointsAt = Date.now();
+  setpoints.load();
 }
 
 function clock(t) {
@@ -309,6 +320,7 @@ function onMessage(msg) {
   addFeed("events", msg.events, (e) => `${clock(e.t)} ${e.kind}: ${e.message}`);
   addFeed("logs", msg.logs, (e) => `${clock(e.t)} ${e.level} ${e.message}`);
   if (Date.now() - ui.dlqAt > DLQ_EVERY_MS) loadDlq();
+  if (Date.now() - ui.setpointsAt > SETPOINTS_EVERY_MS) loadSetpoints();
 }
 
 function setLive(on) {
@@ -335,6 +347,7 @@ async function login(token) {
   clearInterval(ui.poll);
   follow();
   loadDlq();
+  loadSetpoints();
 }
 
 function logout(why) {
@@ -343,6 +356,7 @@ function logout(why) {
   ui.token = "";
   ui.who = null;
   ui.pending.clear();
+  setpoints.clear();
   sessionStorage.removeItem("otgate.token");
   byId("who").hidden = true;
   byId("login").hidden = false;

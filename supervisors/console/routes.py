@@ -53,6 +53,7 @@ MAX_ALARMS = 500
 ASSETS = {
     "console.js": "application/javascript",
     "dom.js": "application/javascript",
+    "setpoints.js": "application/javascript",
     "console.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
@@ -73,7 +74,8 @@ ACTIONS: dict[str, Role] = {
     "component.restart": Role.OPERATOR,
 }
 """The weakest role of each action the page offers (the services decide; this
-only greys out buttons)."""
+only greys out buttons). A point write needs the point's own role: the
+Setpoints panel takes it from ``GET /points/writable``."""
 
 
 def simulated_parts(cfg: GatewayConfig) -> list[str]:
