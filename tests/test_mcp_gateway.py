@@ -40,9 +40,10 @@ READ_TOOLS = {
     "schemas",
     "logs",
     "metrics",
+    "device_shadow",
 }
 ANALYSIS = {"diagnose_gateway", "dlq_summary", "suggest_config_change"}
-ACTIONS = {"restart_component", "ack_alarm", "approve_dlq"}
+ACTIONS = {"restart_component", "ack_alarm", "approve_dlq", "write_point"}
 HTTP = ("--http", "127.0.0.1:0")
 
 

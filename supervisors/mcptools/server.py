@@ -42,7 +42,7 @@ ACTION = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_worl
 MAX_LIST = 1000
 INSTRUCTIONS = (
     "Tools for one otgate edge gateway. Reads and analysis are free. Actions "
-    "(restart_component, ack_alarm, approve_dlq) never run on the first call: it "
+    "(restart_component, ack_alarm, approve_dlq, write_point) never run on the first call: it "
     "returns a preview and a confirmation token; show the preview to the person, "
     "and only after they agree call again with the same arguments and "
     "confirmation=<token>; the server then asks the person itself before acting. "
@@ -145,6 +145,13 @@ def build(
         )
 
     @tool(annotations=READ)
+    async def device_shadow(asset: str, ctx: Context) -> str:
+        """The device shadow of an asset's writable points: ``reported`` (what the
+        device holds), ``desired`` (the last write requested and its status) and
+        ``delta`` (points whose desired value the device does not report)."""
+        return await t.read(ctx, "device_shadow", asset, lambda api: views.shadow(api, asset))
+
+    @tool(annotations=READ)
     async def diagnose_gateway(ctx: Context) -> str:
         """What is broken, since when, and the likely cause (from states, restarts,
         last errors, heartbeats, mailboxes, sink lag, breakers), with active alarms."""
@@ -234,6 +241,30 @@ def build(
             confirmation,
             preview,
             lambda api: api.post("/dlq/reprocess", body),
+        )
+
+    @tool(annotations=ACTION)
+    async def write_point(
+        asset: str,
+        parameter: str,
+        value: bool | int | float | str,
+        ctx: Context,
+        confirmation: str = "",
+    ) -> str:
+        """Write a value to a device point (Modbus register or coil, OPC UA variable).
+        Needs a token with the point's role and a confirmation: the first call only
+        previews the point's limits, role, reported and desired value and returns
+        the token. The answer is the write's result (WRITTEN, REJECTED, MISMATCH,
+        EXPIRED, TIMED_OUT, FAILED) once the device answered."""
+        target = f"{asset}/{parameter}"
+        return await t.act(
+            ctx,
+            "write_point",
+            target,
+            {"asset": asset, "parameter": parameter, "value": value},
+            confirmation,
+            lambda api: views.write_preview(api, asset, parameter, value),
+            lambda api: views.write(api, asset, parameter, value),
         )
 
     return server
