@@ -29,6 +29,7 @@ from otgate.simulations.modbus_sim import (
 )
 
 TOKENS = {"viewer": "v-token", "operator": "o-token", "engineer": "e-token"}
+SCOPED = "line2-token"  # an engineer of other assets
 
 
 @pytest.fixture(name="device")
@@ -45,6 +46,7 @@ def config(port: int, log: str = "") -> str:
     tokens = ", ".join(
         f'{{ token = "{t}", role = "{r}", name = "{r}-1" }}' for r, t in TOKENS.items()
     )
+    tokens += f', {{ token = "{SCOPED}", role = "engineer", name = "line2", assets = ["line-2-*"] }}'
     return f"""
 [gateway]
 id = "writes"
@@ -117,6 +119,15 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     gw = gateway(config(device.port))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
     route = "/points/press/setpoint/write"
+
+    assert gw.get("/points/writable")[0] == 401
+    points = gw.get("/points/writable", TOKENS["operator"])[1]["points"]
+    assert [(p["parameter"], p["role"], p["min"], p["max"], p["can_write"]) for p in points] == [
+        ("pump_on", "operator", None, None, True),
+        ("setpoint", "engineer", 0.0, 100.0, False),
+    ]
+    assert gw.get("/points/writable", SCOPED)[1]["points"] == []  # not its assets
+    assert gw.get("/assets/press/shadow", SCOPED)[0] == 403
 
     assert post(gw, route, {"value": 40}, None)[0] == 401
     code, doc = post(gw, route, {"value": 40}, TOKENS["operator"])
