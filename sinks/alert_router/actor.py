@@ -33,7 +33,6 @@ destination (bounded by its ``timeout_s``) before the next batch is read.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +48,7 @@ from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.messages import State
 from otgate.actors.records import Alarm, Classification, DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import decode
+from otgate.actors.statefile import write_atomic
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.alert_router.client import Client, EmailClient, SendError, WebhookClient
 from otgate.sinks.alert_router.config import AlertRouter, WebhookDestination
@@ -296,7 +296,7 @@ class AlertRouterActor(LogSink):
         if self.checkpoint is None or not self._dirty:
             return
         raw = msgspec.json.encode(self.routing.state)
-        await anyio.to_thread.run_sync(_write_atomic, self.checkpoint, raw)
+        await anyio.to_thread.run_sync(write_atomic, self.checkpoint, raw)
         self._dirty = False
 
     def metrics(self) -> dict[str, float]:
@@ -319,12 +319,3 @@ def _pairs(n: Notice) -> list[tuple[Alarm, Source | None]]:
         return list(zip(n.alarms, n.sources, strict=True))
     return [(a, None) for a in n.alarms]
 
-
-def _write_atomic(path: Path, raw: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(raw)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
