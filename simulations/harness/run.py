@@ -24,7 +24,9 @@ from otgate.simulations.harness.disk import (
     fill_through,
     small_filesystem,
 )
+from otgate.simulations.harness.load import landed, load_toml
 from otgate.simulations.harness.reload_storm import reload_storm
+from otgate.simulations.harness.resources import Samples, sample_every
 from otgate.simulations.harness.scenario import Devices, Fault, FaultKind, Scenario
 from otgate.simulations.modbus_sim import Faults
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, run_mqtt_broker
@@ -117,6 +119,7 @@ unit_id = 1
 asset_id = "{dev.id}"
 points = [{{ parameter = "counter", address = 1, type = "uint32" }}]
 """)
+    out.append(load_toml(sc))
     return "".join(out)
 
 
@@ -201,6 +204,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)  # found by the faults themselves
     skipped: str = ""  # why the scenario could not run here
     disk: DiskWatch = field(default_factory=DiskWatch)  # what disk_fill saw
+    samples: Samples | None = None  # resources over the run (a soak)
+    load_landed: int = 0  # load readings in PostgreSQL when production ended
 
 
 async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
@@ -259,6 +264,11 @@ async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
             report.progress(f"gateway ready at {gw.url}; producing for {sc.duration_s:g}s")
             t0 = time.monotonic()
             end = t0 + sc.duration_s
+            if sc.resources is not None:
+                outcome.samples = Samples(sc.resources.warmup_s)
+                every = sc.resources.sample_interval_s
+                args = (every, gw, state_dir, t0, end, outcome.samples, report.progress)
+                tg.start_soon(sample_every, *args)
             async with anyio.create_task_group() as producers:
                 for m in mqtt:
                     m.port = broker_port
@@ -274,6 +284,8 @@ async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
                 streams[dev.id].produced = dev.produced
             for m in mqtt:
                 streams[m.id].produced = m.produced
+            if sc.load.devices:
+                outcome.load_landed = await anyio.to_thread.run_sync(landed, pg.dsn(), TABLE)
             report.progress("production over; draining")
             await _drain(sc, state_dir, pg, streams, report)
             health = await anyio.to_thread.run_sync(gw.health)
