@@ -14,7 +14,9 @@ from otgate.simulations.harness.cmd import load_scenario, summary, verdict
 from otgate.simulations.harness.run import Outcome
 
 SCENARIOS = sorted(
-    (Path(__file__).resolve().parent.parent / "simulations" / "scenarios").glob("*.toml")
+    p
+    for p in (Path(__file__).resolve().parent.parent / "simulations" / "scenarios").glob("*.toml")
+    if p.stem != "soak"  # a long run: `otgate simulate --scenario soak.toml --duration 1h`
 )
 
 

@@ -30,7 +30,9 @@ class Stream:
         """Read into the durable log but never delivered; for MQTT also what the
         broker acknowledged (and keeps for our persistent session) but was never
         read nor delivered."""
-        lost = self.read - self.delivered
+        # A polled device counts on while the checker drains: only what it
+        # counted during the run must arrive.
+        lost = {v for v in self.read if v <= self.produced} - self.delivered
         if self.kind == "mqtt":
             # Delivered means read, even if the raw log no longer holds it (evicted).
             lost |= set(range(1, self.produced + 1)) - self.read - self.delivered

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 
+from otgate.actors.log.config import Backend
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 
@@ -21,6 +22,7 @@ class FaultKind(enum.Enum):
     GATEWAY_KILL = "gateway_kill"  # SIGKILL the gateway, restart after duration_s
     RELOAD_STORM = "reload_storm"  # `count` SIGHUPs over duration_s, broken and valid files
     DISK_FILL = "disk_fill"  # ballast to each of fill_pct, duration_s each, then freed
+    BROKER_KILL = "broker_kill"  # SIGKILL the Kafka broker, restart after duration_s
 
 
 class Fault(StrictStruct):
@@ -33,7 +35,8 @@ class Fault(StrictStruct):
     target: str = ""
     """Bulkhead or device id, where the kind needs one."""
     duration_s: NonNegativeSeconds = 3.0
-    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill, reload_storm)."""
+    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill,
+    reload_storm, broker_kill)."""
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     """reload_storm: SIGHUPs sent, evenly over ``duration_s``; before each, the
     config file is rewritten, alternately broken and valid (the last one valid)."""
@@ -129,6 +132,10 @@ class Scenario(StrictStruct):
     """Synthetic background load."""
     resources: Resources | None = None
     """Sample memory, file descriptors and log size (a soak run)."""
+    log_backend: Backend = Backend.EMBEDDED
+    """The gateway's log: ``embedded`` (SQLite) or ``kafka``: then the harness
+    starts a local tansu broker on durable S3 storage (alocals3) for it, and
+    skips the scenario where they are not installed."""
     telemetry_retention_s: PositiveSeconds | None = None
     """Retention of the telemetry topics of the log (a long run keeps its log bounded)."""
 
@@ -141,6 +148,8 @@ class Scenario(StrictStruct):
                 raise ValueError(f"faults[{i}]: {f.kind.value} needs a target bulkhead")
             if f.kind is FaultKind.RELOAD_STORM and f.duration_s <= 0:
                 raise ValueError(f"faults[{i}]: reload_storm needs duration_s > 0")
+            if f.kind is FaultKind.BROKER_KILL and self.log_backend is not Backend.KAFKA:
+                raise ValueError(f"faults[{i}]: broker_kill needs log_backend = 'kafka'")
             if f.kind is FaultKind.DISK_FILL and (not f.fill_pct or self.disk_mib is None):
                 raise ValueError(f"faults[{i}]: disk_fill needs fill_pct and the scenario's disk_mib")
 
