@@ -81,7 +81,11 @@ def read_from_postgres(dsn: str, table: str, streams: dict[str, Stream]) -> None
         s.rows = 0
         s.max_latency_ms = 0.0
     with psycopg.connect(dsn, connect_timeout=3) as conn:
-        for asset, value, rows, latency in conn.execute(query):
+        try:
+            result = conn.execute(query).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return  # the sink has not created its table yet: nothing delivered
+        for asset, value, rows, latency in result:
             s = streams.get(asset)
             if s is None:
                 continue

@@ -297,6 +297,8 @@ async def _run_with(
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends
                     dev.produced = dev.value()
+                    if dev.sim is not None:  # and the device goes away: the log gets quiet
+                        await dev.sim.stop()
             for dev in modbus.values():
                 streams[dev.id].produced = dev.produced
             for m in mqtt:
