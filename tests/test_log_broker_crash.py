@@ -5,6 +5,7 @@ is there, none is torn (duplicates are allowed: tansu needs idempotence off).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -83,3 +84,38 @@ async def test_acknowledged_records_survive_broker_kill(alocals3: S3, tmp_path: 
         assert not missing, f"{len(missing)} acknowledged records lost, first {missing[:5]}"
     finally:
         broker.stop()
+
+
+class _StopRaisesCancelled:
+    """What aiokafka's client does when stopped while a fetch retries against a
+    dead broker: its fetcher awaits the task it cancelled, CancelledError escapes."""
+
+    async def stop(self) -> None:
+        raise asyncio.CancelledError
+
+
+@pytest.mark.anyio
+async def test_a_client_stop_that_raises_cancelled_does_not_cancel_the_caller() -> None:
+    from otgate.actors.log.kafka import _stop_client
+
+    ran_on = []
+    async with anyio.create_task_group() as tg:
+
+        async def neighbour() -> None:
+            await anyio.sleep(0.2)
+            ran_on.append("neighbour")
+
+        tg.start_soon(neighbour)
+        await _stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
+        ran_on.append("caller")
+    assert ran_on == ["caller", "neighbour"]
+
+
+@pytest.mark.anyio
+async def test_a_real_cancellation_around_a_client_stop_still_cancels() -> None:
+    from otgate.actors.log.kafka import _stop_client
+
+    with anyio.move_on_after(0.1) as scope:
+        await anyio.sleep(1)
+        await _stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
+    assert scope.cancelled_caught

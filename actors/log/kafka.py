@@ -22,6 +22,7 @@ as a lower bound.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,21 @@ from otgate.actors.log.base import TopicPartition as TP
 from otgate.actors.log.partition import partition_for
 
 log = logging.getLogger("otgate.log")
+
+
+async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop an aiokafka client, shielded from cancellation. aiokafka's fetcher
+    close awaits the fetch tasks it has just cancelled: stopped while a fetch
+    retries against a broker that is gone, ``stop()`` raises ``CancelledError``
+    into a caller nobody cancelled, and anyio would take that for a cancellation
+    of the caller's task group (the whole gateway stopped on a broker crash).
+    Inside the shield no real cancellation can arrive, so that one is swallowed;
+    a real one is delivered after the shield as usual."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await client.stop()
+        except asyncio.CancelledError:
+            log.warning("kafka_client_stop_cancelled client=%s", type(client).__name__)
 
 SMALL_APPEND = 32
 """Appends with fewer records go record by record (the producer's linger batches them)."""
@@ -99,8 +115,7 @@ class KafkaLog:
     async def close(self) -> None:
         if self._producer is not None:
             p, self._producer = self._producer, None
-            with anyio.CancelScope(shield=True):
-                await p.stop()
+            await _stop_client(p)
 
     def _prod(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -190,8 +205,7 @@ class KafkaLog:
                     for r in recs
                 ]
         finally:
-            with anyio.CancelScope(shield=True):
-                await c.stop()
+            await _stop_client(c)
         return out
 
     async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
@@ -212,8 +226,7 @@ class KafkaLog:
             low = await c.beginning_offsets(tps)
             high = await c.end_offsets(tps)
         finally:
-            with anyio.CancelScope(shield=True):
-                await c.stop()
+            await _stop_client(c)
         return {tp.partition: (low[tp], high[tp]) for tp in tps}
 
     async def _partition_count(self, topic: str) -> int:
@@ -330,5 +343,4 @@ class KafkaConsumer:
     async def close(self) -> None:
         if self._c is not None:
             c, self._c = self._c, None
-            with anyio.CancelScope(shield=True):
-                await c.stop()
+            await _stop_client(c)

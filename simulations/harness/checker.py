@@ -30,7 +30,9 @@ class Stream:
         """Read into the durable log but never delivered; for MQTT also what the
         broker acknowledged (and keeps for our persistent session) but was never
         read nor delivered."""
-        lost = self.read - self.delivered
+        # A polled device counts on while the checker drains: only what it
+        # counted during the run must arrive.
+        lost = {v for v in self.read if v <= self.produced} - self.delivered
         if self.kind == "mqtt":
             # Delivered means read, even if the raw log no longer holds it (evicted).
             lost |= set(range(1, self.produced + 1)) - self.read - self.delivered
@@ -79,7 +81,11 @@ def read_from_postgres(dsn: str, table: str, streams: dict[str, Stream]) -> None
         s.rows = 0
         s.max_latency_ms = 0.0
     with psycopg.connect(dsn, connect_timeout=3) as conn:
-        for asset, value, rows, latency in conn.execute(query):
+        try:
+            result = conn.execute(query).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return  # the sink has not created its table yet: nothing delivered
+        for asset, value, rows, latency in result:
             s = streams.get(asset)
             if s is None:
                 continue

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import msgspec
 
-from otgate.simulations.harness.scenario import Scenario
+from otgate.simulations.harness.resources import table
+from otgate.simulations.harness.scenario import Scenario, stretch
 from otgate.simulations.report import Report
 
 
@@ -45,7 +46,7 @@ def verdict(outcome) -> list[str]:
             problems.append(f"{st.device}: lost seq {sorted(st.lost)[:20]}")
         if st.duplicates:
             problems.append(f"{st.device}: {st.duplicates} duplicate rows")
-        if not st.read or not st.delivered:
+        if not st.read and not st.delivered:  # read, not delivered: lost above
             problems.append(f"{st.device}: nothing read or delivered")
         missed, counted = st.gaps
         if st.max_not_read is not None and missed > st.max_not_read * counted:
@@ -72,6 +73,11 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as exc:
         print(f"otgate simulate: {exc}", file=sys.stderr)
         return 2
+    if args.duration is not None:
+        if args.duration <= 0:
+            print("otgate simulate: --duration must be > 0", file=sys.stderr)
+            return 2
+        sc = stretch(sc, args.duration)
     setup_logging("WARNING")
     report = Report(f"otgate simulate --scenario {sc.name}", as_json=args.json)
     with tempfile.TemporaryDirectory(prefix="otgate-harness-") as tmp:
@@ -97,6 +103,7 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     total = summary(streams)
     report.add(device="TOTAL", kind="", **total)
     report.finish()
+    _resources(sc, outcome, args.json)
     problems = verdict(outcome)
     ok = not problems
     print(
@@ -106,3 +113,23 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _resources(sc: Scenario, outcome, as_json: bool) -> None:
+    """The soak's second table: memory, file descriptors, log size; the load's rate."""
+    if outcome.samples is not None:
+        res = Report(
+            f"resources over {sc.duration_s:g}s (after {sc.resources.warmup_s:g}s warm-up)",
+            as_json=as_json,
+        )
+        for row in table(outcome.samples):
+            res.add(**row)
+        res.finish()
+    if sc.load.devices:
+        offered = sc.load.points_per_s
+        got = outcome.load_landed / sc.duration_s
+        print(
+            f"load: offered {offered:,.0f} points/s, {got:,.0f} points/s in PostgreSQL "
+            f"by the end of production ({got / offered:.0%})",
+            file=sys.stderr if as_json else sys.stdout,
+        )

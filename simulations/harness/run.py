@@ -15,6 +15,7 @@ import anyio
 
 from otgate.actors.log.config import LogConfig
 from otgate.simulations.gateway_process import GatewayProcess
+from otgate.simulations.harness.broker import broker_kill, local_broker, log_config, log_toml
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
 from otgate.simulations.harness.disk import (
@@ -24,8 +25,11 @@ from otgate.simulations.harness.disk import (
     fill_through,
     small_filesystem,
 )
+from otgate.simulations.harness.load import landed, load_toml
 from otgate.simulations.harness.reload_storm import reload_storm
+from otgate.simulations.harness.resources import Samples, sample_every
 from otgate.simulations.harness.scenario import Devices, Fault, FaultKind, Scenario
+from otgate.simulations.kafka_broker import BrokerUnavailable, DurableBroker
 from otgate.simulations.modbus_sim import Faults
 from otgate.simulations.mqtt_sim import MqttBrokerConfig, run_mqtt_broker
 from otgate.simulations.postgres_server import PostgresServer, start_on_loop
@@ -40,6 +44,7 @@ _TIMED = {
     FaultKind.GATEWAY_KILL,
     FaultKind.RELOAD_STORM,
     FaultKind.DISK_FILL,
+    FaultKind.BROKER_KILL,
 }
 
 
@@ -117,6 +122,7 @@ unit_id = 1
 asset_id = "{dev.id}"
 points = [{{ parameter = "counter", address = 1, type = "uint32" }}]
 """)
+    out.append(load_toml(sc))
     return "".join(out)
 
 
@@ -130,6 +136,7 @@ async def _apply(
     token: str,
     outcome: Outcome,
     state_dir: Path,
+    broker: DurableBroker | None = None,
 ) -> None:
     await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     k_timed = fault.kind in _TIMED
@@ -161,6 +168,8 @@ async def _apply(
         outcome.problems += await reload_storm(fault, gw, report)
     elif k is FaultKind.DISK_FILL:
         await fill_through(fault, state_dir, report, outcome.disk)
+    elif k is FaultKind.BROKER_KILL:
+        await broker_kill(fault, broker, report)
     else:
         dev = modbus.get(fault.target) or next(iter(modbus.values()))
         assert dev.sim is not None
@@ -201,6 +210,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)  # found by the faults themselves
     skipped: str = ""  # why the scenario could not run here
     disk: DiskWatch = field(default_factory=DiskWatch)  # what disk_fill saw
+    samples: Samples | None = None  # resources over the run (a soak)
+    load_landed: int = 0  # load readings in PostgreSQL when production ended
 
 
 async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
@@ -226,6 +237,16 @@ async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
 
 
 async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
+    try:
+        async with local_broker(sc, workdir, report) as broker:
+            return await _run_with(sc, workdir, report, broker)
+    except BrokerUnavailable as exc:
+        return Outcome({}, skipped=str(exc))
+
+
+async def _run_with(
+    sc: Scenario, workdir: Path, report: Report, broker: DurableBroker | None
+) -> Outcome:
     pg = PostgresServer()
     await anyio.to_thread.run_sync(pg.init)
     await start_on_loop(pg)
@@ -251,6 +272,7 @@ async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
                 await tg.start(dev.run, until)
             config.write_text(
                 gateway_toml(sc, state_dir, token, broker_port, list(modbus.values()), pg.dsn())
+                + log_toml(broker)
             )
             await anyio.to_thread.run_sync(gw.start)
             with anyio.fail_after(60):
@@ -259,39 +281,54 @@ async def _run(sc: Scenario, workdir: Path, report: Report) -> Outcome:
             report.progress(f"gateway ready at {gw.url}; producing for {sc.duration_s:g}s")
             t0 = time.monotonic()
             end = t0 + sc.duration_s
+            if sc.resources is not None:
+                outcome.samples = Samples(sc.resources.warmup_s)
+                every = sc.resources.sample_interval_s
+                args = (every, gw, state_dir, t0, end, outcome.samples, report.progress)
+                tg.start_soon(sample_every, *args)
             async with anyio.create_task_group() as producers:
                 for m in mqtt:
                     m.port = broker_port
                     producers.start_soon(m.run, end)
                 for fault in sc.faults:
                     producers.start_soon(
-                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir
+                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir, broker
                     )
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends
                     dev.produced = dev.value()
+                    if dev.sim is not None:  # and the device goes away: the log gets quiet
+                        await dev.sim.stop()
             for dev in modbus.values():
                 streams[dev.id].produced = dev.produced
             for m in mqtt:
                 streams[m.id].produced = m.produced
+            if sc.load.devices:
+                outcome.load_landed = await anyio.to_thread.run_sync(landed, pg.dsn(), TABLE)
             report.progress("production over; draining")
-            await _drain(sc, state_dir, pg, streams, report)
+            await _drain(sc, state_dir, pg, streams, report, log_config(broker))
             health = await anyio.to_thread.run_sync(gw.health)
             outcome.failed = [c["id"] for c in health["components"] if c["state"] == "FAILED"]
             tg.cancel_scope.cancel()
     finally:
         if gw.proc and gw.proc.poll() is None:
             outcome.exit_code = await anyio.to_thread.run_sync(gw.stop)
+        elif gw.proc:  # it ended by itself (a crash): say how
+            outcome.exit_code = gw.proc.returncode
         report.progress(f"gateway stopped (exit {outcome.exit_code})")
         await anyio.to_thread.run_sync(pg.cleanup)
     return outcome
 
 
 async def _drain(
-    sc: Scenario, state_dir: Path, pg: PostgresServer, streams: dict[str, Stream], report: Report
+    sc: Scenario,
+    state_dir: Path,
+    pg: PostgresServer,
+    streams: dict[str, Stream],
+    report: Report,
+    log_cfg: LogConfig,
 ) -> None:
     deadline = time.monotonic() + sc.drain_timeout_s
-    log_cfg = LogConfig()
     while True:
         await read_from_log(log_cfg, state_dir, streams)
         await anyio.to_thread.run_sync(read_from_postgres, pg.dsn(), TABLE, streams)

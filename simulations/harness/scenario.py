@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 
+from otgate.actors.log.config import Backend
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
 
 
@@ -21,6 +22,7 @@ class FaultKind(enum.Enum):
     GATEWAY_KILL = "gateway_kill"  # SIGKILL the gateway, restart after duration_s
     RELOAD_STORM = "reload_storm"  # `count` SIGHUPs over duration_s, broken and valid files
     DISK_FILL = "disk_fill"  # ballast to each of fill_pct, duration_s each, then freed
+    BROKER_KILL = "broker_kill"  # SIGKILL the Kafka broker, restart after duration_s
 
 
 class Fault(StrictStruct):
@@ -33,7 +35,8 @@ class Fault(StrictStruct):
     target: str = ""
     """Bulkhead or device id, where the kind needs one."""
     duration_s: NonNegativeSeconds = 3.0
-    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill, reload_storm)."""
+    """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill,
+    reload_storm, broker_kill)."""
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     """reload_storm: SIGHUPs sent, evenly over ``duration_s``; before each, the
     config file is rewritten, alternately broken and valid (the last one valid)."""
@@ -77,6 +80,33 @@ class Devices(StrictStruct):
             raise ValueError("modbus_slow + modbus_flapping: more than modbus devices")
 
 
+class Load(StrictStruct):
+    """Background load: synthetic devices (as in ``otgate bench pipeline``) in a
+    bulkhead ``load``; their readings take the whole path to PostgreSQL but are
+    not counted by the checker (only the counting devices are)."""
+
+    devices: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    """Synthetic devices (0: no load)."""
+    points: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    """Points per device, each a noisy sine."""
+    interval_s: PositiveSeconds = 1.0
+    """Seconds between one device's samples: offered points/s = devices x points / interval_s."""
+
+    @property
+    def points_per_s(self) -> float:
+        return self.devices * self.points / self.interval_s
+
+
+class Resources(StrictStruct):
+    """Sample every bulkhead's resident memory and open file descriptors and
+    the size of the gateway's state dir (its log) during the run."""
+
+    sample_interval_s: PositiveSeconds = 1.0
+    """Seconds between samples (stretched with ``--duration`` like the faults)."""
+    warmup_s: NonNegativeSeconds = 6.0
+    """Samples before this are not used for the growth fit (stretched too)."""
+
+
 class Scenario(StrictStruct):
     """A run of the harness."""
 
@@ -98,6 +128,17 @@ class Scenario(StrictStruct):
     never-evicted alarm topics hold something). Mounting needs root; elsewhere
     the scenario is skipped (``SKIP`` on stdout, exit code 0)."""
 
+    load: Load = Load()
+    """Synthetic background load."""
+    resources: Resources | None = None
+    """Sample memory, file descriptors and log size (a soak run)."""
+    log_backend: Backend = Backend.EMBEDDED
+    """The gateway's log: ``embedded`` (SQLite) or ``kafka``: then the harness
+    starts a local tansu broker on durable S3 storage (alocals3) for it, and
+    skips the scenario where they are not installed."""
+    telemetry_retention_s: PositiveSeconds | None = None
+    """Retention of the telemetry topics of the log (a long run keeps its log bounded)."""
+
     def __post_init__(self) -> None:
         for i, f in enumerate(self.faults):
             if f.at_s + f.duration_s * max(1, len(f.fill_pct)) > self.duration_s + self.drain_timeout_s:
@@ -107,5 +148,20 @@ class Scenario(StrictStruct):
                 raise ValueError(f"faults[{i}]: {f.kind.value} needs a target bulkhead")
             if f.kind is FaultKind.RELOAD_STORM and f.duration_s <= 0:
                 raise ValueError(f"faults[{i}]: reload_storm needs duration_s > 0")
+            if f.kind is FaultKind.BROKER_KILL and self.log_backend is not Backend.KAFKA:
+                raise ValueError(f"faults[{i}]: broker_kill needs log_backend = 'kafka'")
             if f.kind is FaultKind.DISK_FILL and (not f.fill_pct or self.disk_mib is None):
                 raise ValueError(f"faults[{i}]: disk_fill needs fill_pct and the scenario's disk_mib")
+
+
+def stretch(sc: Scenario, duration_s: float) -> Scenario:
+    """``--duration``: the same scenario over ``duration_s``; fault times, the
+    resource sample interval and the warm-up scale with it (fault lengths do not)."""
+    k = duration_s / sc.duration_s
+    faults = [msgspec.structs.replace(f, at_s=f.at_s * k) for f in sc.faults]
+    res = sc.resources and msgspec.structs.replace(
+        sc.resources,
+        sample_interval_s=sc.resources.sample_interval_s * k,
+        warmup_s=sc.resources.warmup_s * k,
+    )
+    return msgspec.structs.replace(sc, duration_s=duration_s, faults=faults, resources=res)

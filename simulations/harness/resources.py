@@ -1,0 +1,155 @@
+"""Resource samples of a soak run: resident memory and open file descriptors
+of every gateway process, and the size of the gateway's state dir (its log).
+
+Memory growth per hour is the slope of a least-squares line through the RSS
+samples after the warm-up, per process. A bulkhead a fault killed comes back
+as a new process with fresh memory; its growth is fitted over the longest-lived
+of its processes (its restarts are counted in the table).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import psutil
+
+from otgate.simulations.gateway_process import GatewayProcess
+
+MIB = 2**20
+ROOT = "gateway (root)"
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since production began
+    procs: dict[str, tuple[int, int, int]]  # name -> (pid, rss bytes, open fds)
+    log_bytes: int
+
+
+@dataclass
+class Samples:
+    warmup_s: float
+    taken: list[Sample] = field(default_factory=list)
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:  # deleted while we walked (WAL checkpoints, retention)
+            continue
+    return total
+
+
+def take(gw: GatewayProcess, state_dir: Path, t: float) -> Sample:
+    pids: dict[str, int] = {}
+    if gw.proc is not None and gw.proc.poll() is None:
+        pids[ROOT] = gw.proc.pid
+        try:
+            for c in gw.health()["components"]:
+                if c.get("pid"):
+                    pids[c["id"]] = c["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # status endpoint busy: the root alone this time
+    procs = {}
+    for name, pid in pids.items():
+        try:
+            p = psutil.Process(pid)
+            procs[name] = (pid, p.memory_info().rss, p.num_fds())
+        except psutil.Error:
+            continue
+    return Sample(t, procs, dir_bytes(state_dir))
+
+
+async def sample_every(
+    interval: float,
+    gw: GatewayProcess,
+    state_dir: Path,
+    t0: float,
+    end: float,
+    samples: Samples,
+    progress: Callable[[str], None],
+) -> None:
+    """Sample from now until ``end`` (monotonic), ``interval`` apart, and once at ``end``."""
+    while True:
+        now = time.monotonic()
+        s = await anyio.to_thread.run_sync(take, gw, state_dir, min(now, end) - t0)
+        samples.taken.append(s)
+        rss = " ".join(f"{n}={v[1] / MIB:.1f}" for n, v in s.procs.items())
+        progress(f"resources t={s.t:.0f}s RSS MiB {rss}; log {s.log_bytes / MIB:.1f} MiB")
+        if now >= end:
+            return
+        await anyio.sleep(max(0.0, min(end, now + interval) - time.monotonic()))
+
+
+def slope_per_h(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) in value per hour; None under 3 points."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return sum((t - mt) * (v - mv) for t, v in points) / var * 3600
+
+
+def growth(samples: Samples, name: str) -> tuple[float | None, int]:
+    """RSS growth in MiB/h of ``name`` after warm-up over its longest-lived
+    process, and how many times it was restarted during the whole run."""
+    runs: dict[int, list[tuple[float, float]]] = {}
+    pids: list[int] = []
+    for s in samples.taken:
+        if name not in s.procs:
+            continue
+        pid, rss, _ = s.procs[name]
+        if pid not in pids:
+            pids.append(pid)
+        if s.t >= samples.warmup_s:
+            runs.setdefault(pid, []).append((s.t, rss / MIB))
+    longest = max(runs.values(), key=len, default=[])
+    return slope_per_h(longest), max(0, len(pids) - 1)
+
+
+def table(samples: Samples) -> list[dict]:
+    """One row per process (first and last sample after warm-up), then the log."""
+    after = [s for s in samples.taken if s.t >= samples.warmup_s] or samples.taken
+    if not after:
+        return []
+    names: list[str] = []
+    for s in samples.taken:
+        names += [n for n in s.procs if n not in names]
+    rows = []
+    for name in names:
+        seen = [s.procs[name] for s in after if name in s.procs]
+        if not seen:
+            continue
+        rate, restarts = growth(samples, name)
+        rows.append(
+            {
+                "what": f"RSS {name}",
+                "restarts": restarts,
+                "mib_start": round(seen[0][1] / MIB, 1),
+                "mib_end": round(seen[-1][1] / MIB, 1),
+                "mib_per_h": "-" if rate is None else round(rate, 2),
+                "fds_start": seen[0][2],
+                "fds_end": seen[-1][2],
+            }
+        )
+    log_rate = slope_per_h([(s.t, s.log_bytes / MIB) for s in after])
+    rows.append(
+        {
+            "what": "log size on disk (state dir)",
+            "mib_start": round(after[0].log_bytes / MIB, 1),
+            "mib_end": round(after[-1].log_bytes / MIB, 1),
+            "mib_per_h": "-" if log_rate is None else round(log_rate, 2),
+        }
+    )
+    return rows
