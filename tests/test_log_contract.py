@@ -164,6 +164,24 @@ async def test_replay_from_offset(log) -> None:
 
 
 @pytest.mark.anyio
+async def test_watermarks_bound_what_was_appended(spec: dict, log) -> None:
+    """Oldest offset 0 and a next offset no higher than what was appended, call
+    after call (exact on the embedded log; a lower bound on tansu, PEERS.md)."""
+    topic = topic_name()
+    await log.ensure_topics([TopicSpec(name=topic, partitions=2)])
+    assert await log.watermarks(topic) == {0: (0, 0), 1: (0, 0)}
+    for n in (40, 80):
+        await log.append(topic, [(f"k{i}".encode(), value(f"k{i}", i)) for i in range(40)])
+        marks = await log.watermarks(topic)
+        assert set(marks) == {0, 1} and all(low == 0 for low, _ in marks.values())
+        total = sum(high for _, high in marks.values())
+        if spec["kind"] == "kafka":
+            assert 0 < total <= n
+        else:
+            assert total == n
+
+
+@pytest.mark.anyio
 async def test_separate_groups_are_independent(log) -> None:
     topic = topic_name()
     await log.ensure_topics([TopicSpec(name=topic, partitions=2)])

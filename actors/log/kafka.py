@@ -91,6 +91,8 @@ class KafkaLog:
         self.replication_factor = replication_factor
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._meta: AIOKafkaConsumer | None = None  # watermarks' consumer, made on first use
+        self._meta_lock = anyio.Lock()
         self.appended = 0
 
     async def start(self) -> None:
@@ -113,6 +115,9 @@ class KafkaLog:
             raise
 
     async def close(self) -> None:
+        if self._meta is not None:
+            m, self._meta = self._meta, None
+            await _stop_client(m)
         if self._producer is not None:
             p, self._producer = self._producer, None
             await _stop_client(p)
@@ -213,20 +218,31 @@ class KafkaLog:
 
         The next offset is a lower bound only: tansu reports the last batch's
         base offset + 1. Good for "search from here", never for "read up to here".
+        Sinks ask every second (lag), so one group-less consumer serves every
+        call; a failed call drops it and the next call connects again.
         """
-        c = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=self.client_id,
-        )
-        await c.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(await self._partition_count(topic))]
-            low = await c.beginning_offsets(tps)
-            high = await c.end_offsets(tps)
-        finally:
-            await _stop_client(c)
+        tps = [TopicPartition(topic, p) for p in range(await self._partition_count(topic))]
+        async with self._meta_lock:
+            if self._meta is None:
+                c = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    client_id=self.client_id,
+                )
+                try:
+                    await c.start()
+                except BaseException:
+                    await _stop_client(c)
+                    raise
+                self._meta = c
+            try:
+                low = await self._meta.beginning_offsets(tps)
+                high = await self._meta.end_offsets(tps)
+            except BaseException:
+                c, self._meta = self._meta, None
+                await _stop_client(c)
+                raise
         return {tp.partition: (low[tp], high[tp]) for tp in tps}
 
     async def _partition_count(self, topic: str) -> int:
