@@ -156,10 +156,13 @@ def run_action(args: argparse.Namespace) -> int:
         "applied": "applied",
         "accepted": "accepted, not yet applied by the evaluator",
         "unchanged": "nothing to change",
+        "refused": "refused by the evaluator",
     }[doc["status"]]
     print(f"{args.action} {what} (request {doc['request_id']})")
     for t in doc["transitions"]:
         print(f"  {t['alarm_id']}: {t['previous_state']} -> {t['state']}")
+    for alarm_id, reason in doc.get("refused", {}).items():
+        print(f"  {alarm_id}: refused ({reason})")
     if doc["unchanged"]:
         print(f"  unchanged: {', '.join(doc['unchanged'])}")
-    return 0
+    return 1 if doc["status"] == "refused" else 0
