@@ -26,6 +26,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
 
 from otgate.actors.log.config import LogConfig
+from otgate.actors.records import AlarmAction, AlarmCommand, now_ns
 from otgate.protocols.modbus.config import Table
 from otgate.simulations.alert_receivers import WebhookReceiver
 from otgate.simulations.alert_receivers_config import WebhookReceiverConfig
@@ -101,10 +102,11 @@ class Peers:
 
 @pytest.fixture(name="peers")
 def peers_fixture() -> Iterator[Peers]:
+    """Requested before ``gateway``: the gateway stops before its peers do."""
     with start_blocking_portal() as portal:
         peers = Peers(portal)
         yield peers
-        portal.stop(cancel_remaining=True)
+        portal.call(portal.stop, True)  # cancel the servers
 
 
 def otgate(gw, *args: str, token: str) -> subprocess.CompletedProcess[str]:
@@ -133,9 +135,25 @@ def read_topic(state, topic: str) -> list:
     return anyio.run(run)
 
 
-def journal(state) -> list[tuple[int, str, str]]:
+def journal(state, answers: bool = False) -> list[tuple[int, str, str]]:
+    """The alarm's transitions; with ``answers`` also the evaluator's refusals."""
     return [(a.seq, a.event, a.state.value) for a in read_topic(state, "alarms.clean")
-            if a.alarm_id == ALARM]
+            if a.alarm_id == ALARM and (answers or not a.event.startswith("refused"))]
+
+
+def late_ack(state) -> None:
+    """An ack command for the alarm, written as another surface's would be."""
+
+    async def run() -> None:
+        oplog = OperatorLog(LogConfig(), state)
+        try:
+            await oplog.append("alarms.commands", "late", AlarmCommand(
+                request_id="late", action=AlarmAction.ACK, alarm_ids=[ALARM], by="ana",
+                role="operator", source="http:127.0.0.1", gateway_time=now_ns()))
+        finally:
+            await oplog.close()
+
+    anyio.run(run)
 
 
 def state_of(gw) -> str:
@@ -149,7 +167,7 @@ def gauge(gw, name: str) -> str:
     return next((x[len(line):] for x in text.splitlines() if x.startswith(line)), "")
 
 
-def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(gateway, peers, tmp_path):
+def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(peers, gateway, tmp_path):
     state = tmp_path / "state"
     peers.set_temp(20)
     gw = gateway(CONFIG.format(state=state, modbus=peers.modbus_port, hook=peers.hook_url))
@@ -186,6 +204,17 @@ def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(gateway, peer
     wait_for(lambda: gauge(gw, "otgate_alarms_unacknowledged") == "0.0", 20, "acked gauge")
     assert gauge(gw, "otgate_alarms_active") == "1.0"
 
+    # A second ack racing the first (another console, written before the first applied) is
+    # refused by the evaluator: that answer is not a transition, and not "applied".
+    late_ack(state)
+    wait_for(lambda: (2, "refused:ack", "ACTIVE_ACKED") in journal(state, True), 20, "refusal")
+    status, doc = gw.post("/alarms/ack", {"alarm_ids": [ALARM], "request_id": "late"},
+                          token="oper-tok")
+    assert (status, doc["status"], doc["transitions"]) == (200, "refused", []), doc
+    assert doc["refused"] == {ALARM: "already acknowledged"}
+    row = get(gw, f"/alarms/{ALARM}", "view-tok")[1]["alarm"]
+    assert (row["seq"], row["event"], row["by"]) == (2, "ack", "olga")
+
     # The value returns: NORMAL.
     peers.set_temp(30)
     wait_for(lambda: state_of(gw) == "NORMAL", 30, "NORMAL after the clear")
@@ -219,6 +248,6 @@ def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(gateway, peer
     assert [e for _, e in sorted(events, key=lambda x: int(x[0].rsplit(":", 1)[1]))] == [
         "raise", "ack", "clear", "raise", "shelve_expired", "clear", "ack"]
     audit = [(a.who, a.action, a.result) for a in read_topic(state, "logs.audit")]
-    assert audit.count(("olga", "alarms.ack", "ok")) == 2
+    assert audit.count(("olga", "alarms.ack", "ok")) == 3  # the late ack asked about once
     assert audit.count(("olga", "alarms.shelve", "ok")) == 1
     assert gw.stop() == 0
