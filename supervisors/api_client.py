@@ -116,9 +116,11 @@ def run_call(
     *,
     query: dict[str, Any] | None = None,
     body: dict[str, Any] | None = None,
+    exit_code: Callable[[Any], int] = lambda doc: 0,
 ) -> int:
     """``otgate COMMAND`` as one call: prints the answer (``--json`` as JSON,
-    otherwise through ``show``) or the error; returns the exit code."""
+    otherwise through ``show``) or the error; returns the exit code (``exit_code``
+    of the answer when the call went through, e.g. 1 for an action refused)."""
     try:
         _, doc = call(args, method, path, query=query, body=body)
     except ApiError as exc:
@@ -127,7 +129,7 @@ def run_call(
         print_json(doc)
     else:
         show(doc)
-    return 0
+    return exit_code(doc)
 
 
 def report_error(command: str, exc: ApiError) -> int:

@@ -140,6 +140,7 @@ def run_action(args: argparse.Namespace) -> int:
         f"/alarms/{args.action}",
         lambda doc: show_result(args.action, doc),
         body=body,
+        exit_code=lambda doc: 1 if doc["status"] == "refused" else 0,
     )
 
 
@@ -148,9 +149,12 @@ def show_result(action: str, doc: dict[str, Any]) -> None:
         "applied": "applied",
         "accepted": "accepted, not yet applied by the evaluator",
         "unchanged": "nothing to change",
+        "refused": "refused by the evaluator",
     }[doc["status"]]
     print(f"{action} {what} (request {doc['request_id']})")
     for t in doc["transitions"]:
         print(f"  {t['alarm_id']}: {t['previous_state']} -> {t['state']}")
+    for alarm_id, reason in doc.get("refused", {}).items():
+        print(f"  {alarm_id}: refused ({reason})")
     if doc["unchanged"]:
         print(f"  unchanged: {', '.join(doc['unchanged'])}")

@@ -70,9 +70,12 @@ shelved alarm renews its time, so it counts as a change)."""
 class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
     """What an alarm action did.
 
-    ``status``: ``applied`` (every targeted alarm moved, see ``transitions``),
-    ``accepted`` (the command is on the log but the evaluator has not applied
-    all of it within the wait: HTTP 202), or ``unchanged`` (nothing to do).
+    ``status``: ``applied`` (the evaluator answered for every targeted alarm and
+    moved at least one, see ``transitions``), ``refused`` (it answered and moved
+    none: the alarm changed between the check and the command, e.g. another
+    console acked first; reasons in ``refused``), ``accepted`` (the command is on
+    the log but the evaluator has not answered for all of it within the wait:
+    HTTP 202), or ``unchanged`` (nothing to do).
     """
 
     request_id: str
@@ -81,6 +84,8 @@ class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
     targeted: list[str]
     unchanged: list[str]
     transitions: list[Alarm]
+    refused: dict[str, str] = {}
+    "Alarms the evaluator refused the action for, and why."
 
 
 class AlarmTable:
@@ -100,7 +105,8 @@ class AlarmTable:
     def add(self, alarm: Alarm) -> None:
         cur = self.current.get(alarm.alarm_id)
         if cur is None or alarm.seq == 0 or alarm.seq >= cur.seq:  # a replayed step is older
-            self.current[alarm.alarm_id] = alarm
+            if cur is None or not refusal(alarm):  # an answer (same seq) is no transition
+                self.current[alarm.alarm_id] = alarm
         self.history.setdefault(alarm.alarm_id, collections.deque(maxlen=HISTORY)).append(alarm)
         if alarm.request_id:
             self.by_request.setdefault(alarm.request_id, []).append(alarm)
@@ -222,13 +228,17 @@ class AlarmService:
                 transitions=[],
             )
         done = await self._wait(request_id, set(targets), wait_s)
+        answers = self.table.by_request.get(request_id, [])
+        moved = [a for a in answers if not refusal(a)]
+        status = "accepted" if not done else "applied" if moved else "refused"
         return ActionResult(
             request_id=request_id,
             action=action,
-            status="applied" if done else "accepted",
+            status=status,
             targeted=targets,
             unchanged=unchanged,
-            transitions=list(self.table.by_request.get(request_id, [])),
+            transitions=moved,
+            refused={a.alarm_id: a.note for a in answers if refusal(a)},
         )
 
     async def _command(
@@ -290,6 +300,12 @@ class AlarmService:
                     return True
                 await anyio.sleep(self.poll_s)
         return False
+
+
+def refusal(alarm: Alarm) -> bool:
+    """The evaluator's answer to an action that did not apply (``refused:<action>``, the
+    alarm's unchanged state and ``seq``): not a transition."""
+    return alarm.event.startswith("refused:")
 
 
 def _names(values: Iterable[str], enum_: type) -> list[str]:
