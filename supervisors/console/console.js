@@ -203,7 +203,8 @@ async function alarmAction(action, id, duration) {
     ui.pending.set(id, { text: `${action} sent`, done: DONE[action] });
     notice(`${action} ${id}: accepted, waiting for the alarm evaluator`);
   } else if (r.status === 200) {
-    notice(`${action} ${id}: ${r.doc.status}`);
+    const refused = Object.values(r.doc.refused || {}).join("; ");
+    notice(`${action} ${id}: ${r.doc.status}${refused ? ` (${refused})` : ""}`, r.doc.status === "refused");
   } else {
     notice(`${action} ${id}: ${r.status} ${r.doc}`, true);
   }
