@@ -64,7 +64,9 @@ class WindowStats:
         self.quality_counts = [0, 0, 0, 0]  # GOOD, SUSPECT, UNCERTAIN, BAD
         self.max_samples = max_samples
         self.seed = seed
-        self._samples: list[float] = []
+        # 8 bytes a value (a list of floats costs 32): a 1 h window keeps up to
+        # max_samples of them for every stream, and they add up in the bulkhead
+        self._samples = array.array("d")
         self._rng: random.Random | None = None
         # While every numeric value fits in _samples the numbers are computed from
         # them when asked (cheap adds); from the first value beyond max_samples on,
@@ -211,7 +213,7 @@ class WindowStats:
         return [
             self.count, n, mean, m2, lo, hi, total,
             self.first, self.last, list(self.quality_counts), self.seed,
-            array.array("d", self._samples).tobytes(),
+            self._samples.tobytes(),
             [rng[0], list(rng[1]), rng[2]] if rng is not None else None,
             [self._n, self._mean, self._m2, self._min, self._max, self._sum,
              array.array("d", self._buf).tobytes(), self._w, self._next]
@@ -225,7 +227,7 @@ class WindowStats:
             state[:9]
         )
         st.quality_counts = list(state[9])
-        st._samples = array.array("d", state[11]).tolist()
+        st._samples = array.array("d", state[11])
         if state[12] is not None:
             st._rng = random.Random()
             st._rng.setstate((state[12][0], tuple(state[12][1]), state[12][2]))
