@@ -35,7 +35,7 @@ from typing import Any
 
 import anyio
 
-from otgate.simulations.bench_modbus import POINTS, _start_simulator, device_points
+from otgate.simulations.bench_modbus import POINTS, device_points, start_simulator
 from otgate.simulations.bench_supervision import _poll
 from otgate.simulations.gateway_process import GatewayProcess
 
@@ -197,7 +197,7 @@ async def run(report: Any, args: Any) -> None:
     quick = getattr(args, "quick", False)
     window, rounds = (2.0, 6) if quick else (5.0, 12)
     report.progress(f"starting the Modbus simulator ({DEVICES} devices x {POINTS} points)")
-    proc, port = await _start_simulator(DEVICES)
+    proc, port = await start_simulator(DEVICES)
     try:
         await anyio.to_thread.run_sync(_measure, report, port, window, rounds)
     finally:
