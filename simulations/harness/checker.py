@@ -11,6 +11,9 @@ import psycopg
 from otgate.actors.log.cmd import read_rows
 from otgate.actors.log.config import LogConfig
 
+COUNTED = ("seq", "counter")
+"""The parameters that carry a device's sequence number."""
+
 
 @dataclass
 class Stream:
@@ -65,7 +68,9 @@ async def read_from_log(log_cfg: LogConfig, state_dir: Path, streams: dict[str, 
         s.read.clear()
     for row in await read_rows(log_cfg, state_dir, "telemetry.raw", 0, 10**9):
         s = streams.get(row.get("asset_id", ""))
-        if s is not None and row.get("quality") != "BAD" and row.get("value") is not None:
+        if s is None or row.get("parameter") not in COUNTED:
+            continue  # an alarm device's other values are no sequence numbers
+        if row.get("quality") != "BAD" and row.get("value") is not None:
             s.read.add(int(row["value"]))
 
 
@@ -74,7 +79,7 @@ def read_from_postgres(dsn: str, table: str, streams: dict[str, Stream]) -> None
     query = (
         "SELECT asset_id, value::bigint, count(*) OVER (PARTITION BY asset_id),"
         " extract(epoch FROM pg_xact_commit_timestamp(xmin) - device_time) * 1000"
-        f" FROM {table} WHERE parameter IN ('seq', 'counter') AND value IS NOT NULL"
+        f" FROM {table} WHERE parameter IN {COUNTED} AND value IS NOT NULL"
     )
     for s in streams.values():
         s.delivered.clear()

@@ -58,6 +58,8 @@ def verdict(outcome) -> list[str]:
         problems.append(f"gateway exit code {outcome.exit_code} (expected 0)")
     if outcome.failed:
         problems.append(f"FAILED at the end: {', '.join(outcome.failed)}")
+    if outcome.alarms is not None:
+        problems += outcome.alarms.problems
     return problems + outcome.problems
 
 
@@ -103,6 +105,8 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     total = summary(streams)
     report.add(device="TOTAL", kind="", **total)
     report.finish()
+    if outcome.alarms is not None:  # on the verdict line: the alarms' own counts
+        total.update(outcome.alarms.counts)
     _resources(sc, outcome, args.json)
     problems = verdict(outcome)
     ok = not problems

@@ -15,6 +15,8 @@ import anyio
 
 from otgate.actors.log.config import LogConfig
 from otgate.simulations.gateway_process import GatewayProcess
+from otgate.simulations.harness.alarm_check import AlarmReport
+from otgate.simulations.harness.alarm_run import AlarmParts, alarms_toml
 from otgate.simulations.harness.broker import broker_kill, local_broker, log_config, log_toml
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
 from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
@@ -45,6 +47,9 @@ _TIMED = {
     FaultKind.RELOAD_STORM,
     FaultKind.DISK_FILL,
     FaultKind.BROKER_KILL,
+    FaultKind.WEBHOOK_DOWN,
+    FaultKind.WEBHOOK_FAIL,
+    FaultKind.WEBHOOK_SLOW,
 }
 
 
@@ -55,6 +60,7 @@ def gateway_toml(
     broker_port: int,
     modbus: list[ModbusCounter],
     dsn: str,
+    hook_url: str = "",
 ) -> str:
     d = sc.devices
     out = [
@@ -122,6 +128,8 @@ unit_id = 1
 asset_id = "{dev.id}"
 points = [{{ parameter = "counter", address = 1, type = "uint32" }}]
 """)
+    if sc.alarms is not None:
+        out.append(alarms_toml(sc.alarms, broker_port, hook_url))
     out.append(load_toml(sc))
     return "".join(out)
 
@@ -137,6 +145,7 @@ async def _apply(
     outcome: Outcome,
     state_dir: Path,
     broker: DurableBroker | None = None,
+    alarms: AlarmParts | None = None,
 ) -> None:
     await anyio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     k_timed = fault.kind in _TIMED
@@ -145,7 +154,12 @@ async def _apply(
         + (f" for {fault.duration_s:g}s" if k_timed else "")
     )
     k = fault.kind
-    if k is FaultKind.KILL_BULKHEAD:
+    if alarms is not None:
+        alarms.killed(fault)
+    if k.value.startswith("webhook_"):
+        assert alarms is not None
+        await alarms.fault(fault)
+    elif k is FaultKind.KILL_BULKHEAD:
         node = await anyio.to_thread.run_sync(gw.component, fault.target)
         if node["pid"] is None:
             report.progress(f"fault skipped: {fault.target} has no process ({node['state']})")
@@ -212,6 +226,7 @@ class Outcome:
     disk: DiskWatch = field(default_factory=DiskWatch)  # what disk_fill saw
     samples: Samples | None = None  # resources over the run (a soak)
     load_landed: int = 0  # load readings in PostgreSQL when production ended
+    alarms: AlarmReport | None = None  # the alarm scenario's check
 
 
 async def run_scenario(sc: Scenario, workdir: Path, report: Report) -> Outcome:
@@ -254,7 +269,9 @@ async def _run_with(
     token = secrets.token_hex(16)
     mqtt = [MqttCounter(f"mqtt-{i}", 0, sc.devices.mqtt_interval_s) for i in range(sc.devices.mqtt)]
     modbus = {d.id: d for d in modbus_devices(sc.devices)}
-    streams = {d.id: Stream(d.id, "mqtt") for d in mqtt}
+    alarms = AlarmParts.of(sc.alarms) if sc.alarms is not None else None
+    alarm_devices = alarms.devices if alarms is not None else []
+    streams = {d.id: Stream(d.id, "mqtt") for d in [*mqtt, *alarm_devices]}
     disturbed = sc.devices.modbus_slow + sc.devices.modbus_flapping
     for d in modbus.values():
         healthy = d.faults == Faults()
@@ -266,12 +283,16 @@ async def _run_with(
     gw = GatewayProcess(config)
     try:
         async with anyio.create_task_group() as tg:
-            broker_port = await tg.start(run_mqtt_broker, MqttBrokerConfig()) if mqtt else 0
+            broker_port = 0
+            if mqtt or alarm_devices:
+                broker_port = await tg.start(run_mqtt_broker, MqttBrokerConfig())
+            hook_url = await tg.start(alarms.hook.run) if alarms is not None else ""
             until = time.monotonic() + 3600  # devices: the real end is set below
             for dev in modbus.values():
                 await tg.start(dev.run, until)
             config.write_text(
-                gateway_toml(sc, state_dir, token, broker_port, list(modbus.values()), pg.dsn())
+                gateway_toml(sc, state_dir, token, broker_port, list(modbus.values()), pg.dsn(),
+                             hook_url)
                 + log_toml(broker)
             )
             await anyio.to_thread.run_sync(gw.start)
@@ -279,6 +300,8 @@ async def _run_with(
                 while not await anyio.to_thread.run_sync(gw.ready):
                     await anyio.sleep(0.1)
             report.progress(f"gateway ready at {gw.url}; producing for {sc.duration_s:g}s")
+            if alarms is not None:
+                tg.start_soon(alarms.start_acker(lambda: gw.url, token).run)
             t0 = time.monotonic()
             end = t0 + sc.duration_s
             if sc.resources is not None:
@@ -287,12 +310,13 @@ async def _run_with(
                 args = (every, gw, state_dir, t0, end, outcome.samples, report.progress)
                 tg.start_soon(sample_every, *args)
             async with anyio.create_task_group() as producers:
-                for m in mqtt:
+                for m in [*mqtt, *alarm_devices]:
                     m.port = broker_port
                     producers.start_soon(m.run, end)
                 for fault in sc.faults:
                     producers.start_soon(
-                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir, broker
+                        _apply, fault, t0, gw, pg, modbus, report, token, outcome, state_dir,
+                        broker, alarms,
                     )
                 await anyio.sleep(sc.duration_s)
                 for dev in modbus.values():  # stop counting: production ends
@@ -301,12 +325,16 @@ async def _run_with(
                         await dev.sim.stop()
             for dev in modbus.values():
                 streams[dev.id].produced = dev.produced
-            for m in mqtt:
+            for m in [*mqtt, *alarm_devices]:
                 streams[m.id].produced = m.produced
             if sc.load.devices:
                 outcome.load_landed = await anyio.to_thread.run_sync(landed, pg.dsn(), TABLE)
             report.progress("production over; draining")
             await _drain(sc, state_dir, pg, streams, report, log_config(broker))
+            if alarms is not None:
+                outcome.alarms = await alarms.drain(
+                    log_config(broker), state_dir, sc.drain_timeout_s, report
+                )
             health = await anyio.to_thread.run_sync(gw.health)
             outcome.failed = [c["id"] for c in health["components"] if c["state"] == "FAILED"]
             tg.cancel_scope.cancel()

@@ -23,6 +23,9 @@ class FaultKind(enum.Enum):
     RELOAD_STORM = "reload_storm"  # `count` SIGHUPs over duration_s, broken and valid files
     DISK_FILL = "disk_fill"  # ballast to each of fill_pct, duration_s each, then freed
     BROKER_KILL = "broker_kill"  # SIGKILL the Kafka broker, restart after duration_s
+    WEBHOOK_DOWN = "webhook_down"  # the alarms' webhook peer stopped for duration_s
+    WEBHOOK_FAIL = "webhook_fail"  # the webhook peer answers 503 for duration_s
+    WEBHOOK_SLOW = "webhook_slow"  # it accepts, then answers after the router's timeout
 
 
 class Fault(StrictStruct):
@@ -36,7 +39,7 @@ class Fault(StrictStruct):
     """Bulkhead or device id, where the kind needs one."""
     duration_s: NonNegativeSeconds = 3.0
     """How long the fault lasts (reboot, garbage, postgres_stop, gateway_kill,
-    reload_storm, broker_kill)."""
+    reload_storm, broker_kill, webhook_*)."""
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     """reload_storm: SIGHUPs sent, evenly over ``duration_s``; before each, the
     config file is rewritten, alternately broken and valid (the last one valid)."""
@@ -97,6 +100,26 @@ class Load(StrictStruct):
         return self.devices * self.points / self.interval_s
 
 
+class Alarms(StrictStruct):
+    """Devices that drive one alarm each through raise/ack/clear on a schedule, an
+    operator that acks every activation over HTTP, and a webhook peer the alert
+    router notifies (``simulations/harness/alarm_*.py``)."""
+
+    devices: Annotated[int, msgspec.Meta(ge=1, le=10)] = 2
+    """MQTT devices ``alarm-N`` (QoS 1, persistent session: every sample reaches
+    the evaluator), each publishing ``temp`` above and below the alarm's limit."""
+    high_s: PositiveSeconds = 5.0
+    """How long a device stays above the limit (one activation)."""
+    low_s: PositiveSeconds = 5.0
+    """How long it stays below the limit between activations (it starts low)."""
+    interval_s: PositiveSeconds = 0.25
+    """Seconds between one device's samples."""
+    ack_after_s: NonNegativeSeconds = 0.5
+    """The operator's reaction time: an activation is acked this long after it is seen."""
+    webhook_timeout_s: PositiveSeconds = 2.0
+    """The router's per-request timeout to the webhook (``webhook_slow`` answers after it)."""
+
+
 class Resources(StrictStruct):
     """Sample every bulkhead's resident memory and open file descriptors and
     the size of the gateway's state dir (its log) during the run."""
@@ -138,6 +161,8 @@ class Scenario(StrictStruct):
     skips the scenario where they are not installed."""
     telemetry_retention_s: PositiveSeconds | None = None
     """Retention of the telemetry topics of the log (a long run keeps its log bounded)."""
+    alarms: Alarms | None = None
+    """Alarm devices, the acker and the webhook peer (checked transition by transition)."""
 
     def __post_init__(self) -> None:
         for i, f in enumerate(self.faults):
@@ -150,6 +175,8 @@ class Scenario(StrictStruct):
                 raise ValueError(f"faults[{i}]: reload_storm needs duration_s > 0")
             if f.kind is FaultKind.BROKER_KILL and self.log_backend is not Backend.KAFKA:
                 raise ValueError(f"faults[{i}]: broker_kill needs log_backend = 'kafka'")
+            if f.kind.value.startswith("webhook_") and self.alarms is None:
+                raise ValueError(f"faults[{i}]: {f.kind.value} needs the scenario's [alarms]")
             if f.kind is FaultKind.DISK_FILL and (not f.fill_pct or self.disk_mib is None):
                 raise ValueError(f"faults[{i}]: disk_fill needs fill_pct and the scenario's disk_mib")
 

@@ -1,0 +1,137 @@
+"""The alarm part of a scenario run: the gateway's config for it, its peers,
+its faults, and waiting for it to settle before the check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from otgate.actors.log.cmd import read_rows
+from otgate.actors.log.config import LogConfig
+from otgate.simulations.harness.alarm_check import AlarmReport, check_alarms, settled
+from otgate.simulations.harness.alarm_peers import (
+    DEFINITION,
+    LIMIT,
+    PARAMETER,
+    Acker,
+    AlarmDevice,
+    HarnessWebhook,
+    alarm_id,
+)
+from otgate.simulations.harness.scenario import Alarms, Fault, FaultKind
+from otgate.simulations.report import Report
+
+ROUTER = "alerts"
+"""The alert router's sink id (and bulkhead)."""
+JOURNAL = "alarms.clean"
+
+
+def alarms_toml(cfg: Alarms, broker_port: int, hook_url: str) -> str:
+    """The alarm devices' MQTT adapter, the ``high`` alarm on their ``temp``, and
+    the alert router to the webhook: every transition notifies (``dedupe_window
+    = "0s"``), retries and the breaker recover within a second or two."""
+    return f"""
+[processing.alarms]
+tick_s = 0.1
+checkpoint_interval_s = 2.0
+definitions = [
+  {{ kind = "high", name = "{DEFINITION}", parameter = "{PARAMETER}", limit = {LIMIT}, severity = "HIGH" }},
+]
+[[sinks]]
+type = "alert_router"
+id = "{ROUTER}"
+fetch_timeout_s = 0.1
+dedupe_window = "0s"
+retry_initial_s = 0.2
+retry_max_s = 1.0
+breaker_cooldown_s = 1.0
+routes = [{{ severity = "HIGH", destinations = ["control-room"] }}]
+[[sinks.destinations]]
+type = "webhook"
+id = "control-room"
+url = "{hook_url}/control-room"
+timeout_s = {cfg.webhook_timeout_s}
+[[adapters]]
+type = "mqtt"
+id = "alarm-devices"
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "harness-alarms"
+clean_session = false
+[[adapters.subscriptions]]
+topic = "harness/+/alarm"
+qos = 1
+asset_from_topic = 1
+time_path = "ts"
+time_format = "epoch_ms"
+fields = [{{ path = "seq", parameter = "seq" }}, {{ path = "temp", parameter = "{PARAMETER}" }}]
+"""
+
+
+@dataclass
+class AlarmParts:
+    """The alarm peers of one run and what the faults did to the router."""
+
+    cfg: Alarms
+    devices: list[AlarmDevice]
+    hook: HarnessWebhook = field(default_factory=HarnessWebhook)
+    acker: Acker | None = None
+    router_kills: list[float] = field(default_factory=list)  # monotonic
+
+    @classmethod
+    def of(cls, cfg: Alarms) -> AlarmParts:
+        period = cfg.low_s + cfg.high_s
+        devices = [AlarmDevice(f"alarm-{i}", cfg, offset_s=i * period / (cfg.devices + 1))
+                   for i in range(cfg.devices)]
+        return cls(cfg, devices)
+
+    def start_acker(self, url, token: str) -> Acker:
+        ids = {alarm_id(d.id) for d in self.devices}
+        self.acker = Acker(url, token, ids, self.cfg.ack_after_s)
+        return self.acker
+
+    async def fault(self, fault: Fault) -> None:
+        """``webhook_down``, ``webhook_fail``, ``webhook_slow`` for ``duration_s``."""
+        k = fault.kind
+        if k is FaultKind.WEBHOOK_DOWN:
+            self.hook.stop_for(fault.duration_s)
+        elif k is FaultKind.WEBHOOK_FAIL:
+            self.hook.down = True
+        elif k is FaultKind.WEBHOOK_SLOW:
+            self.hook.reply_delay_s = self.cfg.webhook_timeout_s + 0.5
+        await anyio.sleep(fault.duration_s)
+        self.hook.down = False
+        self.hook.reply_delay_s = 0.0
+
+    def killed(self, fault: Fault) -> None:
+        """Note a kill of the router's process (the gateway, or its bulkhead)."""
+        if fault.kind is FaultKind.GATEWAY_KILL or fault.target == ROUTER:
+            self.router_kills.append(time.monotonic())
+
+    async def journal(self, log_cfg: LogConfig, state_dir: Path) -> list[dict]:
+        try:
+            return await read_rows(log_cfg, state_dir, JOURNAL, 0, 10**9)
+        except SystemExit:  # no journal yet
+            return []
+
+    async def drain(self, log_cfg: LogConfig, state_dir: Path, timeout_s: float,
+                    report: Report) -> AlarmReport:
+        """Wait (bounded) for every transition, ack and delivery; then check."""
+        assert self.acker is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await self.journal(log_cfg, state_dir)
+            if settled(self.devices, rows, self.acker, self.hook.deliveries):
+                break
+            if time.monotonic() > deadline:
+                report.progress("alarms did not settle: checking what arrived")
+                break
+            report.progress(f"waiting for alarms: {len(self.acker.pending())} acks pending, "
+                            f"{len(self.hook.deliveries)} webhook deliveries")
+            await anyio.sleep(1.0)
+        rows = await self.journal(log_cfg, state_dir)
+        return check_alarms(self.devices, rows, self.acker, self.hook.deliveries,
+                            self.router_kills)
