@@ -145,3 +145,106 @@ def test_broker_kill_needs_the_kafka_backend(tmp_path: Path) -> None:
         load_scenario(bad)
     bad.write_text('name = "x"\nlog_backend = "kafka"\n[[faults]]\nat_s = 1.0\nkind = "broker_kill"\n')
     assert load_scenario(bad).faults[0].duration_s == 3.0
+
+
+def _alarm_rows(*steps: tuple[int, str, str, str]) -> list[dict]:
+    """Journal rows of alarm-0's alarm: (seq, event, occurrence #, request_id)."""
+    state = {"raise": "ACTIVE_UNACKED", "ack": "ACTIVE_ACKED", "clear": "NORMAL"}
+    return [{"alarm_id": "alarm-0:temp:hot", "seq": seq, "event": ev, "state": state[ev],
+             "occurrence_id": f"alarm-0:temp:hot#{occ}", "request_id": rid}
+            for seq, ev, occ, rid in steps]
+
+
+def _alarm_parts():
+    from otgate.simulations.harness.alarm_peers import Acker, AlarmDevice
+    from otgate.simulations.harness.scenario import Alarms
+
+    dev = AlarmDevice("alarm-0", Alarms(devices=1), offset_s=0.0)
+    dev.levels = [False, True, True, False, True, False]  # two activations
+    acker = Acker(lambda: "", "t", {"alarm-0:temp:hot"}, 0.0)
+    return dev, acker
+
+
+def test_alarm_checker_counts_journal_losses_duplicates_and_misplaced_acks() -> None:
+    from otgate.simulations.harness.alarm_check import check_alarms
+    from otgate.simulations.harness.alarm_peers import AckAnswer
+
+    dev, acker = _alarm_parts()
+    o1, o2 = "alarm-0:temp:hot#1", "alarm-0:temp:hot#4"
+    acker.seen = {o1: 0.0, o2: 0.0}
+    acker.answers = {o: AckAnswer("applied", [], 1) for o in (o1, o2)}
+    good = _alarm_rows((1, "raise", "1", ""), (2, "ack", "1", f"ack-{o1}"),
+                       (3, "clear", "1", ""), (4, "raise", "4", ""),
+                       (5, "ack", "4", f"ack-{o2}"), (6, "clear", "4", ""))
+    rep = check_alarms([dev], good, acker, [], [])
+    assert rep.counts["expected"] == rep.counts["alarm_transitions"] == 6
+    assert (rep.counts["journal_lost"], rep.counts["journal_duplicates"]) == (0, 0)
+    assert rep.counts["webhook_lost"] == 6  # nothing reached the webhook
+    assert rep.problems == ["webhook: never delivered "
+                            f"{sorted(f'alarm-0:temp:hot:{s}' for s in range(1, 7))}"]
+
+    # the second clear lost, the first ack journalled twice (and a seq repeated)
+    bad = good[:2] + good[1:5]
+    rep = check_alarms([dev], bad, acker, [], [])
+    assert (rep.counts["journal_lost"], rep.counts["journal_duplicates"]) == (1, 2)
+    assert "alarm-0:temp:hot: 1 journal records repeat a seq" in rep.problems
+
+    # the ack asked for activation #1 landed on activation #4: #1 never acked
+    misplaced = _alarm_rows((1, "raise", "1", ""), (2, "clear", "1", ""),
+                            (3, "raise", "3", ""), (4, "ack", "3", f"ack-{o1}"),
+                            (5, "clear", "3", ""))
+    acker.seen = {o1: 0.0, "alarm-0:temp:hot#3": 0.0}
+    rep = check_alarms([dev], misplaced, acker, [], [])
+    assert ("alarm-0:temp:hot: ack request 'ack-alarm-0:temp:hot#1' applied to "
+            "alarm-0:temp:hot#3 (seq 4)") in rep.problems
+    assert rep.counts["journal_lost"] == 1  # #1's ack: answered applied, not in the journal
+
+
+def test_alarm_checker_unseen_activation_is_not_expected_to_be_acked() -> None:
+    from otgate.simulations.harness.alarm_check import check_alarms
+
+    dev, acker = _alarm_parts()
+    o2 = "alarm-0:temp:hot#3"
+    acker.seen = {o2: 0.0}  # #1 came and went while the gateway was away
+    rows = _alarm_rows((1, "raise", "1", ""), (2, "clear", "1", ""), (3, "raise", "3", ""),
+                       (4, "ack", "3", f"ack-{o2}"), (5, "clear", "3", ""))
+    rep = check_alarms([dev], rows, acker, [], [])
+    assert (rep.counts["acks_unseen"], rep.counts["expected"], rep.counts["journal_lost"]) \
+        == (1, 5, 0)
+    acker.seen["alarm-0:temp:hot#1"] = 0.0  # seen, but its ack never answered: a problem
+    rep = check_alarms([dev], rows, acker, [], [])
+    assert "alarm-0:temp:hot#1: the acker's ack was never answered (0 attempts)" in rep.problems
+
+
+def test_webhook_resend_is_a_duplicate_only_after_a_confirmed_delivery() -> None:
+    from otgate.simulations.harness.alarm_check import AlarmReport, check_webhook
+    from otgate.simulations.harness.alarm_peers import Delivery
+
+    keys = {"a:1", "a:2", "a:3", "a:4"}
+    deliveries = [
+        Delivery("a:1", 1.0, True),
+        Delivery("a:2", 2.0, False),  # the router timed out before the answer: resent
+        Delivery("a:2", 3.5, True),
+        Delivery("a:3", 4.0, True),  # confirmed, the gateway killed before its checkpoint
+        Delivery("a:3", 9.0, True),
+        Delivery("a:1", 10.0, True),  # confirmed (and checkpointed) long before the kill
+    ]
+    rep = AlarmReport()
+    check_webhook(keys, deliveries, kills=[4.5], rep=rep, window_s=2.0)
+    assert rep.counts == {"webhook_delivered": 3, "webhook_lost": 1,
+                          "webhook_duplicates": 1, "webhook_resent": 3}
+    assert rep.problems == ["webhook: never delivered ['a:4']",
+                            "webhook: a:1 delivered again 9.0s after a confirmed delivery"]
+    # deliveries are logged when answered: a slow first one is logged after its resend
+    rep = AlarmReport()
+    check_webhook({"a:1"}, [Delivery("a:1", 3.0, True), Delivery("a:1", 1.0, False)], [], rep, 2.0)
+    assert (rep.counts["webhook_duplicates"], rep.counts["webhook_resent"]) == (0, 1)
+
+
+def test_webhook_faults_need_the_alarms_section(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[faults]]\nat_s = 1.0\nkind = "webhook_down"\n')
+    with pytest.raises(Exception, match="webhook_down needs the scenario's \\[alarms\\]"):
+        load_scenario(bad)
+    bad.write_text('name = "x"\n[alarms]\n[[faults]]\nat_s = 1.0\nkind = "webhook_down"\n')
+    assert load_scenario(bad).alarms.devices == 2

@@ -7,7 +7,8 @@ clear the device's acknowledged samples call for is there exactly once
 ack, made by the acker's request ``ack-<occurrence_id>`` of that activation
 (an ack landing on another activation is a problem). An activation the acker
 never saw unacknowledged (it came and went while the gateway was down) is
-counted in ``acks_unseen``, not a loss: the operator never asked.
+counted in ``acks_unseen`` and not expected: the operator never asked (an ack
+applies to the alarm's current activation, so a past one cannot be acked).
 
 Webhook, counted by ``Idempotency-Key`` (``alarm_id:seq``): every notifying
 transition of the journal (with ``dedupe_window = "0s"`` and HIGH severity:
@@ -16,10 +17,12 @@ distinct keys never accepted). ``webhook_resent`` counts every acceptance of
 a key beyond its first. A resend is the at-least-once contract working, and
 the receiver's to drop by its key, when the router had no confirmation of the
 earlier acceptance: its answer never reached the router (``replied`` false:
-the router timed out first), or the router's process was killed between the
-two (gateway kill -9, or a kill of the router's bulkhead: sends confirmed
-after its last checkpoint are sent again). Any other resend followed a
-delivery the router had confirmed and is a ``webhook_duplicates``.
+the router timed out first), or the router's process was killed (gateway
+kill -9, or a kill of the router's bulkhead) before it could checkpoint that
+send: within ``window_s`` after the acceptance (the router checkpoints right
+after the flush that sent it, and a flush waits at most the webhook timeout).
+Any other resend followed a delivery the router had confirmed and recorded,
+and is a ``webhook_duplicates``.
 """
 
 from __future__ import annotations
@@ -97,18 +100,20 @@ def check_journal(dev: AlarmDevice, recs: list[dict[str, Any]], acker: Acker,
         rep.problems.append(f"{aid}: {dups} duplicate transitions")
     if recs and not unseen and recs[-1]["state"] != "NORMAL":
         rep.problems.append(f"{aid}: ends {recs[-1]['state']} (expected NORMAL)")
-    for k, v in (("expected", want_raises + want_clears + want_raises), ("raises", events["raise"]),
+    expected = want_raises + want_clears + want_raises - unseen  # an ack per activation seen
+    for k, v in (("expected", expected), ("raises", events["raise"]),
                  ("acks", events["ack"]), ("clears", events["clear"]), ("acks_unseen", unseen),
                  ("journal_lost", lost), ("journal_duplicates", dups + repeats)):
         c[k] = c.get(k, 0) + v
 
 
 def check_webhook(keys: set[str], deliveries: list[Delivery], kills: list[float],
-                  rep: AlarmReport) -> None:
+                  rep: AlarmReport, window_s: float) -> None:
     """``keys``: the journal's notifying transitions; ``kills``: monotonic times the
-    router's process was killed."""
+    router's process was killed; ``window_s``: how long after a confirmed send the
+    router may still be without the checkpoint that records it."""
     by_key: dict[str, list[Delivery]] = collections.defaultdict(list)
-    for d in deliveries:
+    for d in sorted(deliveries, key=lambda d: d.at):  # logged when answered: a slow one late
         by_key[d.key].append(d)
     unknown = set(by_key) - keys
     if unknown:
@@ -120,7 +125,8 @@ def check_webhook(keys: set[str], deliveries: list[Delivery], kills: list[float]
     for key, ds in by_key.items():
         for before, again in itertools.pairwise(ds):
             resent += 1
-            if before.replied and not any(before.at <= k <= again.at for k in kills):
+            last = min(again.at, before.at + window_s)
+            if before.replied and not any(before.at <= k <= last for k in kills):
                 dups += 1
                 rep.problems.append(f"webhook: {key} delivered again {again.at - before.at:.1f}s "
                                     "after a confirmed delivery")
@@ -129,7 +135,8 @@ def check_webhook(keys: set[str], deliveries: list[Delivery], kills: list[float]
 
 
 def check_alarms(devices: list[AlarmDevice], rows: list[dict[str, Any]], acker: Acker,
-                 deliveries: list[Delivery], kills: list[float]) -> AlarmReport:
+                 deliveries: list[Delivery], kills: list[float], window_s: float = 0.0
+                 ) -> AlarmReport:
     rep = AlarmReport(counts={"alarm_transitions": 0})
     journal = transitions(rows, {alarm_id(d.id) for d in devices})
     for dev in devices:
@@ -137,7 +144,7 @@ def check_alarms(devices: list[AlarmDevice], rows: list[dict[str, Any]], acker: 
     keys = {f"{r['alarm_id']}:{r['seq']}" for recs in journal.values() for r in recs
             if r["event"] in NOTIFYING}
     rep.counts["alarm_transitions"] = sum(len(v) for v in journal.values())
-    check_webhook(keys, deliveries, kills, rep)
+    check_webhook(keys, deliveries, kills, rep, window_s)
     return rep
 
 

@@ -27,6 +27,8 @@ from otgate.simulations.report import Report
 ROUTER = "alerts"
 """The alert router's sink id (and bulkhead)."""
 JOURNAL = "alarms.clean"
+CHECKPOINT_S = 2.0
+"""Slack for the router's checkpoint after a flush (an fsync on a loaded machine)."""
 
 
 def alarms_toml(cfg: Alarms, broker_port: int, hook_url: str) -> str:
@@ -133,5 +135,8 @@ class AlarmParts:
                             f"{len(self.hook.deliveries)} webhook deliveries")
             await anyio.sleep(1.0)
         rows = await self.journal(log_cfg, state_dir)
-        return check_alarms(self.devices, rows, self.acker, self.hook.deliveries,
-                            self.router_kills)
+        rep = check_alarms(self.devices, rows, self.acker, self.hook.deliveries,
+                           self.router_kills, window_s=self.cfg.webhook_timeout_s + CHECKPOINT_S)
+        rep.counts["webhook_requests"] = self.hook.attempts  # failed and slow ones too
+        rep.counts["ack_retries"] = sum(a.attempts - 1 for a in self.acker.answers.values())
+        return rep
