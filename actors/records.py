@@ -236,6 +236,12 @@ class AlarmCommand(msgspec.Struct, frozen=True, kw_only=True):
     role: str = ""
     source: str = ""
     gateway_time: int
+    occurrence_ids: dict[str, str] = {}
+    """Per alarm, the activation (``occurrence_id``) the action is meant for: the
+    evaluator refuses it for an alarm that has moved on to another activation, so
+    an ack sent while the alarm cleared and was raised again never acknowledges
+    the new activation nobody has seen (OPC UA's Acknowledge names its EventId
+    for the same reason). An alarm not named here: its current activation."""
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):

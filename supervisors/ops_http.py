@@ -116,6 +116,9 @@ class OperatorRoutes:
         duration = body.get("duration_s")
         if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise BadRequest("alarm_ids: expected a list of alarm ids")
+        occ = body.get("occurrence_ids") or {}
+        if not (isinstance(occ, dict) and all(isinstance(v, str) for v in occ.values())):
+            raise BadRequest("occurrence_ids: expected an object of alarm id -> occurrence id")
         wait = body.get("wait_s")
         for key, v in (("duration_s", duration), ("wait_s", wait)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
@@ -128,6 +131,7 @@ class OperatorRoutes:
             duration_s=duration,
             request_id=text_field(body, "request_id"),
             wait_s=None if wait is None else float(wait),
+            occurrence_ids=occ,
         )
         return reply(result, status=202 if result.status == "accepted" else 200)
 

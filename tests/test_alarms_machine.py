@@ -186,6 +186,22 @@ def test_ack_of_many_refuses_what_does_not_apply_and_skips_a_repeated_request() 
     assert p.ev.duplicates == 1
 
 
+def test_an_action_meant_for_an_activation_that_is_over_is_refused() -> None:
+    # An ack sent while the alarm cleared and was raised again must not acknowledge
+    # the new activation (the harness's alarms scenario acked #3 with "ack-#1").
+    p = Plant(HI)
+    aid = "oven:temp:hi"
+    first = p.feed(0, 101.0)[0]
+    p.feed(1, 99.0)
+    second = p.feed(2, 102.0)[0]
+    [r] = p.cmd(AlarmAction.ACK, aid, occurrence_ids={aid: first.occurrence_id})
+    assert (r.event, r.seq, r.note) == (
+        "refused:ack", 3, f"activation {first.occurrence_id} is over (now {second.occurrence_id})")
+    assert p.state() is AU
+    [r] = p.cmd(AlarmAction.ACK, aid, occurrence_ids={aid: second.occurrence_id})
+    assert moves([r]) == [("ack", AU, AA)] and r.occurrence_id == second.occurrence_id
+
+
 # -- conditions ---------------------------------------------------------------------
 def test_deadband_keeps_the_alarm_until_the_value_is_back_past_it() -> None:
     p = Plant({**HI, "deadband": 5.0})

@@ -196,3 +196,27 @@ async def test_a_token_scoped_to_assets_sees_and_acts_on_those_only(tmp_path) ->
         assert audit[1][:2] == ("sam", "ok")
     finally:
         await oplog.close()
+
+
+@pytest.mark.anyio
+async def test_an_action_bound_to_activations_carries_them_on_the_command(tmp_path) -> None:
+    oplog = OperatorLog(LogConfig(), tmp_path)
+    try:
+        for a in [
+            alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED),
+            alarm("fan-1:vib", 1, AlarmState.ACTIVE_ACKED),
+        ]:
+            await oplog.append("alarms.clean", a.alarm_id, a)
+        svc = AlarmService(oplog, wait_s=0.05, poll_s=0.02)
+        with pytest.raises(BadRequest, match="occurrence_ids: 'nope' is not in alarm_ids"):
+            await svc.act(OPERATOR, AlarmAction.ACK, ["pump-1:temp_high"],
+                          occurrence_ids={"nope": "nope#1"})
+        assert await records(oplog, "alarms.commands") == []
+        bound = {"pump-1:temp_high": "pump-1:temp_high#1", "fan-1:vib": "fan-1:vib#1"}
+        res = await svc.act(OPERATOR, AlarmAction.ACK, ["pump-1:temp_high", "fan-1:vib"],
+                            occurrence_ids=bound, request_id="r9")
+        assert res.targeted == ["pump-1:temp_high"]  # fan-1 is acknowledged already
+        [cmd] = await records(oplog, "alarms.commands")
+        assert cmd.occurrence_ids == {"pump-1:temp_high": "pump-1:temp_high#1"}
+    finally:
+        await oplog.close()

@@ -208,6 +208,9 @@ class Evaluator:
                 self._refuse(cmd, aid, "unknown alarm")
                 continue
             try:
+                want = cmd.occurrence_ids.get(aid)
+                if want and want != entry.occurrence_id:
+                    raise Refused(f"activation {want} is over (now {entry.occurrence_id})")
                 out.append(self._apply(entry, cmd, who, now))
             except Refused as exc:
                 self._refuse(cmd, aid, str(exc))

@@ -197,9 +197,12 @@ class AlarmService:
         duration_s: float | None = None,
         request_id: str = "",
         wait_s: float | None = None,
+        occurrence_ids: dict[str, str] | None = None,
     ) -> ActionResult:
         """Ask the evaluator to apply ``action`` to ``alarm_ids`` and wait for it
-        (``wait_s``, default the service's; 0 returns at once).
+        (``wait_s``, default the service's; 0 returns at once). ``occurrence_ids``
+        binds the action to the activations the caller saw (``AlarmCommand``): the
+        evaluator refuses it for an alarm that has been raised again since.
 
         Raises Forbidden (role or asset scope; audited), BadRequest (no ids, a missing or absurd
         shelve duration or wait) or NotFound (an id not in the table: nothing
@@ -212,7 +215,8 @@ class AlarmService:
         await authorize(self.oplog, caller, ROLE_FOR[action], name, target, request_id)
         async with audit_refusals(self.oplog, caller, name, target, request_id):
             targets, detail = await self._command(
-                caller, action, alarm_ids, note, duration_s, request_id, wait_s
+                caller, action, alarm_ids, note, duration_s, request_id, wait_s,
+                occurrence_ids or {},
             )
         await self.oplog.audit(
             caller, name, target, detail=detail or note[:200], request_id=request_id
@@ -250,11 +254,15 @@ class AlarmService:
         duration_s: float | None,
         request_id: str,
         wait_s: float,
+        occurrence_ids: dict[str, str],
     ) -> tuple[list[str], str]:
         """Write the command for the alarms it would change, once per request id;
         returns those alarms and a note for the audit."""
         if not alarm_ids:
             raise BadRequest("alarm_ids: give at least one alarm id")
+        stray = sorted(set(occurrence_ids) - set(alarm_ids))
+        if stray:
+            raise BadRequest(f"occurrence_ids: {stray[0]!r} is not in alarm_ids")
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise BadRequest(f"wait_s: expected 0..{MAX_WAIT_S:g} s")
         if action is AlarmAction.SHELVE and not (
@@ -285,6 +293,7 @@ class AlarmService:
                 role=caller.role.value,
                 source=_source(caller),
                 gateway_time=now_ns(),
+                occurrence_ids={i: occurrence_ids[i] for i in targets if i in occurrence_ids},
             )
             await self.oplog.append("alarms.commands", request_id, cmd)
             self._sent[request_id] = cmd
