@@ -202,6 +202,7 @@ def test_alarm_checker_counts_journal_losses_duplicates_and_misplaced_acks() -> 
 
 def test_alarm_checker_unseen_activation_is_not_expected_to_be_acked() -> None:
     from otgate.simulations.harness.alarm_check import check_alarms
+    from otgate.simulations.harness.alarm_peers import AckAnswer
 
     dev, acker = _alarm_parts()
     o2 = "alarm-0:temp:hot#3"
@@ -214,6 +215,16 @@ def test_alarm_checker_unseen_activation_is_not_expected_to_be_acked() -> None:
     acker.seen["alarm-0:temp:hot#1"] = 0.0  # seen, but its ack never answered: a problem
     rep = check_alarms([dev], rows, acker, [], [])
     assert "alarm-0:temp:hot#1: the acker's ack was never answered (0 attempts)" in rep.problems
+    # refused by the evaluator: raised again before the ack arrived (not expected, no problem)
+    over = {"alarm-0:temp:hot": "activation alarm-0:temp:hot#1 is over (now alarm-0:temp:hot#3)"}
+    acker.answers["alarm-0:temp:hot#1"] = AckAnswer("refused", [], 2, over)
+    rep = check_alarms([dev], rows, acker, [], [])
+    assert (rep.counts["acks_too_late"], rep.counts["expected"]) == (1, 5)
+    assert not [p for p in rep.problems if not p.startswith("webhook")]
+    acker.answers["alarm-0:temp:hot#1"] = AckAnswer("refused", [], 1, {
+        "alarm-0:temp:hot": "already acknowledged"})  # any other refusal: a lost ack
+    rep = check_alarms([dev], rows, acker, [], [])
+    assert rep.counts["journal_lost"] == 1
 
 
 def test_webhook_resend_is_a_duplicate_only_after_a_confirmed_delivery() -> None:

@@ -8,7 +8,9 @@ ack, made by the acker's request ``ack-<occurrence_id>`` of that activation
 (an ack landing on another activation is a problem). An activation the acker
 never saw unacknowledged (it came and went while the gateway was down) is
 counted in ``acks_unseen`` and not expected: the operator never asked (an ack
-applies to the alarm's current activation, so a past one cannot be acked).
+applies to the alarm's current activation, so a past one cannot be acked). An
+ack the evaluator refused because the alarm had been raised again before it
+arrived ("activation ... is over") is counted in ``acks_too_late``, not expected.
 
 Webhook, counted by ``Idempotency-Key`` (``alarm_id:seq``): every notifying
 transition of the journal (with ``dedupe_window = "0s"`` and HIGH severity:
@@ -32,7 +34,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from otgate.simulations.harness.alarm_peers import Acker, AlarmDevice, Delivery, alarm_id
+from otgate.simulations.harness.alarm_peers import (
+    AckAnswer,
+    Acker,
+    AlarmDevice,
+    Delivery,
+    alarm_id,
+)
 
 NOTIFYING = frozenset({"raise", "ack", "clear"})
 
@@ -80,16 +88,19 @@ def check_journal(dev: AlarmDevice, recs: list[dict[str, Any]], acker: Acker,
         if r["event"] == "ack" and r["request_id"] != f"ack-{r['occurrence_id']}":
             rep.problems.append(f"{aid}: ack request {r['request_id']!r} applied to "
                                 f"{r['occurrence_id']} (seq {r['seq']})")
-    unseen = 0
+    unseen = late = 0
     for occ in occurrences:
         if occ in acks:
             continue
+        answer = acker.answers.get(occ)
         if occ not in acker.seen:
             unseen += 1
-        elif occ in acker.answers:
+        elif answer is not None and _too_late(answer, aid):
+            late += 1
+        elif answer is not None:
             lost += 1
-            rep.problems.append(f"{occ}: the acker's ack was answered "
-                                f"{acker.answers[occ].status}, no ack in the journal")
+            rep.problems.append(f"{occ}: the acker's ack was answered {answer.status} "
+                                f"{answer.refused or ''}, no ack in the journal")
         else:
             rep.problems.append(f"{occ}: the acker's ack was never answered "
                                 f"({acker.attempts.get(occ, 0)} attempts)")
@@ -100,11 +111,19 @@ def check_journal(dev: AlarmDevice, recs: list[dict[str, Any]], acker: Acker,
         rep.problems.append(f"{aid}: {dups} duplicate transitions")
     if recs and not unseen and recs[-1]["state"] != "NORMAL":
         rep.problems.append(f"{aid}: ends {recs[-1]['state']} (expected NORMAL)")
-    expected = want_raises + want_clears + want_raises - unseen  # an ack per activation seen
+    expected = want_raises + want_clears + want_raises - unseen - late  # an ack each, in time
     for k, v in (("expected", expected), ("raises", events["raise"]),
                  ("acks", events["ack"]), ("clears", events["clear"]), ("acks_unseen", unseen),
+                 ("acks_too_late", late),
                  ("journal_lost", lost), ("journal_duplicates", dups + repeats)):
         c[k] = c.get(k, 0) + v
+
+
+def _too_late(answer: AckAnswer, aid: str) -> bool:
+    """The evaluator refused the ack because the alarm was raised again first (or the
+    new activation was acknowledged already: nothing to change)."""
+    return answer.status == "unchanged" or (
+        answer.status == "refused" and "is over" in answer.refused.get(aid, ""))
 
 
 def check_webhook(keys: set[str], deliveries: list[Delivery], kills: list[float],

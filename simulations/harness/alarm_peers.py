@@ -89,6 +89,7 @@ class AckAnswer:
     status: str  # applied | refused | unchanged
     transitions: list[dict[str, Any]]
     attempts: int
+    refused: dict[str, str] = field(default_factory=dict)  # alarm id -> the evaluator's reason
 
 
 @dataclass
@@ -96,7 +97,9 @@ class Acker:
     """An operator who acknowledges every activation of the alarms it watches through
     ``POST /alarms/ack`` with request id ``ack-<occurrence_id>``, ``ack_after_s``
     after first seeing it unacknowledged, retrying the same request id (gateway
-    down, 5xx, 202 accepted-but-unanswered) until the gateway answers it."""
+    down, 5xx, 202 accepted-but-unanswered) until the gateway answers it. The
+    request names the activation (``occurrence_ids``): once the alarm has been
+    raised again, the evaluator refuses it instead of acking the new activation."""
 
     url: Any  # () -> the gateway's status URL (it changes when the gateway restarts)
     token: str
@@ -131,15 +134,16 @@ class Acker:
 
     async def _ack(self, occ: str) -> None:
         aid = occ.rsplit("#", 1)[0]
-        body = {"alarm_ids": [aid], "request_id": f"ack-{occ}", "wait_s": 5.0,
-                "note": "harness operator"}
+        body = {"alarm_ids": [aid], "occurrence_ids": {aid: occ}, "request_id": f"ack-{occ}",
+                "wait_s": 5.0, "note": "harness operator"}
         self.attempts[occ] = self.attempts.get(occ, 0) + 1
         try:
             doc = await anyio.to_thread.run_sync(self._call, "POST", "/alarms/ack", body)
         except OSError:  # the gateway is away, or answered 5xx / 202: ask again
             self.errors += 1
             return
-        self.answers[occ] = AckAnswer(doc["status"], doc["transitions"], self.attempts[occ])
+        self.answers[occ] = AckAnswer(doc["status"], doc["transitions"], self.attempts[occ],
+                                      doc.get("refused", {}))
 
     def _call(self, method: str, path: str, body: dict | None) -> Any:
         req = urllib.request.Request(
