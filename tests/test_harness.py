@@ -47,6 +47,11 @@ def test_scenario_loses_nothing(scenario: Path, tmp_path: Path) -> None:
     assert verdict and verdict[0].startswith("PASS ")
     assert " lost=0 " in verdict[0] and " duplicates=0 " in verdict[0]
     assert "delivered=0 " not in verdict[0]
+    if "alarm_transitions=" in verdict[0]:  # the alarm scenario: journal and webhook counts
+        for count in ("journal_lost=0", "journal_duplicates=0", "webhook_lost=0",
+                      "webhook_duplicates=0"):
+            assert f" {count} " in verdict[0], verdict[0]
+        assert " alarm_transitions=0 " not in verdict[0]
 
 
 def test_checker_counts_losses_duplicates_and_not_read() -> None:
