@@ -250,7 +250,8 @@ def test_webhook_resend_is_a_duplicate_only_after_a_confirmed_delivery() -> None
     assert rep.counts == {"webhook_delivered": 3, "webhook_lost": 1,
                           "webhook_duplicates": 1, "webhook_resent": 3}
     assert rep.problems == ["webhook: never delivered ['a:4']",
-                            "webhook: a:1 delivered again 9.0s after a confirmed delivery"]
+                            "webhook: a:1 delivered again 9.0s after a confirmed delivery "
+                            "(nearest router kill +3.5s)"]
     # deliveries are logged when answered: a slow first one is logged after its resend
     rep = AlarmReport()
     check_webhook({"a:1"}, [Delivery("a:1", 3.0, True), Delivery("a:1", 1.0, False)], [], rep, 2.0)

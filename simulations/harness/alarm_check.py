@@ -147,8 +147,11 @@ def check_webhook(keys: set[str], deliveries: list[Delivery], kills: list[float]
             last = min(again.at, before.at + window_s)
             if before.replied and not any(before.at <= k <= last for k in kills):
                 dups += 1
-                rep.problems.append(f"webhook: {key} delivered again {again.at - before.at:.1f}s "
-                                    "after a confirmed delivery")
+                near = min(kills, key=lambda k: abs(k - before.at), default=None)
+                rep.problems.append(
+                    f"webhook: {key} delivered again {again.at - before.at:.1f}s after a "
+                    "confirmed delivery" + ("" if near is None else
+                                            f" (nearest router kill {near - before.at:+.1f}s)"))
     rep.counts.update(webhook_delivered=len(keys & set(by_key)), webhook_lost=len(lost),
                       webhook_duplicates=dups, webhook_resent=resent)
 

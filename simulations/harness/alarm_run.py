@@ -3,6 +3,7 @@ its faults, and waiting for it to settle before the check."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ ROUTER = "alerts"
 JOURNAL = "alarms.clean"
 CHECKPOINT_S = 2.0
 """Slack for the router's checkpoint after a flush (an fsync on a loaded machine)."""
+KILL_GRACE_S = 0.5
+"""How long a bulkhead may outlive its killed root (its parent-death signal)."""
 
 
 def alarms_toml(cfg: Alarms, broker_port: int, hook_url: str) -> str:
@@ -109,9 +112,23 @@ class AlarmParts:
         self.hook.reply_delay_s = 0.0
 
     def killed(self, fault: Fault) -> None:
-        """Note a kill of the router's process (the gateway, or its bulkhead)."""
+        """Note a kill of the router's process (the gateway, or its bulkhead), once the
+        signal is sent: a send accepted before this may be resent (plus a grace for
+        a bulkhead outliving a killed root until its parent-death signal)."""
         if fault.kind is FaultKind.GATEWAY_KILL or fault.target == ROUTER:
-            self.router_kills.append(time.monotonic())
+            self.router_kills.append(time.monotonic() + KILL_GRACE_S)
+
+    def save(self, path: Path) -> None:
+        """What the peers saw, for a post-mortem of a failed run (in the workdir)."""
+        assert self.acker is not None
+        t0 = min([d.at for d in self.hook.deliveries] + self.router_kills, default=0.0)
+        doc = {
+            "deliveries": [[d.key, round(d.at - t0, 3), d.replied] for d in self.hook.deliveries],
+            "router_kills": [round(k - t0, 3) for k in self.router_kills],
+            "acks": {o: [a.status, a.attempts, a.refused] for o, a in self.acker.answers.items()},
+            "seen": sorted(self.acker.seen),
+        }
+        path.write_text(json.dumps(doc, indent=1))
 
     async def journal(self, log_cfg: LogConfig, state_dir: Path) -> list[dict]:
         try:
@@ -135,6 +152,7 @@ class AlarmParts:
                             f"{len(self.hook.deliveries)} webhook deliveries")
             await anyio.sleep(1.0)
         rows = await self.journal(log_cfg, state_dir)
+        self.save(state_dir.parent / "alarms-peers.json")
         rep = check_alarms(self.devices, rows, self.acker, self.hook.deliveries,
                            self.router_kills, window_s=self.cfg.webhook_timeout_s + CHECKPOINT_S)
         rep.counts["webhook_requests"] = self.hook.attempts  # failed and slow ones too

@@ -154,8 +154,6 @@ async def _apply(
         + (f" for {fault.duration_s:g}s" if k_timed else "")
     )
     k = fault.kind
-    if alarms is not None:
-        alarms.killed(fault)
     if k.value.startswith("webhook_"):
         assert alarms is not None
         await alarms.fault(fault)
@@ -165,6 +163,8 @@ async def _apply(
             report.progress(f"fault skipped: {fault.target} has no process ({node['state']})")
             return
         os.kill(node["pid"], signal.SIGKILL)
+        if alarms is not None:
+            alarms.killed(fault)
     elif k is FaultKind.HANG_BULKHEAD:
         body = {"kind": "hang", "bulkhead": fault.target}
         status, answer = await anyio.to_thread.run_sync(gw.post, "/faults", body, token)
@@ -176,6 +176,8 @@ async def _apply(
         await start_on_loop(pg)
     elif k is FaultKind.GATEWAY_KILL:
         await anyio.to_thread.run_sync(gw.kill)
+        if alarms is not None:
+            alarms.killed(fault)
         await anyio.sleep(fault.duration_s)
         await anyio.to_thread.run_sync(gw.start)
     elif k is FaultKind.RELOAD_STORM:
