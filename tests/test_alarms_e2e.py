@@ -223,6 +223,14 @@ def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(peers, gatewa
     # Raised again and shelved for 2 s: hidden, then back by itself (still active).
     peers.set_temp(99)
     wait_for(lambda: state_of(gw) == "ACTIVE_UNACKED", 30, "the second raise")
+    # An ack bound to the first activation (a console that saw #1) acks nothing now.
+    first, now = f"{ALARM}#1", f"{ALARM}#4"
+    status, doc = gw.post("/alarms/ack", {"alarm_ids": [ALARM], "occurrence_ids": {ALARM: first}},
+                          token="oper-tok")
+    assert (status, doc["status"], doc["refused"]) == (
+        200, "refused", {ALARM: f"activation {first} is over (now {now})"}), doc
+    assert gw.post("/alarms/ack", {"alarm_ids": [ALARM], "occurrence_ids": [first]},
+                   token="oper-tok")[0] == 400
     res = otgate(gw, "alarms", "shelve", ALARM, "--for", "2s", "--json", token="oper-tok")
     assert res.returncode == 0 and json.loads(res.stdout)["status"] == "applied", res.stderr
     assert state_of(gw) == "SHELVED"
@@ -248,6 +256,6 @@ def test_alarm_raise_ack_clear_shelve_refusal_metrics_and_delivery(peers, gatewa
     assert [e for _, e in sorted(events, key=lambda x: int(x[0].rsplit(":", 1)[1]))] == [
         "raise", "ack", "clear", "raise", "shelve_expired", "clear", "ack"]
     audit = [(a.who, a.action, a.result) for a in read_topic(state, "logs.audit")]
-    assert audit.count(("olga", "alarms.ack", "ok")) == 3  # the late ack asked about once
+    assert audit.count(("olga", "alarms.ack", "ok")) == 4  # the late ack asked about once
     assert audit.count(("olga", "alarms.shelve", "ok")) == 1
     assert gw.stop() == 0
