@@ -127,6 +127,7 @@ class AlarmParts:
             "router_kills": [round(k - t0, 3) for k in self.router_kills],
             "acks": {o: [a.status, a.attempts, a.refused] for o, a in self.acker.answers.items()},
             "seen": sorted(self.acker.seen),
+            "acker_errors": self.acker.errors,  # calls that got no answer (gateway away, 5xx, 202)
         }
         path.write_text(json.dumps(doc, indent=1))
 
