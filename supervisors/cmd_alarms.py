@@ -40,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_args(show)
     for name, text in ACTIONS.items():
         a = cmds.add_parser(name, help=text)
-        a.add_argument("alarm_ids", nargs="+", metavar="ALARM_ID")
+        a.add_argument(
+            "alarm_ids",
+            nargs="+",
+            metavar="ALARM_ID",
+            help="an alarm id, or an occurrence id (ALARM_ID#N, as `alarms show` prints it) "
+            "to act only while that activation lasts",
+        )
         a.add_argument("--note", default="", help="why (kept in the alarm journal and audit)")
         a.add_argument(
             "--request-id", default="", help="idempotency key (default: a new one per call)"
@@ -110,6 +116,8 @@ def run_show(args: argparse.Namespace) -> int:
 def show_alarm(doc: dict[str, Any]) -> None:
     a = doc["alarm"]
     print(f"{a['alarm_id']}: {a['state']} ({a['severity']}) on {a['asset_id']}/{a['parameter']}")
+    if a.get("occurrence_id"):
+        print(f"activation {a['occurrence_id']} (ack it alone: otgate alarms ack '{a['occurrence_id']}')")
     rows = [
         [
             h["seq"],
@@ -125,8 +133,24 @@ def show_alarm(doc: dict[str, Any]) -> None:
     print(table(["SEQ", "TIME", "EVENT", "STATE", "BY", "FROM", "NOTE"], rows))
 
 
+def split_occurrences(ids: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``ALARM_ID#N`` arguments name one activation: ``(alarm_ids, occurrence_ids)``."""
+    alarm_ids, occurrences = [], {}
+    for text in ids:
+        alarm_id, sep, n = text.rpartition("#")
+        if sep and alarm_id and n.isdigit():
+            occurrences[alarm_id] = text
+        else:
+            alarm_id = text
+        alarm_ids.append(alarm_id)
+    return alarm_ids, occurrences
+
+
 def run_action(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"alarm_ids": args.alarm_ids, "note": args.note}
+    alarm_ids, occurrences = split_occurrences(args.alarm_ids)
+    body: dict[str, Any] = {"alarm_ids": alarm_ids, "note": args.note}
+    if occurrences:
+        body["occurrence_ids"] = occurrences
     if args.request_id:
         body["request_id"] = args.request_id
     if args.action == "shelve":

@@ -162,9 +162,11 @@ def test_console_in_a_browser(gateway, browser, pg_cluster, tmp_path: Path) -> N
     alarm.locator(".pending").wait_for(timeout=10_000)
     assert "ack sent" in alarm.inner_text()
     cmds = read_topic(state_dir, "alarms.commands")
-    assert [(c.action.value, c.alarm_ids, c.by, c.source.split(":")[0]) for c in cmds] == [
-        ("ACK", ["pump-1:flow_high"], "olga", "console")
-    ]
+    # the ack names the activation the row showed
+    assert [
+        (c.action.value, c.alarm_ids, c.occurrence_ids, c.by, c.source.split(":")[0])
+        for c in cmds
+    ] == [("ACK", ["pump-1:flow_high"], {"pump-1:flow_high": "o1"}, "olga", "console")]
     # The evaluator's transition arrives: the row follows and the pending mark goes.
     write_alarms(
         state_dir,

@@ -180,7 +180,8 @@ function renderAlarms(alarms, total) {
       el("td", { text: show(a.value) }),
       el("td", { text: a.raised_time ? clock(a.raised_time / 1e9) : "" }),
       el("td", {},
-        actionButton("Ack", "alarms.ack", () => alarmAction("ack", a.alarm_id), { disabled: a.acked || pending }),
+        actionButton("Ack", "alarms.ack", () => alarmAction("ack", a.alarm_id, 0, a.occurrence_id),
+          { disabled: a.acked || pending }),
         " ", ...(a.state === "SHELVED"
           ? [actionButton("Unshelve", "alarms.unshelve", () => alarmAction("unshelve", a.alarm_id), { disabled: pending })]
           : [choice, " ", actionButton("Shelve", "alarms.shelve",
@@ -194,9 +195,12 @@ const DONE = {
   unshelve: (a) => a.state !== "SHELVED",
 };
 
-async function alarmAction(action, id, duration) {
+// An ack names the activation the row shows: if the alarm cleared and was raised again
+// meanwhile, the evaluator refuses it instead of acknowledging an activation nobody saw.
+async function alarmAction(action, id, duration, occurrence) {
   const body = { alarm_ids: [id], wait_s: 2 };
   if (duration) body.duration_s = duration;
+  if (occurrence) body.occurrence_ids = { [id]: occurrence };
   const r = await api("POST", `/alarms/${action}`, body);
   if (r.status === 202) {
     // On the log, not yet applied by the evaluator: show it on the row until the table moves.
