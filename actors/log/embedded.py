@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,19 +72,25 @@ MAX_BATCH_BYTES = 1024 * 1024
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(list[tuple[bytes | None, bytes]]).decode
 
-# First batch holding ``offset`` or after it, then the following ones.
+# First batch holding ``offset`` or after it, then the following ones. Callers
+# step the cursor and stop once they have enough records: SQLite copies a row's
+# payload only when the row is stepped to, so a LIMIT sized in rows would copy
+# whole batches (up to MAX_BATCH_BYTES each) that are then thrown away.
 _BATCHES_FROM = (
     "SELECT base_offset, ts, payload FROM batches WHERE tid=? AND partition=? AND base_offset >="
     " (SELECT COALESCE(MAX(base_offset), 0) FROM batches WHERE tid=? AND partition=?"
-    " AND base_offset <= ?) ORDER BY base_offset LIMIT ?"
+    " AND base_offset <= ?) ORDER BY base_offset"
 )
 
 
 def unpack_batches(
-    topic: str, partition: int, rows: list[tuple], offset: int, limit: int
+    topic: str, partition: int, rows: Iterable[tuple], offset: int, limit: int
 ) -> list[LogRecord]:
-    """Records at or after ``offset`` from batch rows (base_offset, ts, payload)."""
+    """Records at or after ``offset`` from batch rows (base_offset, ts, payload);
+    ``rows`` is stepped only until ``limit`` records are taken."""
     out: list[LogRecord] = []
+    if limit <= 0:
+        return out
     for base, ts, payload in rows:
         room = limit - len(out)
         if room <= 0:
@@ -99,6 +105,8 @@ def unpack_batches(
                       timestamp_ns=ts)
             for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
         ]
+        if len(out) >= limit:
+            break
     return out
 
 
@@ -266,21 +274,29 @@ class EmbeddedLog:
         if not tids:
             raise UnknownTopic(topic)
         tid = tids[0][0]
-        out: list[LogRecord] = []
-        while len(out) < limit:
-            rows = await self._read(_BATCHES_FROM, (tid, partition, tid, partition, offset, 64))
-            got = unpack_batches(topic, partition, rows, offset, limit - len(out))
-            if not got:
-                break
-            out += got
-            offset = got[-1].offset + 1
-        return out
+        return await self._read_records(tid, topic, partition, offset, limit)
 
     async def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         def run() -> list[tuple]:
             con = connect(self.path, self.busy_timeout_s)
             try:
                 return con.execute(sql, params).fetchall()
+            finally:
+                con.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def _read_records(
+        self, tid: int, topic: str, partition: int, offset: int, limit: int
+    ) -> list[LogRecord]:
+        def run() -> list[LogRecord]:
+            con = connect(self.path, self.busy_timeout_s)
+            try:
+                cur = con.execute(_BATCHES_FROM, (tid, partition, tid, partition, offset))
+                try:
+                    return unpack_batches(topic, partition, cur, offset, limit)
+                finally:
+                    cur.close()
             finally:
                 con.close()
 

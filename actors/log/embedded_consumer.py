@@ -84,12 +84,13 @@ class EmbeddedConsumer:
                     break
                 tp = tps[(self._rr + i) % len(tps)]
                 tid = self._tids[tp[0]]
-                while len(out) < max_records:
-                    pos = self._pos[tp]
-                    rows = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos, 16)).fetchall()
-                    got = unpack_batches(tp[0], tp[1], rows, pos, max_records - len(out))
-                    if not got:
-                        break
+                pos = self._pos[tp]
+                cur = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos))
+                try:
+                    got = unpack_batches(tp[0], tp[1], cur, pos, max_records - len(out))
+                finally:
+                    cur.close()
+                if got:
                     out += got
                     self._pos[tp] = got[-1].offset + 1
         finally:
