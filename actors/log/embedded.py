@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from otgate.actors.log import changes
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.partition import partition_for
 
@@ -111,7 +112,9 @@ def unpack_batches(
 
 
 POLL_S = 0.05
-"""How often an idle consumer looks for records other processes wrote."""
+"""How often an idle consumer looks for records other processes wrote when it
+has no change signal (``changes.watch``: inotify); with one, this is only the
+safety net behind it."""
 
 
 class UnknownTopic(KeyError):
@@ -183,6 +186,7 @@ class EmbeddedLog:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.path = Path(path)
+        self.changed_path = changes.signal_path(self.path)
         self.clock = clock  # record timestamps (ns); tests age records with it
         self.busy_timeout_s = busy_timeout_s
         self._con: sqlite3.Connection | None = None
@@ -204,6 +208,7 @@ class EmbeddedLog:
         con = connect(self.path, self.busy_timeout_s)
         con.executescript(SCHEMA)  # idempotent; safe when processes race
         self._load_topics(con)
+        changes.touch(self.changed_path)
         return con
 
     async def close(self) -> None:
@@ -380,6 +385,7 @@ class EmbeddedLog:
                 item.error = item.error or e
             return
         self.transactions += 1
+        changes.touch(self.changed_path)  # wakes consumers in other processes
         for item in ok:
             item.written = True
             self.appended += len(item.records)

@@ -5,17 +5,20 @@ between members in this backend); positions start at the group's committed
 offsets, else at the oldest retained record; a position behind a partition's
 start (retention deleted it) continues at the start. Each consumer has its own
 SQLite connection, used in worker threads; ``fetch`` reads one snapshot and,
-when nothing is there, waits for an in-process append or polls every
-``POLL_S`` for other processes' appends.
+when nothing is there, waits for the change signal writers in any process
+give after each commit (``changes``: inotify, on Linux), else for an
+in-process append; it looks again every ``POLL_S`` in any case.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING
 
 import anyio
 
+from otgate.actors.log import changes
 from otgate.actors.log.base import LogRecord, TopicPartition
 from otgate.actors.log.embedded import (
     _BATCHES_FROM,
@@ -41,6 +44,7 @@ class EmbeddedConsumer:
         self._tids: dict[str, int] = {}
         self._seeks: dict[TopicPartition, int] = {}
         self._rr = 0
+        self._watch: int | None = -1  # inotify fd; -1 = not opened yet, None = none
 
     def _conn(self) -> sqlite3.Connection:
         if self._con is None:
@@ -101,14 +105,21 @@ class EmbeddedConsumer:
     async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the position; [] when none came within ``timeout``."""
         deadline = anyio.current_time() + timeout
+        if self._watch == -1:
+            self._watch = changes.watch(self._log.changed_path)
         while True:
             new_data = self._log._new_data
+            if self._watch is not None:
+                changes.drain(self._watch)  # before the look: a later commit wakes us
             recs = await anyio.to_thread.run_sync(self._fetch, max_records)
             left = deadline - anyio.current_time()
             if recs or left <= 0:
                 return recs
             with anyio.move_on_after(min(POLL_S, left)):
-                await new_data.wait()
+                if self._watch is not None:
+                    await anyio.wait_readable(self._watch)
+                else:
+                    await new_data.wait()
 
     def position(self) -> dict[TopicPartition, int]:
         return dict(self._pos or {})
@@ -138,6 +149,9 @@ class EmbeddedConsumer:
         self._seeks[(topic, partition)] = offset
 
     async def close(self) -> None:
+        if self._watch not in (None, -1):
+            fd, self._watch = self._watch, None
+            os.close(fd)
         if self._con is not None:
             con, self._con = self._con, None
             await anyio.to_thread.run_sync(con.close)
