@@ -85,30 +85,38 @@ _BATCHES_FROM = (
 
 
 def unpack_batches(
-    topic: str, partition: int, rows: Iterable[tuple], offset: int, limit: int
+    topic: str, partition: int, rows: Iterable[tuple], offset: int, limit: int,
+    rest: list[tuple[int, int, list]] | None = None,
 ) -> list[LogRecord]:
     """Records at or after ``offset`` from batch rows (base_offset, ts, payload);
-    ``rows`` is stepped only until ``limit`` records are taken."""
+    ``rows`` is stepped only until ``limit`` records are taken. With ``rest``, a
+    batch left partly unread is put in it as ``(base, ts, unpacked records)``, so
+    the next fetch can go on from it without reading and unpacking it again."""
     out: list[LogRecord] = []
     if limit <= 0:
         return out
     for base, ts, payload in rows:
-        room = limit - len(out)
-        if room <= 0:
-            break
         recs = _unpack(payload)
-        skip = max(0, offset - base)
-        stop = min(len(recs), skip + room)
-        if skip >= stop:
-            continue
-        out += [
-            LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
-                      timestamp_ns=ts)
-            for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
-        ]
+        out += take(topic, partition, base, ts, recs, offset, limit - len(out))
         if len(out) >= limit:
+            if rest is not None and out and out[-1].offset + 1 < base + len(recs):
+                rest.append((base, ts, recs))
             break
     return out
+
+
+def take(topic: str, partition: int, base: int, ts: int, recs: list, offset: int,
+         room: int) -> list[LogRecord]:
+    """Up to ``room`` records at or after ``offset`` of one unpacked batch."""
+    skip = max(0, offset - base)
+    stop = min(len(recs), skip + room)
+    if skip >= stop:
+        return []
+    return [
+        LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
+                  timestamp_ns=ts)
+        for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
+    ]
 
 
 POLL_S = 0.05

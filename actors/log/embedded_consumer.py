@@ -25,6 +25,7 @@ from otgate.actors.log.embedded import (
     POLL_S,
     UnknownTopic,
     connect,
+    take,
     unpack_batches,
 )
 
@@ -44,6 +45,7 @@ class EmbeddedConsumer:
         self._tids: dict[str, int] = {}
         self._seeks: dict[TopicPartition, int] = {}
         self._rr = 0
+        self._rest: dict[TopicPartition, tuple[int, int, list]] = {}  # see _from_rest
         self._watch: int | None = -1  # inotify fd; -1 = not opened yet, None = none
 
     def _conn(self) -> sqlite3.Connection:
@@ -89,11 +91,19 @@ class EmbeddedConsumer:
                 tp = tps[(self._rr + i) % len(tps)]
                 tid = self._tids[tp[0]]
                 pos = self._pos[tp]
-                cur = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos))
-                try:
-                    got = unpack_batches(tp[0], tp[1], cur, pos, max_records - len(out))
-                finally:
-                    cur.close()
+                room = max_records - len(out)
+                got = self._from_rest(con, tp, tid, pos, room)
+                if got:
+                    pos = got[-1].offset + 1
+                if len(got) < room:
+                    rest: list[tuple[int, int, list]] = []
+                    cur = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos))
+                    try:
+                        got += unpack_batches(tp[0], tp[1], cur, pos, room - len(got), rest)
+                    finally:
+                        cur.close()
+                    if rest:
+                        self._rest[tp] = rest[0]
                 if got:
                     out += got
                     self._pos[tp] = got[-1].offset + 1
@@ -101,6 +111,23 @@ class EmbeddedConsumer:
             con.execute("COMMIT")
         self._rr += 1
         return out
+
+    def _from_rest(self, con: sqlite3.Connection, tp: TopicPartition, tid: int, pos: int,
+                   room: int) -> list[LogRecord]:
+        """Records at ``pos`` from the batch the last fetch left partly unread (a fetch
+        smaller than the stored batches reads and unpacks each batch once), unless
+        retention deleted that batch meanwhile."""
+        rest = self._rest.pop(tp, None)
+        if rest is None or not rest[0] <= pos < rest[0] + len(rest[2]):
+            return []
+        (start,) = con.execute("SELECT start_offset FROM partitions WHERE tid=? AND partition=?",
+                               (tid, tp[1])).fetchone()
+        if rest[0] < start:
+            return []
+        got = take(tp[0], tp[1], *rest, pos, room)
+        if got and got[-1].offset + 1 < rest[0] + len(rest[2]):
+            self._rest[tp] = rest
+        return got
 
     async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the position; [] when none came within ``timeout``."""

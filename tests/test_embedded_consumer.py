@@ -1,5 +1,6 @@
-"""Embedded log: a consumer wakes on the change signal of a writer in another process
-(``actors/log/changes.py``), not on its poll; without inotify it still polls."""
+"""Embedded log consumers: woken by the change signal of a writer in another process
+(``actors/log/changes.py``), not by their poll (without inotify they still poll);
+small fetches go on inside a stored batch without reading it again."""
 
 from __future__ import annotations
 
@@ -68,3 +69,38 @@ async def test_without_a_change_signal_the_consumer_polls(tmp_path: Path, monkey
     recs, took = await _fetch_while_other_process_appends(tmp_path / "log.sqlite")
     assert [r.value for r in recs] == [b"from-another-process"]
     assert took < 15.0
+
+
+async def test_small_fetches_go_on_inside_a_stored_batch(tmp_path: Path) -> None:
+    """Fetches smaller than the stored batches continue from the batch they left
+    partly unread (seek included); a batch retention deleted meanwhile is not served."""
+    import msgspec
+
+    from otgate.actors.log.config import LogConfig
+    from otgate.actors.log.retention import Retention
+
+    lg = EmbeddedLog(tmp_path / "log.sqlite")
+    await lg.start()
+    await lg.ensure_topics([TopicSpec(name="events.raw", retention_bytes=5000),
+                            TopicSpec(name="logs.gateway")])
+    try:
+        for b in range(10):  # 10 batches of 10 records, ~1.6 kB each
+            await lg.append("events.raw", [(b"k", b"v" * 150 + str(b * 10 + i).encode())
+                                           for i in range(10)])
+        c = lg.consumer("g", ["events.raw"])
+        got = []
+        for _ in range(6):
+            got += await c.fetch(3, 0.01)
+        assert [r.offset for r in got] == list(range(18))
+        assert [r.value for r in got] == [r.value for r in await lg.read("events.raw", 0, 0, 18)]
+        c.seek("events.raw", 0, 11)
+        assert [r.offset for r in await c.fetch(4, 0.01)] == [11, 12, 13, 14]
+        assert [r.offset for r in await c.fetch(2, 0.01)] == [15, 16]  # still inside batch 1
+        cfg = msgspec.convert({"topics": {"events.raw": {"retention_bytes": 5000}}}, LogConfig)
+        await Retention(lg, cfg, usage=lambda: 10.0, emit=None).step()
+        start = (await lg.watermarks("events.raw"))[0][0]
+        assert start > 20  # batch 1 (offsets 10-19) is gone
+        assert (await c.fetch(2, 0.01))[0].offset == start
+        await c.close()
+    finally:
+        await lg.close()
