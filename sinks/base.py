@@ -19,8 +19,12 @@ While a breaker is open nothing is fetched, so the log keeps the data and
 ``lag_records`` (log high watermarks minus the group's position plus the
 batch in hand) grows. With ``prefetch`` the next batch is fetched while the
 current one is delivered (I/O of the log and of the destination overlap; one
-batch more in memory). ``records_per_second`` is the delivered rate over the
-last second.
+batch more in memory), together with the sink's ``prepare`` of it (decoding,
+encoding: CPU work that needs no destination, so it runs while the destination
+works on the batch before), and the commit of a delivered batch runs while the
+next one is delivered (commits stay in order, one in flight at most;
+``delivered`` counts a batch once its commit is done). ``records_per_second``
+is the delivered rate over the last second.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class LogSink(Actor):
         self.batch_wait_s = batch_wait_s
         self.prefetch = prefetch
         self.ahead = 0  # records of the prefetched batch not yet taken
+        self._prep: tuple[list[LogRecord], Any] | None = None  # (batch, prepare(batch))
+        self._commits: Any = None  # with prefetch: the committer's inbox
         self._consumer_lock = anyio.Lock()  # a consumer is not safe for a concurrent call
         self.fetch_timeout_s = fetch_timeout_s
         self.retry_initial_s = retry_initial_s
@@ -141,6 +147,18 @@ class LogSink(Actor):
     async def tick(self) -> None:
         """Called once per loop turn, with or without a batch (timers)."""
 
+    async def prepare(self, batch: list[LogRecord]) -> Any:
+        """Work on ``batch`` that needs no destination (decode, encode); with
+        ``prefetch`` it is done for the next batch while the current one is
+        delivered, and ``deliver`` takes it with ``prepared(batch)``. Must not
+        depend on the destination's state. Default: nothing (None)."""
+        return None
+
+    def prepared(self, batch: list[LogRecord]) -> Any:
+        """``prepare(batch)``'s result when it was done ahead for this very batch, else None."""
+        prep = self._prep
+        return prep[1] if prep is not None and prep[0] is batch else None
+
     def committable(self, batch: list[LogRecord]) -> dict[tuple[str, int], int]:
         """Offsets to commit once ``batch`` is delivered: past its last record per partition."""
         offsets: dict[tuple[str, int], int] = {}
@@ -175,26 +193,44 @@ class LogSink(Actor):
                 await tg.start(b.run)
             tg.start_soon(self._watch_lag)
             if not self.prefetch:
-                await self._deliver_forever(self._fetch_batch)
+                await self._deliver_forever(self._fetch_now)
                 return
-            send, recv = anyio.create_memory_object_stream[list[LogRecord]](0)
+            send, recv = anyio.create_memory_object_stream[tuple[list[LogRecord], Any]](0)
+            self._commits, commits = anyio.create_memory_object_stream[
+                tuple[dict[tuple[str, int], int], int]](0)
             tg.start_soon(self._fetch_ahead, send)
+            tg.start_soon(self._commit_behind, commits)
             await self._deliver_forever(recv.receive)
 
+    async def _fetch_now(self) -> tuple[list[LogRecord], Any]:
+        return await self._fetch_batch(), None
+
     async def _fetch_ahead(self, send: Any) -> None:
-        """With ``prefetch``: fetch the next batch while the current one is delivered
-        (one batch ahead at most, also while a breaker is open)."""
+        """With ``prefetch``: fetch and prepare the next batch while the current one
+        is delivered (one batch ahead at most, also while a breaker is open)."""
         while True:
             batch = await self._fetch_batch()
             self.ahead = len(batch)
-            await send.send(batch)
+            await send.send((batch, await self.prepare(batch) if batch else None))
+
+    async def _commit_behind(self, commits: Any) -> None:
+        """With ``prefetch``: commit delivered batches, in order, while the loop
+        delivers the next one; an error fails the actor (nothing later is committed)."""
+        async for offsets, count in commits:
+            await self.commit(offsets)
+            self._count_delivered(count)
+
+    def _count_delivered(self, count: int) -> None:
+        self.delivered += count
+        self.batches += 1
 
     async def _deliver_forever(self, next_batch: Callable[[], Any]) -> None:
         batch: list[LogRecord] | None = None
         failures = 0
         while True:
             if batch is None:
-                batch = await next_batch()
+                self._prep = await next_batch()
+                batch = self._prep[0]
                 self.ahead = 0
                 await self.tick()
                 if not batch:
@@ -207,16 +243,18 @@ class LogSink(Actor):
             self.last_batch_s = time.perf_counter() - t0
             self.busy_s += self.last_batch_s
             if outcome is Outcome.DELIVERED:
-                await self.commit(self.committable(batch))
+                if self._commits is not None:
+                    await self._commits.send((self.committable(batch), len(batch)))
+                else:
+                    await self.commit(self.committable(batch))
+                    self._count_delivered(len(batch))
                 self.state = State.RUNNING
                 self.on_delivered()
-                self.delivered += len(batch)
-                self.batches += 1
                 if failures:
                     log.warning("%s_recovered sink_id=%s after_failures=%d",
                                 self.event, self.sink_id, failures)
                 failures = 0
-                batch = None
+                batch = self._prep = None
                 self.pending = 0
                 continue
             failures += 1

@@ -42,8 +42,9 @@ class LogSinkConfig(StrictStruct):
     dlq_topic: str = "dlq.telemetry"
     "Where records the destination refuses for good go (reason and source offset)."
     prefetch: bool = True
-    "Fetch the next batch from the log while the current one is sent (the log's and the "
-    "destination's waits overlap; one batch more in memory)."
+    "Fetch (and decode/encode) the next batch from the log while the current one is sent, "
+    "and commit a delivered batch while the next one is sent (the log's, the sink's and the "
+    "destination's work overlap; one batch more in memory)."
 
     def __post_init__(self) -> None:
         if not self.topics:

@@ -21,12 +21,19 @@ from otgate.actors.breaker import BreakerState
 from otgate.actors.log.base import LogRecord
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
-from otgate.actors.records import Aggregate, Quality, Reading
+from otgate.actors.records import Aggregate, Classification, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.s3 import S3Sink
 from otgate.sinks.s3.actor import S3SinkActor
 from otgate.sinks.s3.client import ArchiveClient
-from otgate.sinks.s3.parquet import columns, to_parquet
+from otgate.sinks.s3.parquet import (
+    ROW_HELPERS,
+    columns,
+    row_expression,
+    table,
+    table_from_rows,
+    to_parquet,
+)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -128,6 +135,39 @@ def test_parquet_schema_from_the_record_types():
                     count=3, min=1.0, max=2.0, mean=1.5, quality=Quality.GOOD, gateway_time=T0)
     rows = pylist(pq.read_table(io.BytesIO(to_parquet([(recs[0], agg)], "snappy"))))
     assert rows[0]["count"] == 3 and rows[0]["window"] == "1s"
+
+
+@pytest.mark.anyio
+async def test_rows_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
+    """The sink's fast path (``row_expression`` rows decoded from the Avro bytes)
+    builds exactly the table the object path builds, for both record kinds."""
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        await codec.prepare(["telemetry.clean", "telemetry.1s"])
+        readings = [Reading(asset_id=f"a{i % 3}", parameter="p", value=v, unit="bar",
+                            quality=Quality.SUSPECT if i % 2 else Quality.GOOD,
+                            classification=Classification.EVENT, device_time=None if i else T0,
+                            gateway_time=T0 + i, clock_skew_ms=i or None, seq=i,
+                            adapter_id="x", adapter_version="1")
+                    for i, v in enumerate([1.5, 7, True, False, "open", None, -2**40])]
+        aggs = [Aggregate(asset_id="a", parameter="p", window="1s", window_start=T0 + i * S,
+                          window_end=T0 + (i + 1) * S, count=3, min=1.0, max=2.0, mean=1.5,
+                          quality=Quality.GOOD, gateway_time=T0) for i in range(3)]
+        for topic, objs in (("telemetry.clean", readings), ("telemetry.1s", aggs)):
+            tp = type(objs[0])
+            expr = row_expression(tp)
+            assert expr is not None
+            recs = [LogRecord(topic=topic, partition=1, offset=i, key=None,
+                              value=codec.encode(topic, o), timestamp_ns=T0 + i)
+                    for i, o in enumerate(objs)]
+            rows = [codec.row_decoder(topic, r.value, expr, ROW_HELPERS)(r.value, 5)
+                    for r in recs]
+            fast = table_from_rows(recs, rows, tp)
+            assert fast.equals(table(list(zip(recs, objs, strict=True))))
+            assert fast.num_rows == len(objs)
+    finally:
+        await lg.close()
 
 
 @pytest.mark.anyio

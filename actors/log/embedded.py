@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
+from otgate.actors.log import changes
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.partition import partition_for
 
@@ -72,38 +73,56 @@ MAX_BATCH_BYTES = 1024 * 1024
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(list[tuple[bytes | None, bytes]]).decode
 
-# First batch holding ``offset`` or after it, then the following ones.
+# First batch holding ``offset`` or after it, then the following ones. Callers
+# step the cursor and stop once they have enough records: SQLite copies a row's
+# payload only when the row is stepped to, so a LIMIT sized in rows would copy
+# whole batches (up to MAX_BATCH_BYTES each) that are then thrown away.
 _BATCHES_FROM = (
     "SELECT base_offset, ts, payload FROM batches WHERE tid=? AND partition=? AND base_offset >="
     " (SELECT COALESCE(MAX(base_offset), 0) FROM batches WHERE tid=? AND partition=?"
-    " AND base_offset <= ?) ORDER BY base_offset LIMIT ?"
+    " AND base_offset <= ?) ORDER BY base_offset"
 )
 
 
 def unpack_batches(
-    topic: str, partition: int, rows: list[tuple], offset: int, limit: int
+    topic: str, partition: int, rows: Iterable[tuple], offset: int, limit: int,
+    rest: list[tuple[int, int, list]] | None = None,
 ) -> list[LogRecord]:
-    """Records at or after ``offset`` from batch rows (base_offset, ts, payload)."""
+    """Records at or after ``offset`` from batch rows (base_offset, ts, payload);
+    ``rows`` is stepped only until ``limit`` records are taken. With ``rest``, a
+    batch left partly unread is put in it as ``(base, ts, unpacked records)``, so
+    the next fetch can go on from it without reading and unpacking it again."""
     out: list[LogRecord] = []
+    if limit <= 0:
+        return out
     for base, ts, payload in rows:
-        room = limit - len(out)
-        if room <= 0:
-            break
         recs = _unpack(payload)
-        skip = max(0, offset - base)
-        stop = min(len(recs), skip + room)
-        if skip >= stop:
-            continue
-        out += [
-            LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
-                      timestamp_ns=ts)
-            for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
-        ]
+        out += take(topic, partition, base, ts, recs, offset, limit - len(out))
+        if len(out) >= limit:
+            if rest is not None and out and out[-1].offset + 1 < base + len(recs):
+                rest.append((base, ts, recs))
+            break
     return out
 
 
+def take(topic: str, partition: int, base: int, ts: int, recs: list, offset: int,
+         room: int) -> list[LogRecord]:
+    """Up to ``room`` records at or after ``offset`` of one unpacked batch."""
+    skip = max(0, offset - base)
+    stop = min(len(recs), skip + room)
+    if skip >= stop:
+        return []
+    return [
+        LogRecord(topic=topic, partition=partition, offset=o, key=kv[0], value=kv[1],
+                  timestamp_ns=ts)
+        for o, kv in zip(range(base + skip, base + stop), recs[skip:stop], strict=True)
+    ]
+
+
 POLL_S = 0.05
-"""How often an idle consumer looks for records other processes wrote."""
+"""How often an idle consumer looks for records other processes wrote when it
+has no change signal (``changes.watch``: inotify); with one, this is only the
+safety net behind it."""
 
 
 class UnknownTopic(KeyError):
@@ -175,6 +194,7 @@ class EmbeddedLog:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.path = Path(path)
+        self.changed_path = changes.signal_path(self.path)
         self.clock = clock  # record timestamps (ns); tests age records with it
         self.busy_timeout_s = busy_timeout_s
         self._con: sqlite3.Connection | None = None
@@ -196,6 +216,7 @@ class EmbeddedLog:
         con = connect(self.path, self.busy_timeout_s)
         con.executescript(SCHEMA)  # idempotent; safe when processes race
         self._load_topics(con)
+        changes.touch(self.changed_path)
         return con
 
     async def close(self) -> None:
@@ -266,21 +287,29 @@ class EmbeddedLog:
         if not tids:
             raise UnknownTopic(topic)
         tid = tids[0][0]
-        out: list[LogRecord] = []
-        while len(out) < limit:
-            rows = await self._read(_BATCHES_FROM, (tid, partition, tid, partition, offset, 64))
-            got = unpack_batches(topic, partition, rows, offset, limit - len(out))
-            if not got:
-                break
-            out += got
-            offset = got[-1].offset + 1
-        return out
+        return await self._read_records(tid, topic, partition, offset, limit)
 
     async def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         def run() -> list[tuple]:
             con = connect(self.path, self.busy_timeout_s)
             try:
                 return con.execute(sql, params).fetchall()
+            finally:
+                con.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def _read_records(
+        self, tid: int, topic: str, partition: int, offset: int, limit: int
+    ) -> list[LogRecord]:
+        def run() -> list[LogRecord]:
+            con = connect(self.path, self.busy_timeout_s)
+            try:
+                cur = con.execute(_BATCHES_FROM, (tid, partition, tid, partition, offset))
+                try:
+                    return unpack_batches(topic, partition, cur, offset, limit)
+                finally:
+                    cur.close()
             finally:
                 con.close()
 
@@ -364,6 +393,7 @@ class EmbeddedLog:
                 item.error = item.error or e
             return
         self.transactions += 1
+        changes.touch(self.changed_path)  # wakes consumers in other processes
         for item in ok:
             item.written = True
             self.appended += len(item.records)

@@ -5,23 +5,27 @@ between members in this backend); positions start at the group's committed
 offsets, else at the oldest retained record; a position behind a partition's
 start (retention deleted it) continues at the start. Each consumer has its own
 SQLite connection, used in worker threads; ``fetch`` reads one snapshot and,
-when nothing is there, waits for an in-process append or polls every
-``POLL_S`` for other processes' appends.
+when nothing is there, waits for the change signal writers in any process
+give after each commit (``changes``: inotify, on Linux), else for an
+in-process append; it looks again every ``POLL_S`` in any case.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING
 
 import anyio
 
+from otgate.actors.log import changes
 from otgate.actors.log.base import LogRecord, TopicPartition
 from otgate.actors.log.embedded import (
     _BATCHES_FROM,
     POLL_S,
     UnknownTopic,
     connect,
+    take,
     unpack_batches,
 )
 
@@ -41,6 +45,8 @@ class EmbeddedConsumer:
         self._tids: dict[str, int] = {}
         self._seeks: dict[TopicPartition, int] = {}
         self._rr = 0
+        self._rest: dict[TopicPartition, tuple[int, int, list]] = {}  # see _from_rest
+        self._watch: int | None = -1  # inotify fd; -1 = not opened yet, None = none
 
     def _conn(self) -> sqlite3.Connection:
         if self._con is None:
@@ -84,12 +90,21 @@ class EmbeddedConsumer:
                     break
                 tp = tps[(self._rr + i) % len(tps)]
                 tid = self._tids[tp[0]]
-                while len(out) < max_records:
-                    pos = self._pos[tp]
-                    rows = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos, 16)).fetchall()
-                    got = unpack_batches(tp[0], tp[1], rows, pos, max_records - len(out))
-                    if not got:
-                        break
+                pos = self._pos[tp]
+                room = max_records - len(out)
+                got = self._from_rest(con, tp, tid, pos, room)
+                if got:
+                    pos = got[-1].offset + 1
+                if len(got) < room:
+                    rest: list[tuple[int, int, list]] = []
+                    cur = con.execute(_BATCHES_FROM, (tid, tp[1], tid, tp[1], pos))
+                    try:
+                        got += unpack_batches(tp[0], tp[1], cur, pos, room - len(got), rest)
+                    finally:
+                        cur.close()
+                    if rest:
+                        self._rest[tp] = rest[0]
+                if got:
                     out += got
                     self._pos[tp] = got[-1].offset + 1
         finally:
@@ -97,17 +112,41 @@ class EmbeddedConsumer:
         self._rr += 1
         return out
 
+    def _from_rest(self, con: sqlite3.Connection, tp: TopicPartition, tid: int, pos: int,
+                   room: int) -> list[LogRecord]:
+        """Records at ``pos`` from the batch the last fetch left partly unread (a fetch
+        smaller than the stored batches reads and unpacks each batch once), unless
+        retention deleted that batch meanwhile."""
+        rest = self._rest.pop(tp, None)
+        if rest is None or not rest[0] <= pos < rest[0] + len(rest[2]):
+            return []
+        (start,) = con.execute("SELECT start_offset FROM partitions WHERE tid=? AND partition=?",
+                               (tid, tp[1])).fetchone()
+        if rest[0] < start:
+            return []
+        got = take(tp[0], tp[1], *rest, pos, room)
+        if got and got[-1].offset + 1 < rest[0] + len(rest[2]):
+            self._rest[tp] = rest
+        return got
+
     async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the position; [] when none came within ``timeout``."""
         deadline = anyio.current_time() + timeout
+        if self._watch == -1:
+            self._watch = changes.watch(self._log.changed_path)
         while True:
             new_data = self._log._new_data
+            if self._watch is not None:
+                changes.drain(self._watch)  # before the look: a later commit wakes us
             recs = await anyio.to_thread.run_sync(self._fetch, max_records)
             left = deadline - anyio.current_time()
             if recs or left <= 0:
                 return recs
             with anyio.move_on_after(min(POLL_S, left)):
-                await new_data.wait()
+                if self._watch is not None:
+                    await anyio.wait_readable(self._watch)
+                else:
+                    await new_data.wait()
 
     def position(self) -> dict[TopicPartition, int]:
         return dict(self._pos or {})
@@ -137,6 +176,9 @@ class EmbeddedConsumer:
         self._seeks[(topic, partition)] = offset
 
     async def close(self) -> None:
+        if self._watch not in (None, -1):
+            fd, self._watch = self._watch, None
+            os.close(fd)
         if self._con is not None:
             con, self._con = self._con, None
             await anyio.to_thread.run_sync(con.close)

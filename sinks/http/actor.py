@@ -102,11 +102,21 @@ class HttpSinkActor(LogSink):
             raw = self.encoder.encode(Body(self.gateway_id, key, records))
         return gzip.compress(raw, self.config.gzip_level, mtime=0) if self.config.gzip else raw
 
+    async def prepare(self, batch: list[LogRecord]) -> tuple[list, list, str, bytes]:
+        """Decoded items, undecodable records (DLQ), idempotency key and body of
+        ``batch`` (done ahead with prefetch, while the previous POST is out)."""
+        items, dead = await self.decode_batch(batch)
+        if not items:
+            return items, dead, "", b""
+        key = batch_id(self.gateway_id, self.sink_id, [rec for rec, _ in items])
+        return items, dead, key, self.body(key, items)
+
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """POST one batch; DELIVERED (refused records dead-lettered) or ERRORED."""
-        items, dead = await self.decode_batch(batch)
+        items, dead, key, body = self.prepared(batch) or await self.prepare(batch)
+        dead = list(dead)  # a retry of this batch starts from the prepared list again
         try:
-            refused = await self._post(items) if items else []
+            refused = await self._post(items, key, body) if items else []
         except HttpError as exc:
             self._retry_after = exc.retry_after
             return Outcome.ERRORED, exc.reason
@@ -115,12 +125,15 @@ class HttpSinkActor(LogSink):
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
 
-    async def _post(self, items: list[tuple[LogRecord, Any]]) -> list[tuple[LogRecord, Any, str]]:
-        """POST ``items``; the records refused for good with the reason. A refusal that
-        may be about some records only (400, 413, 422) is split in halves until the
-        refused records are alone; raises ``HttpError`` when a retry is needed."""
-        key = batch_id(self.gateway_id, self.sink_id, [rec for rec, _ in items])
-        body = self.body(key, items)
+    async def _post(self, items: list[tuple[LogRecord, Any]], key: str = "",
+                    body: bytes = b"") -> list[tuple[LogRecord, Any, str]]:
+        """POST ``items`` (``key`` and ``body`` when already built); the records refused
+        for good with the reason. A refusal that may be about some records only (400,
+        413, 422) is split in halves until the refused records are alone; raises
+        ``HttpError`` when a retry is needed."""
+        if not body:
+            key = batch_id(self.gateway_id, self.sink_id, [rec for rec, _ in items])
+            body = self.body(key, items)
         try:
             await self.client.post(body, key)
         except HttpError as exc:

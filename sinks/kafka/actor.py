@@ -54,10 +54,15 @@ class KafkaSinkActor(LogSink):
         self.config = config
         self.client = ReplicaClient(config, gateway_id)
 
+    async def prepare(self, batch: list[LogRecord]) -> Any:
+        """The producer batches, built while the batch before waits for its acks
+        (None until the producer is connected and the routes are known)."""
+        return self.client.build_ahead(batch)
+
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """Replicate one batch; DELIVERED (too-large records dead-lettered) or ERRORED."""
         try:
-            refused = await self.client.send(batch)
+            refused = await self.client.send(batch, self.prepared(batch))
         except Exception as exc:
             if not is_retriable(exc):
                 raise

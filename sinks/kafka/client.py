@@ -68,6 +68,20 @@ def producer_kwargs(config: KafkaSink) -> dict[str, Any]:
     return kw
 
 
+class Built:
+    """One batch's producer batches by remote (topic, partition), and the records
+    refused while building; sent at most once (a retry builds anew)."""
+
+    __slots__ = ("generation", "groups", "refused", "sent")
+
+    def __init__(self, groups: dict[tuple[str, int], list[tuple[Any, list[LogRecord]]]],
+                 refused: list[tuple[LogRecord, str]], generation: int) -> None:
+        self.groups = groups
+        self.refused = refused
+        self.generation = generation
+        self.sent = False
+
+
 class ReplicaClient:
     """One producer to the remote cluster (started on first use, dropped after a failure)."""
 
@@ -80,6 +94,7 @@ class ReplicaClient:
         self.key_partition: dict[tuple[str, bytes], int] = {}
         self.connects = 0
         self.producer_batches = 0
+        self.generation = 0  # bumped by reset(): batches built before are stale
 
     @property
     def connected(self) -> bool:
@@ -116,38 +131,18 @@ class ReplicaClient:
             self.key_partition[(topic, rec.key)] = part
         return part
 
-    async def send(self, records: list[LogRecord]) -> list[tuple[LogRecord, str]]:
+    async def send(self, records: list[LogRecord],
+                   built: Built | None = None) -> list[tuple[LogRecord, str]]:
         """Replicate ``records`` (see the module doc); returns those refused for good
-        with the reason; raises when the attempt failed (nothing to commit)."""
+        with the reason; raises when the attempt failed (nothing to commit).
+        ``built``: this batch's ``build_ahead``, used once and only while the
+        producer it was built for is still the one in use."""
         producer = await self._producer()
-        routes = {t: await self._route(producer, t) for t in {r.topic for r in records}}
-        groups: dict[tuple[str, int], list[tuple[Any, list[LogRecord]]]] = {}
-        refused: list[tuple[LogRecord, str]] = []
-        limit = self.config.max_batch_bytes
-        gateway = ("otgate-gateway", self.gateway)
-        key_partition = self.key_partition
-        for rec in records:
-            key, value = rec.key, rec.value
-            if len(value) + len(key or b"") > limit:
-                refused.append((rec, f"RecordTooLarge: over max_batch_bytes={limit}"))
-                continue
-            topic, parts = routes[rec.topic]
-            part = key_partition.get((topic, key)) if key is not None else None
-            if part is None:
-                part = self._partition(topic, parts, rec)
-            builders = groups.get((topic, part))
-            if builders is None:
-                builders = groups[(topic, part)] = []
-            ts = rec.timestamp_ns // 1_000_000
-            headers = [gateway,
-                       ("otgate-source", f"{rec.topic}/{rec.partition}/{rec.offset}".encode())]
-            if builders and builders[-1][0].append(timestamp=ts, key=key, value=value,
-                                                   headers=headers) is not None:
-                builders[-1][1].append(rec)
-                continue
-            b = producer.create_batch()  # an empty batch takes any record
-            b.append(timestamp=ts, key=key, value=value, headers=headers)
-            builders.append((b, [rec]))
+        if built is None or built.generation != self.generation or built.sent:
+            routes = {t: await self._route(producer, t) for t in {r.topic for r in records}}
+            built = self._build(producer, records, routes)
+        built.sent = True
+        groups, refused = built.groups, list(built.refused)
         rounds = max((len(b) for b in groups.values()), default=0)
         for r in range(rounds):  # a key's later batch only after its earlier one is acked
             sent = [(bs[r][1], await producer.send_batch(bs[r][0], topic, partition=part))
@@ -164,8 +159,60 @@ class ReplicaClient:
                 raise failure
         return refused
 
+    def build_ahead(self, records: list[LogRecord]) -> Built | None:
+        """The producer batches of ``records``, built before their turn (while the
+        batch before is out) when the producer and every route are known; else None."""
+        producer = self.producer
+        if producer is None:
+            return None
+        routes = {}
+        for t in {r.topic for r in records}:
+            topic = self.topics.get(t)
+            parts = self.partitions.get(topic) if topic is not None else None
+            if parts is None:
+                return None
+            routes[t] = (topic, parts)
+        return self._build(producer, records, routes)
+
+    def _build(self, producer: AIOKafkaProducer, records: list[LogRecord],
+               routes: dict[str, tuple[str, list[int]]]) -> Built:
+        """Group ``records`` by remote (topic, partition) into whole producer batches,
+        each record with its two headers; too-large records refused."""
+        groups: dict[tuple[str, int], list[tuple[Any, list[LogRecord]]]] = {}
+        refused: list[tuple[LogRecord, str]] = []
+        limit = self.config.max_batch_bytes
+        gateway = ("otgate-gateway", self.gateway)
+        key_partition = self.key_partition
+        sources: dict[tuple[str, int], bytes] = {}
+        for rec in records:
+            key, value = rec.key, rec.value
+            if len(value) + (len(key) if key is not None else 0) > limit:
+                refused.append((rec, f"RecordTooLarge: over max_batch_bytes={limit}"))
+                continue
+            topic, parts = routes[rec.topic]
+            part = key_partition.get((topic, key)) if key is not None else None
+            if part is None:
+                part = self._partition(topic, parts, rec)
+            builders = groups.get((topic, part))
+            if builders is None:
+                builders = groups[(topic, part)] = []
+            src = sources.get((rec.topic, rec.partition))
+            if src is None:
+                src = sources[(rec.topic, rec.partition)] = f"{rec.topic}/{rec.partition}/".encode()
+            ts = rec.timestamp_ns // 1_000_000
+            headers = [gateway, ("otgate-source", b"%s%d" % (src, rec.offset))]
+            if builders and builders[-1][0].append(timestamp=ts, key=key, value=value,
+                                                   headers=headers) is not None:
+                builders[-1][1].append(rec)
+                continue
+            b = producer.create_batch()  # an empty batch takes any record
+            b.append(timestamp=ts, key=key, value=value, headers=headers)
+            builders.append((b, [rec]))
+        return Built(groups, refused, self.generation)
+
     async def reset(self) -> None:
         """Drop the producer and the cached metadata (after a failed attempt)."""
+        self.generation += 1
         self.partitions.clear()
         self.key_partition.clear()
         await self.close()

@@ -23,6 +23,7 @@ the file schema (``unconvertible``) are dead-lettered with the reason.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,12 +31,21 @@ from typing import Any
 import anyio
 
 from otgate.actors.log.base import LogBackend, LogRecord
+from otgate.actors.log.topics import record_type
 from otgate.actors.records import DeadLetter
+from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.base import LogSink, describe_error
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.s3.client import ArchiveClient, is_retriable
 from otgate.sinks.s3.config import S3Sink
-from otgate.sinks.s3.parquet import CONVERT_ERRORS, to_parquet
+from otgate.sinks.s3.parquet import (
+    CONVERT_ERRORS,
+    ROW_HELPERS,
+    row_expression,
+    table_from_rows,
+    to_parquet,
+    write,
+)
 
 HOUR_NS = 3600 * 1_000_000_000
 Item = tuple[LogRecord, Any]
@@ -68,35 +78,91 @@ class S3SinkActor(LogSink):
         self.client = ArchiveClient(config)
         self._hours: dict[int, str] = {}
 
-    def object_key(self, topic: str, partition: int, hour: int, items: list[Item]) -> str:
+    def object_key(self, topic: str, partition: int, hour: int, first_offset: int) -> str:
         path = self._hours.get(hour)
         if path is None:
             t = time.gmtime(hour * 3600)
             path = self._hours[hour] = time.strftime("date=%Y-%m-%d/hour=%H", t)
         return (f"{self.config.prefix}{topic}/{path}/"
-                f"{self.gateway_id}-p{partition}-{items[0][0].offset:020d}.parquet")
+                f"{self.gateway_id}-p{partition}-{first_offset:020d}.parquet")
+
+    async def prepare(self, batch: list[LogRecord]) -> tuple[list[tuple[str, bytes]],
+                                                             list[DeadLetter]]:
+        """The batch's objects ``(key, Parquet bytes)`` and its refused records (DLQ);
+        done ahead with prefetch, while the previous batch uploads.
+
+        Fast path: each part's rows come straight from the Avro bytes
+        (``row_expression``) when the values carry their topic's current schema;
+        any other value, or a part whose rows do not convert, takes the object path
+        (decode, then ``to_parquet`` / ``_encode``)."""
+        parts: dict[tuple[str, int, int], list[LogRecord]] = {}
+        for rec in batch:
+            parts.setdefault((rec.topic, rec.partition, rec.timestamp_ns // HOUR_NS),
+                             []).append(rec)
+        files: list[tuple[str, bytes]] = []
+        dead: list[DeadLetter] = []
+        for (topic, partition, hour), recs in parts.items():
+            data = None
+            rows = self._rows(topic, recs)
+            if rows is not None:
+                data = await anyio.to_thread.run_sync(self._encode_rows, topic, recs, rows)
+            if data is None:
+                items, undecodable = await self.decode_batch(recs)
+                dead += undecodable
+                if not items:
+                    continue
+                data, refused = await anyio.to_thread.run_sync(self._encode, items)
+                dead += refused
+                recs = [rec for rec, _ in items]
+                if data is None:
+                    continue
+            files.append((self.object_key(topic, partition, hour, recs[0].offset), data))
+        return files, dead
 
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
-        """Write and upload one batch's files; DELIVERED (refused records
-        dead-lettered) or ERRORED with the reason."""
-        items, dead = await self.decode_batch(batch)
-        parts: dict[tuple[str, int, int], list[Item]] = {}
-        for rec, obj in items:
-            parts.setdefault((rec.topic, rec.partition, rec.timestamp_ns // HOUR_NS),
-                             []).append((rec, obj))
-        for (topic, partition, hour), part in parts.items():
-            data, refused = await anyio.to_thread.run_sync(self._encode, part)
-            dead += refused
-            if data is None:
-                continue
+        """Upload one batch's files; DELIVERED (refused records dead-lettered) or
+        ERRORED with the reason."""
+        files, dead = self.prepared(batch) or await self.prepare(batch)
+        for key, data in files:
             try:
-                await self.client.put(self.object_key(topic, partition, hour, part), data)
+                await self.client.put(key, data)
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
                 return Outcome.ERRORED, describe_error(exc)
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
+
+    def _rows(self, topic: str, recs: list[LogRecord]) -> list[tuple] | None:
+        """Data rows of ``recs`` straight from the bytes, or None (object path)."""
+        row_decoder = getattr(self.codec, "row_decoder", None)
+        tp = record_type(topic)
+        expr = row_expression(tp) if tp is not None and row_decoder is not None else None
+        if expr is None:
+            return None
+        rows = []
+        fn = None
+        header = b""
+        try:
+            for rec in recs:
+                value = rec.value
+                if value[:5] != header:
+                    fn = row_decoder(topic, value, expr, ROW_HELPERS)
+                    if fn is None:
+                        return None  # not the current schema (or not loaded yet)
+                    header = value[:5]
+                rows.append(fn(value, 5))
+        except (*DECODE_ERRORS, struct.error):
+            return None  # the object path says which records are at fault
+        return rows
+
+    def _encode_rows(self, topic: str, recs: list[LogRecord], rows: list[tuple]) -> bytes | None:
+        """The file of rows from ``_rows``; None when a value does not fit (object path)."""
+        try:
+            return write(table_from_rows(recs, rows, record_type(topic)),
+                         self.config.compression.value)
+        except CONVERT_ERRORS:
+            return None
 
     def _encode(self, part: list[Item]) -> tuple[bytes | None, list[DeadLetter]]:
         """The file of ``part``; records whose values do not fit are left out (DLQ)."""

@@ -29,6 +29,8 @@ NUMERIC = (mi.FloatType, mi.IntType, mi.BoolType)
 _json = msgspec.json.Encoder()
 
 Column = tuple[str, pa.DataType, Callable[[Any], Any]]
+ROW_HELPERS = {"_num": lambda v: float(v) if not isinstance(v, str) else None}
+"""Names ``row_expression`` uses (a row decoder's helpers)."""
 CONVERT_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
 
 
@@ -75,6 +77,55 @@ def _field_columns(f: mi.Field) -> list[Column]:
             cols.append((f"{name}_text", pa.string(), _getter(name, _text)))
         return cols
     return [(name, pa.string(), _getter(name, lambda v: _json.encode(v).decode()))]
+
+
+def _field_expressions(f: mi.Field) -> list[str] | None:
+    """``_field_columns`` as row-decoder expressions over ``f_<name>`` (enums come as
+    their value strings); None for a field only the object path handles."""
+    t = f.type
+    members = list(t.types) if isinstance(t, mi.UnionType) else [t]
+    members = [m for m in members if not isinstance(m, mi.NoneType)]
+    v = f"f_{f.name}"
+    if len(members) == 1:
+        if isinstance(members[0], (mi.IntType, mi.BoolType, mi.StrType, mi.EnumType)):
+            return [v]
+        if isinstance(members[0], mi.FloatType):  # an Avro double decodes as a float
+            return [v]
+        return None
+    if all(isinstance(m, (*NUMERIC, mi.StrType)) for m in members):
+        out = [f"(None if {v} is None else _num({v}))"]
+        if any(isinstance(m, mi.StrType) for m in members):
+            out.append(f"({v} if type({v}) is str else None)")
+        return out
+    return None
+
+
+@cache
+def row_expression(record_type: type) -> str | None:
+    """The data columns of one record as a row decoder's return expression (a tuple
+    in ``columns`` order, straight from the Avro bytes; ``LogCodec.row_decoder`` with
+    ``ROW_HELPERS``); None when some field needs the object path."""
+    exprs: list[str] = []
+    for f in mi.type_info(record_type).fields:
+        e = _field_expressions(f)
+        if e is None:
+            return None
+        exprs += e
+    return f"({', '.join(exprs)},)"
+
+
+def table_from_rows(recs: list[LogRecord], rows: list[tuple], record_type: type) -> pa.Table:
+    """``table`` of records whose data columns come as ``row_expression`` tuples."""
+    cols, schema = columns(record_type)
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
+    arrays = [
+        pa.array([r.topic for r in recs], pa.string()),
+        pa.array([r.partition for r in recs], pa.int32()),
+        pa.array([r.offset for r in recs], pa.int64()),
+        pa.array([r.timestamp_ns for r in recs], pa.timestamp("ns", tz="UTC")),
+        *[pa.array(values, tp) for values, (_, tp, _) in zip(data, cols, strict=True)],
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 @cache
