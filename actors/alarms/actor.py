@@ -89,6 +89,7 @@ class AlarmEvaluator(Actor):
         self.transitions = 0
         self.recovered = 0
         self.busy_s = 0.0
+        self.batches = 0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
         self._quiet: dict[str, set[bytes]] = {}  # topic -> prefixes of unwatched streams
         self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
@@ -205,6 +206,7 @@ class AlarmEvaluator(Actor):
         out: list[Alarm] = []
         commit: dict[tuple[str, int], int] = {}
         if records:
+            self.batches += 1
             await self._evaluate(records, now, out, commit)
         events: list[GatewayEvent] = []
         if timers:
@@ -312,6 +314,7 @@ class AlarmEvaluator(Actor):
             "readings_ignored_total": float(sum(b.condition.ignored
                                                 for b in ev.bindings_by_id.values())),
             "busy_seconds_total": self.busy_s,
+            "batches_total": float(self.batches),
         }
         m.update(self.health.metrics(ev.entries.values(), self._wall()))
         return m
