@@ -9,7 +9,7 @@ from stage_log import open_log, read_all, wait_until
 from otgate.actors.log.publisher import ReadingPublisher
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.records import Classification, Quality, Reading
-from otgate.actors.stage_codec import LogCodec
+from otgate.actors.stage_codec import LogCodec, prepare
 from otgate.actors.validator.actor import ValidatorActor
 from otgate.actors.validator.config import ParameterRule, ValidatorConfig
 
@@ -69,5 +69,46 @@ async def test_raw_to_clean_dlq_and_events_then_commit(tmp_path):
         await v2.teardown()
         m = v.metrics()
         assert m["rule_out_of_range_total"] == 1 and m["undecodable_total"] == 2
+    finally:
+        await lg.close()
+
+
+@pytest.mark.anyio
+async def test_commits_wait_for_the_interval_or_a_caught_up_fetch(tmp_path):
+    """Offsets are committed only after the outputs are appended, at most every
+    commit_interval_s, and as soon as a fetch finds nothing left."""
+    lg = await open_log(tmp_path)
+    try:
+        schemas = EmbeddedSchemaStore(lg)
+        pub = ReadingPublisher(lg, schemas)
+        await pub.start()
+        await pub.publish([rd(t, 10.0 + t) for t in range(4)])
+        codec = LogCodec(schemas)
+        cfg = ValidatorConfig(commit_interval_s=3600.0, batch_size=2)
+        v = ValidatorActor("validator", cfg, lg, codec)
+        await v.setup()
+        await prepare(codec, [*cfg.inputs, *v.output_topics()])
+        await v.process(await v.consumer.fetch(2, 0.1))
+        await v.process(await v.consumer.fetch(2, 0.1))
+        assert len(await read_all(lg, codec, "telemetry.clean")) == 4
+        other = ValidatorActor("validator", cfg, lg, codec)
+        await other.setup()
+        assert len(await other.consumer.fetch(100, 0.1)) == 4  # held back: nothing committed
+        await other.consumer.close()
+        assert v.metrics()["commits_total"] == 0
+        # the running loop commits on its first empty fetch (caught up)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(v.main)
+
+            async def committed() -> bool:
+                return v.metrics()["commits_total"] == 1
+
+            await wait_until(committed)
+            tg.cancel_scope.cancel()
+        await v.teardown()
+        late = ValidatorActor("validator", cfg, lg, codec)
+        await late.setup()
+        assert await late.consumer.fetch(100, 0.1) == []
+        await late.teardown()
     finally:
         await lg.close()

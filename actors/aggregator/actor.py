@@ -157,6 +157,8 @@ class AggregatorActor(Actor):
         self.restored_windows = 0
         self._restored = checkpoint.Checkpoint()
         self.busy_s = 0.0
+        self.batches = 0
+        self.commits = 0
 
     async def setup(self) -> None:
         self._restored = checkpoint.load(self.ckpt_path)
@@ -240,6 +242,7 @@ class AggregatorActor(Actor):
         if dead:
             await self.log.append("dlq.telemetry", dead)
         self.consumed += len(records)
+        self.batches += 1 if records else 0
         await self.emit_and_commit()
         self.busy_s += time.perf_counter() - t0
 
@@ -260,6 +263,7 @@ class AggregatorActor(Actor):
         if changed:
             await self.consumer.commit(changed)
             self._committed.update(changed)
+            self.commits += 1
 
     async def checkpoint(self) -> None:
         """Save marks, persisted windows and positions; then mark our outputs up to
@@ -293,6 +297,8 @@ class AggregatorActor(Actor):
             "restored_windows": float(self.restored_windows),
             "replayed_into_restored_total": float(w.replayed_into_restored),
             "busy_seconds_total": self.busy_s,
+            "batches_total": float(self.batches),
+            "commits_total": float(self.commits),
         }
         for res, n in w.late.items():
             m[f"late_{res}_total"] = float(n)

@@ -5,8 +5,11 @@ Reads ``telemetry.clean``, ``events.clean``, ``alarms.raw`` and
 ``alarms.clean`` (keyed by asset) and flood events to ``logs.gateway``.
 
 Delivery: per batch, evaluate, append the transitions, then commit the input
-offsets (at-least-once, like the validator). Timers run every ``tick_s``
-after a batch, so when a timer fires everything read before is committed.
+offsets (at-least-once, like the validator), at most every
+``commit_interval_s`` (``stage_commit``) and whenever the evaluator is caught up.
+Timers run every ``tick_s`` after a batch; when the definitions have timers
+(stale, bad quality, delays), everything read before is committed with the
+tick's transitions, so a replay cannot end a stale alarm raised after it.
 
 Restart (a crash, a kill -9): before reading any input, ``recover`` rebuilds
 the table: the checkpoint (``checkpoint.py``, saved every
@@ -39,6 +42,7 @@ from otgate.actors.log.embedded import EmbeddedLog
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import Alarm, GatewayEvent, now_ns
 from otgate.actors.stage_codec import decode, prepare
+from otgate.actors.stage_commit import OffsetCommits
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 log = logging.getLogger("otgate.alarms")
@@ -73,6 +77,7 @@ class AlarmEvaluator(Actor):
         self.health = AlarmHealth(config.health, source=actor_id)
         self.ckpt_path = Path(state_dir) / f"{actor_id}.ckpt" if state_dir else None
         self.consumer: Any = None
+        self.commits: OffsetCommits | None = None
         self.journal: Any = None
         self._journal_pos: dict[tuple[str, int], int] = {}
         self._dirty = False
@@ -84,6 +89,7 @@ class AlarmEvaluator(Actor):
         self.transitions = 0
         self.recovered = 0
         self.busy_s = 0.0
+        self.batches = 0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
         self._quiet: dict[str, set[bytes]] = {}  # topic -> prefixes of unwatched streams
         self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
@@ -93,6 +99,7 @@ class AlarmEvaluator(Actor):
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, [*self.inputs(), COMMANDS])
+        self.commits = OffsetCommits(self.consumer, self.config.commit_interval_s, self._clock)
         self.journal = self.log.consumer(f"{self.config.group}.journal", [JOURNAL])
 
     def inputs(self) -> list[str]:
@@ -106,6 +113,8 @@ class AlarmEvaluator(Actor):
         return [t for t in cfg.inputs if t in self._raw]
 
     async def teardown(self) -> None:
+        if self.commits is not None:
+            await self.commits.close()
         for c in (self.consumer, self.journal):
             if c is not None:
                 await c.close()
@@ -121,6 +130,8 @@ class AlarmEvaluator(Actor):
             due = self._clock() >= next_tick
             if records or due:
                 await self.step(records, due)
+            if not records:  # caught up: commit what the interval held back
+                await self.commits.flush()
             if due:
                 next_tick = self._clock() + tick
             if self._clock() >= next_checkpoint:
@@ -195,6 +206,7 @@ class AlarmEvaluator(Actor):
         out: list[Alarm] = []
         commit: dict[tuple[str, int], int] = {}
         if records:
+            self.batches += 1
             await self._evaluate(records, now, out, commit)
         events: list[GatewayEvent] = []
         if timers:
@@ -216,8 +228,11 @@ class AlarmEvaluator(Actor):
             for e in events:
                 log.warning("%s evaluator_id=%s %s", e.kind, self.id,
                             " ".join(f"{k}={v}" for k, v in e.fields.items()))
-        if commit:
-            await self.consumer.commit(commit)
+        self.commits.add(commit)
+        if timers and self.evaluator.has_timers():
+            await self.commits.flush()
+        else:
+            await self.commits.maybe()
         self.busy_s += time.perf_counter() - t0
 
     async def _evaluate(self, records: list[LogRecord], now: int, out: list[Alarm],
@@ -292,12 +307,14 @@ class AlarmEvaluator(Actor):
             "transitions_total": float(self.transitions),
             "journal_recovered": float(self.recovered),
             "checkpoints_total": float(self.checkpoints),
+            "commits_total": float(self.commits.commits if self.commits else 0),
             "checkpoint_bytes": float(self.checkpoint_bytes),
             "undecodable_total": float(self.undecodable),
             "alarms_defined": float(len(ev.entries)),
             "readings_ignored_total": float(sum(b.condition.ignored
                                                 for b in ev.bindings_by_id.values())),
             "busy_seconds_total": self.busy_s,
+            "batches_total": float(self.batches),
         }
         m.update(self.health.metrics(ev.entries.values(), self._wall()))
         return m

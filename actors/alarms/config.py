@@ -193,6 +193,10 @@ class AlarmsConfig(StrictStruct):
     "Limits of the alarm-system health metrics."
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
     "Records fetched and evaluated per batch (transitions are appended per batch)."
+    commit_interval_s: PositiveSeconds = 0.5
+    "Input offsets are committed at most this often after the transitions are journalled, "
+    "and whenever the evaluator is caught up, a timer can fire or it stops. A crash replays "
+    "up to this much more input; the watermarks make the replay raise nothing twice."
 
     def __post_init__(self) -> None:
         for i, topic in enumerate(self.inputs):

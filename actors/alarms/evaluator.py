@@ -102,6 +102,11 @@ class Evaluator:
             if isinstance(d, Stale) and not (_PATTERN & set(d.asset + d.parameter)):
                 self._bind(d, d.asset, d.parameter, "", now)
 
+    def has_timers(self) -> bool:
+        """Whether ``tick`` can change an alarm without a reading (stale, bad
+        quality, on/off delays)."""
+        return bool(self._timed)
+
     def bindings(self, asset: str, parameter: str, raw: bool, unit: str, now: int
                  ) -> tuple[Binding | SetpointFeed, ...]:
         """What a reading of this stream feeds (empty: nothing watches the stream)."""

@@ -2,7 +2,8 @@
 
 Delivery: at-least-once. Each fetched batch is validated in memory, its
 outputs are appended (clean, then dead letters, then events), and only then
-the input offsets are committed. A crash in between replays the batch after
+the input offsets are committed (at most every ``commit_interval_s``, and when
+caught up or stopping: ``stage_commit``). A crash in between replays them after
 the restart: clean readings may appear twice in ``*.clean`` (the sinks'
 upsert on (asset_id, parameter, device_time) makes that harmless), nothing is
 lost. A failed append raises: the supervisor restarts the actor with a fresh
@@ -33,6 +34,7 @@ from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import prepare
+from otgate.actors.stage_commit import OffsetCommits
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.actors.validator.rules import RuleSet
 
@@ -73,6 +75,7 @@ class ValidatorActor(Actor):
         self.rules = RuleSet(config)
         self._names: dict[str, tuple[str, str]] = {}  # input topic -> (clean, dlq)
         self.consumer: Any = None
+        self.commits: OffsetCommits | None = None
         self.consumed = 0
         self.written: dict[str, int] = defaultdict(int)
         self.undecodable = 0
@@ -81,8 +84,11 @@ class ValidatorActor(Actor):
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, self.config.inputs)
+        self.commits = OffsetCommits(self.consumer, self.config.commit_interval_s)
 
     async def teardown(self) -> None:
+        if self.commits is not None:
+            await self.commits.close()
         if self.consumer is not None:
             await self.consumer.close()
 
@@ -99,9 +105,12 @@ class ValidatorActor(Actor):
             records = await self.consumer.fetch(self.config.batch_size, self.fetch_timeout_s)
             if records:
                 await self.process(records)
+            else:  # caught up: commit what the interval held back
+                await self.commits.flush()
 
     async def process(self, records: list[LogRecord]) -> None:
-        """Validate one batch, append its outputs, then commit its offsets."""
+        """Validate one batch, append its outputs, then commit its offsets (at most
+        every ``commit_interval_s``; see ``stage_commit``)."""
         t0 = time.perf_counter()
         out: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         commit: dict[tuple[str, int], int] = {}
@@ -155,7 +164,8 @@ class ValidatorActor(Actor):
         for topic in sorted(out, key=lambda t: (t == events_topic, t.startswith("dlq."))):
             await self.log.append(topic, out[topic])
             self.written[topic] += len(out[topic])
-        await self.consumer.commit(commit)
+        self.commits.add(commit)
+        await self.commits.maybe()
         self.consumed += len(records)
         self.batches += 1
         self.busy_s += time.perf_counter() - t0
@@ -188,6 +198,7 @@ class ValidatorActor(Actor):
             "consumed_total": float(self.consumed),
             "undecodable_total": float(self.undecodable),
             "batches_total": float(self.batches),
+            "commits_total": float(self.commits.commits if self.commits else 0),
             "busy_seconds_total": self.busy_s,
         }
         for topic, n in self.written.items():
