@@ -32,6 +32,7 @@ a nudge (a request logged while the session was down) the runner looks every
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -77,7 +78,10 @@ class WritablePoint:
     target: Any  # the protocol's own point (Modbus Point + unit, OPC UA node id)
 
 
-Execute = Callable[[WritablePoint, Value], Awaitable[Outcome]]
+Execute = Callable[[WritablePoint, Value, anyio.Event], Awaitable[Outcome]]
+"""``execute(point, value, durable)``: write ``value``; it may wait for the device
+at once (a bus, a connection) but touches it only after ``durable`` is set (the
+request is on disk as taken: at most once across a crash)."""
 
 
 class CommandRunner:
@@ -105,13 +109,24 @@ class CommandRunner:
         self.counters["requests"] = 0
         self.codec: Codec | None = None
         self.consumer: Any = None
+        self.woken_at = 0  # wall ns of the last nudge
+        self.fetched_at = 0  # wall ns the last fetch returned
+        self._marks: list[tuple[str, int]] = []
+        self.steps: dict[str, float] = {}  # step -> total ms over the executed writes
 
     def metrics(self) -> dict[str, float]:
-        return {f"writes_{k}": v for k, v in self.counters.items()}
+        out = {f"writes_{k}": v for k, v in self.counters.items()}
+        out.update((f"writes_ms_{k}", v) for k, v in self.steps.items())
+        return out
 
     def wake(self) -> None:
         """A request for this session was just logged: look now."""
+        self.woken_at = now_ns()
         self._wake.set()
+
+    def mark(self, step: str) -> None:
+        """The write in progress just finished ``step`` (summed in ``writes_ms_<step>``)."""
+        self._marks.append((step, now_ns()))
 
     async def run(self) -> None:
         schemas = self.ctx.extras["schemas"]
@@ -129,6 +144,7 @@ class CommandRunner:
             committed_at = anyio.current_time()
             while True:
                 records = await self.consumer.fetch(max_records=200, timeout=0)
+                self.fetched_at = now_ns()
                 if not records:
                     if uncommitted and anyio.current_time() - committed_at > COMMIT_EVERY_S:
                         # idle and a while since: move the group along (the ledger,
@@ -182,22 +198,50 @@ class CommandRunner:
             await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
             await self._progress(partition, offset, req, done=True)
             return
-        await self._progress(partition, offset, req, done=False)  # durable before the write
+        t = req.gateway_time
+        woken = self.woken_at if self.woken_at >= t else 0
+        self._marks = [("", t)]
+        if woken:
+            self._marks.append(("nudge", woken))
+        self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
+        durable = anyio.Event()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
-            # ACCEPTED is informative (the ledger is the durable mark): log it while writing
-            tg.start_soon(self._result, req, Outcome(CommandStatus.ACCEPTED))
+            # the ledger's fdatasync runs while the protocol waits for its device
+            # (the bus); ``execute`` touches the device only once ``durable`` is set
+            tg.start_soon(self._take, req, partition, offset, durable)
             try:
-                outcome = await self.execute(point, req.value)
+                outcome = await self.execute(point, req.value, durable)
             except Exception as exc:  # the protocol's write raised what it does not classify
                 error = exc
                 outcome = Outcome(
                     CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
                 )
-        await self._result(req, outcome)
+            self.mark("execute_end")
+            await durable.wait()  # ACCEPTED is queued before the final result
+            await self._result(req, outcome)
+        self.mark("result_append")
         await self._progress(partition, offset, req, done=True)
+        self.mark("ledger_done")
+        self._sum_steps()
         if error is not None:
             raise error
+
+    async def _take(
+        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event
+    ) -> None:
+        """Durably mark the request taken, then log ACCEPTED (informative: the
+        ledger is the durable mark) while the write goes out."""
+        await self._progress(partition, offset, req, done=False)
+        self.mark("ledger")
+        durable.set()
+        await self._result(req, Outcome(CommandStatus.ACCEPTED))
+
+    def _sum_steps(self) -> None:
+        marks, self._marks = self._marks, []
+        for (_, a), (step, b) in itertools.pairwise(marks):
+            self.steps[step] = self.steps.get(step, 0.0) + (b - a) / 1e6
+        self.steps["count"] = self.steps.get("count", 0.0) + 1
 
     async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
         await anyio.to_thread.run_sync(
