@@ -130,6 +130,7 @@ class ModbusWriter:
         self._mark("bus_wait")
         try:
             await durable.wait()  # the ledger entry, written meanwhile
+            self._mark("ledger_wait")
             return await self._under_bus(wp, point, unit, timeout, value)
         finally:
             session.bus.release()
