@@ -211,8 +211,8 @@ class CommandRunner:
         durable = anyio.Event()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
-            # the ledger's fdatasync runs while the protocol waits for its device
-            # (the bus); ``execute`` touches the device only once ``durable`` is set
+            # ``execute`` touches the device only once ``durable`` is set (the
+            # ledger entry on disk); it may prepare meanwhile
             tg.start_soon(self._take, req, partition, offset, durable)
             try:
                 outcome = await self.execute(point, req.value, durable)

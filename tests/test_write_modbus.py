@@ -316,8 +316,8 @@ async def test_a_restart_mid_write_reports_and_never_writes_twice(
 async def test_the_device_is_written_only_once_the_ledger_entry_is_on_disk(
     modbus_server, tmp_path: Path
 ) -> None:
-    """The ledger's fsync runs while the write waits for the bus; a slow fsync
-    must still come before the write frame (at most once across a crash)."""
+    """The ledger entry is written in a thread while the write goes on; a slow
+    fsync must still come before the write frame (at most once across a crash)."""
     store = modbus_server.store
     cfg = tcp_adapter(modbus_server.port, [{"parameter": "sp", "address": 70, **W}])
     seen: list[int] = []  # device writes served when each "taken" entry became durable

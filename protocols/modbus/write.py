@@ -122,6 +122,11 @@ class ModbusWriter:
         if why:
             return Outcome(CommandStatus.REJECTED, detail=why)
         session = self.session
+        # the ledger entry first, the bus after: holding the bus while the fsync
+        # ends would stall this session's reads (the fsync often outlasts the
+        # bus wait: ~7 ms vs ~4 ms here), for less than 1 ms of latency
+        await durable.wait()
+        self._mark("ledger_wait")
         session.writes_waiting += 1  # the poll in progress yields at its next read
         try:
             await session.bus.acquire()
@@ -129,8 +134,6 @@ class ModbusWriter:
             session.writes_waiting -= 1
         self._mark("bus_wait")
         try:
-            await durable.wait()  # the ledger entry, written meanwhile
-            self._mark("ledger_wait")
             return await self._under_bus(wp, point, unit, timeout, value)
         finally:
             session.bus.release()
