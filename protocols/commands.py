@@ -32,6 +32,7 @@ a nudge (a request logged while the session was down) the runner looks every
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,7 @@ CONNECT_POLL_S = 0.05
 IDLE_POLL_S = 0.5
 COMMIT_EVERY_S = 60.0
 SEEN_MAX = 10_000
+FETCH_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,10 @@ class WritablePoint:
     target: Any  # the protocol's own point (Modbus Point + unit, OPC UA node id)
 
 
-Execute = Callable[[WritablePoint, Value], Awaitable[Outcome]]
+Execute = Callable[[WritablePoint, Value, anyio.Event], Awaitable[Outcome]]
+"""``execute(point, value, durable)``: write ``value``; it may wait for the device
+at once (a bus, a connection) but touches it only after ``durable`` is set (the
+request is on disk as taken: at most once across a crash)."""
 
 
 class CommandRunner:
@@ -105,13 +110,25 @@ class CommandRunner:
         self.counters["requests"] = 0
         self.codec: Codec | None = None
         self.consumer: Any = None
+        self.woken_at = 0  # wall ns of the last nudge
+        self.fetched_at = 0  # wall ns the last fetch returned
+        self._marks: list[tuple[str, int]] = []
+        self._ledger_ns = 0
+        self.steps: dict[str, float] = {}  # step -> total ms over the executed writes
 
     def metrics(self) -> dict[str, float]:
-        return {f"writes_{k}": v for k, v in self.counters.items()}
+        out = {f"writes_{k}": v for k, v in self.counters.items()}
+        out.update((f"writes_ms_{k}", v) for k, v in self.steps.items())
+        return out
 
     def wake(self) -> None:
         """A request for this session was just logged: look now."""
+        self.woken_at = now_ns()
         self._wake.set()
+
+    def mark(self, step: str) -> None:
+        """The write in progress just finished ``step`` (summed in ``writes_ms_<step>``)."""
+        self._marks.append((step, now_ns()))
 
     async def run(self) -> None:
         schemas = self.ctx.extras["schemas"]
@@ -128,18 +145,8 @@ class CommandRunner:
             uncommitted: dict[tuple[str, int], int] = {}
             committed_at = anyio.current_time()
             while True:
-                records = await self.consumer.fetch(max_records=200, timeout=0)
-                if not records:
-                    if uncommitted and anyio.current_time() - committed_at > COMMIT_EVERY_S:
-                        # idle and a while since: move the group along (the ledger,
-                        # not the group, is what keeps a request from running twice)
-                        await self.consumer.commit(uncommitted)
-                        uncommitted = {}
-                        committed_at = anyio.current_time()
-                    with anyio.move_on_after(IDLE_POLL_S):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
+                records = await self.consumer.fetch(max_records=FETCH_MAX, timeout=0)
+                self.fetched_at = now_ns()
                 for rec in records:
                     if rec.key == self.key:
                         try:
@@ -153,6 +160,19 @@ class CommandRunner:
                         else:
                             await self._handle(req, rec.partition, rec.offset)
                     uncommitted[(rec.topic, rec.partition)] = rec.offset + 1
+                if len(records) == FETCH_MAX:
+                    continue  # more may be waiting
+                # caught up: a request logged since nudged us (``_wake`` is set), so
+                # no second fetch right after a request (one thread hop less per write)
+                if uncommitted and anyio.current_time() - committed_at > COMMIT_EVERY_S:
+                    # a while since: move the group along (the ledger, not the
+                    # group, is what keeps a request from running twice)
+                    await self.consumer.commit(uncommitted)
+                    uncommitted = {}
+                    committed_at = anyio.current_time()
+                with anyio.move_on_after(IDLE_POLL_S):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.consumer.close()
@@ -182,22 +202,52 @@ class CommandRunner:
             await self._result(req, Outcome(CommandStatus.EXPIRED, detail=why))
             await self._progress(partition, offset, req, done=True)
             return
-        await self._progress(partition, offset, req, done=False)  # durable before the write
+        t = req.gateway_time
+        woken = self.woken_at if self.woken_at >= t else 0
+        self._marks = [("", t)]
+        if woken:
+            self._marks.append(("nudge", woken))
+        self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
+        durable = anyio.Event()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
-            # ACCEPTED is informative (the ledger is the durable mark): log it while writing
-            tg.start_soon(self._result, req, Outcome(CommandStatus.ACCEPTED))
+            # ``execute`` touches the device only once ``durable`` is set (the
+            # ledger entry on disk); it may prepare meanwhile
+            tg.start_soon(self._take, req, partition, offset, durable)
             try:
-                outcome = await self.execute(point, req.value)
+                outcome = await self.execute(point, req.value, durable)
             except Exception as exc:  # the protocol's write raised what it does not classify
                 error = exc
                 outcome = Outcome(
                     CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
                 )
-        await self._result(req, outcome)
+            self.mark("execute_end")
+            await durable.wait()  # ACCEPTED is queued before the final result
+            await self._result(req, outcome)
+        self.mark("result_append")
         await self._progress(partition, offset, req, done=True)
+        self.mark("ledger_done")
+        self._sum_steps()
         if error is not None:
             raise error
+
+    async def _take(
+        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event
+    ) -> None:
+        """Durably mark the request taken, then log ACCEPTED (informative: the
+        ledger is the durable mark) while the write goes out."""
+        t0 = now_ns()
+        await self._progress(partition, offset, req, done=False)
+        self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
+        durable.set()
+        await self._result(req, Outcome(CommandStatus.ACCEPTED))
+
+    def _sum_steps(self) -> None:
+        marks, self._marks = self._marks, []
+        for (_, a), (step, b) in itertools.pairwise(marks):
+            self.steps[step] = self.steps.get(step, 0.0) + (b - a) / 1e6
+        self.steps["ledger"] = self.steps.get("ledger", 0.0) + self._ledger_ns / 1e6
+        self.steps["count"] = self.steps.get("count", 0.0) + 1
 
     async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
         await anyio.to_thread.run_sync(

@@ -10,10 +10,13 @@ Windows alternate: without writes, with writes (HTTP ``POST
 ``WRITES_PER_S``), without, with, ... ending without. Each window with
 writes is compared with the mean of the two without around it, and the drop
 is the median of those paired ratios: on a shared machine the load drifts
-between windows, and pairing neighbours keeps most of that drift out. For
+between windows, and pairing neighbours keeps most of that drift out (a
+pair's length is no multiple of the log's 10 s retention cycle, so that
+periodic scan does not always hit the same kind of window). For
 every write, latency = its request record's ``gateway_time`` to its final
 result record's ``gateway_time`` (the session executes, reads back and
-appends the result; ``CommandResult.latency_ms``). The read rate is the sum
+appends the result; ``CommandResult.latency_ms``), broken into the steps
+the sessions time (``writes_ms_<step>`` metrics, ``STEPS``). The read rate is the sum
 of the sessions' ``readings_published`` over each window (from ``/health``);
 ``read drop`` compares the windows with and without writes.
 
@@ -24,6 +27,7 @@ no-write run. Numbers, not pass/fail.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import statistics
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 
 from otgate.simulations.bench_modbus import POINTS, device_points, start_simulator
 from otgate.simulations.bench_supervision import _poll
@@ -43,6 +48,19 @@ TITLE = "otgate bench writes: write latency while reading 20 Modbus devices at f
 DEVICES = 20
 WRITES_PER_S = 20.0
 TOKEN = "bench-engineer"
+STEPS = {  # the sessions' writes_ms_<step>: each step's time after the one before it
+    "nudge": "request stamped -> the nudge reached the session",
+    "fetch": "nudge -> the session fetched the request",
+    "handle": "fetched -> decoded and checked",
+    "ledger_wait": "waiting for the ledger entry (fsync in a thread)",
+    "bus_wait": "waiting for the bus (the poll's current read)",
+    "ledger": "(included above) the ledger thread's own time",
+    "write": "write request round trip",
+    "read_back": "read-back round trip",
+    "execute_end": "read back -> the protocol's write returned",
+    "result_append": "final result stamped -> appended (not in the latency)",
+    "ledger_done": "ledger 'done' entry (not in the latency)",
+}
 SP_ADDRESS = 300
 
 
@@ -82,19 +100,43 @@ points = [{pts}, {{ parameter = "sp", address = {SP_ADDRESS}, type = "int16", wr
     return "".join(out)
 
 
-def _readings(gw: GatewayProcess) -> float:
-    total = 0.0
+def _session_metrics(gw: GatewayProcess) -> dict[str, float]:
+    """The Modbus sessions' metrics summed over the devices."""
+    total: dict[str, float] = {}
 
     def walk(node: dict[str, Any]) -> None:
-        nonlocal total
         if node["kind"] == "modbus_tcp":
-            total += node.get("metrics", {}).get("readings_published", 0.0)
+            for k, v in node.get("metrics", {}).items():
+                total[k] = total.get(k, 0.0) + v
         for child in node.get("children", []):
             walk(child)
 
     for comp in gw.health()["components"]:
         walk(comp)
     return total
+
+
+def _readings(gw: GatewayProcess) -> float:
+    return _session_metrics(gw).get("readings_published", 0.0)
+
+
+def _processes(gw: GatewayProcess) -> dict[str, psutil.Process]:
+    """The gateway root and its devices bulkhead (by process title)."""
+    out = {"root": psutil.Process(gw.proc.pid)}
+    for p in gw.descendants():
+        with contextlib.suppress(psutil.Error):
+            if "bulkhead devices" in " ".join(p.cmdline()):
+                out["devices"] = p
+    return out
+
+
+def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, p in procs.items():
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[name] = t.user + t.system
+    return out
 
 
 class _Client:
@@ -105,23 +147,31 @@ class _Client:
         parts = urllib.parse.urlsplit(url)
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
 
+        self.post_s: list[float] = []
+
     def write(self, asset: str, value: int) -> str:
+        t0 = time.perf_counter()
         self.conn.request(
             "POST", f"/points/{asset}/sp/write", body=json.dumps({"value": value}),
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         resp = self.conn.getresponse()
         body = resp.read()
+        self.post_s.append(time.perf_counter() - t0)
         if resp.status != 202:
             raise RuntimeError(f"write refused: HTTP {resp.status} {body[:200]!r}")
         return json.loads(body)["request_id"]
 
 
 def _window(
-    gw: GatewayProcess, client: _Client, seconds: float, writes_per_s: float
+    gw: GatewayProcess, client: _Client, seconds: float, writes_per_s: float,
+    cpu: dict[str, list[float]], procs: dict[str, psutil.Process],
 ) -> tuple[float, list[str]]:
-    """Read rate over ``seconds`` while posting ``writes_per_s`` writes; their ids."""
+    """Read rate over ``seconds`` while posting ``writes_per_s`` writes; their ids.
+
+    Adds each process's CPU (s per s) over the window to ``cpu[name]``."""
     rids: list[str] = []
+    c0 = _cpu(procs)
     r0, t0 = _readings(gw), time.monotonic()
     end = t0 + seconds
     n = 0
@@ -133,6 +183,9 @@ def _window(
         else:
             time.sleep(min(0.5, end - now))
     r1, t1 = _readings(gw), time.monotonic()
+    c1 = _cpu(procs)
+    for name in c1.keys() & c0.keys():
+        cpu.setdefault(name, []).append((c1[name] - c0[name]) / (t1 - t0))
     return (r1 - r0) / (t1 - t0), rids
 
 
@@ -151,18 +204,24 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
             report.progress("gateway up; warming up 3 s")
             time.sleep(3)
             client = _Client(gw.url)
-            quiet, busy, rids = [_window(gw, client, window, 0.0)[0]], [], []
+            procs = _processes(gw)
+            cpu_quiet: dict[str, list[float]] = {}
+            cpu_busy: dict[str, list[float]] = {}
+            steps0 = _session_metrics(gw)
+            quiet = [_window(gw, client, window, 0.0, cpu_quiet, procs)[0]]
+            busy, rids = [], []
             report.progress(f"without writes: {quiet[-1]:,.0f} readings/s")
             for i in range(rounds):
-                rate, ids = _window(gw, client, window, WRITES_PER_S)
+                rate, ids = _window(gw, client, window, WRITES_PER_S, cpu_busy, procs)
                 busy.append(rate)
                 rids += ids
                 report.progress(
                     f"round {i + 1}/{rounds} with {len(ids)} writes: {rate:,.0f} readings/s"
                 )
-                quiet.append(_window(gw, client, window, 0.0)[0])
+                quiet.append(_window(gw, client, window, 0.0, cpu_quiet, procs)[0])
                 report.progress(f"without writes: {quiet[-1]:,.0f} readings/s")
             views = [_poll(lambda r=r: _final(gw, r), 60, 0.05) for r in rids]
+            steps1 = _session_metrics(gw)
         finally:
             gw.stop()
     lat = sorted(v["latency_ms"] for v in views)
@@ -191,11 +250,55 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
     report.add(measure="read drop caused by writes",
                scenario=f"median of {len(busy)} paired windows of {window:g} s",
                value=f"{drop:.1%}", goal="< 5 %", anchor="")
+    _report_steps(report, steps0, steps1, client.post_s)
+    _report_cpu(report, cpu_quiet, cpu_busy, no_w, with_w)
+
+
+def _report_steps(
+    report: Any, before: dict[str, float], after: dict[str, float], post_s: list[float]
+) -> None:
+    """Mean time of each step of a write (the sessions' ``writes_ms_*`` metrics)."""
+    post = sorted(post_s)
+    if post:
+        report.add(measure="step: HTTP POST (root checks, request + audit append, nudge)",
+                   scenario="bench client round trip",
+                   value=f"p50 {1e3 * post[len(post) // 2]:.1f} / "
+                         f"p99 {1e3 * post[int(len(post) * 0.99)]:.1f} ms",
+                   goal="", anchor="")
+    n = after.get("writes_ms_count", 0.0) - before.get("writes_ms_count", 0.0)
+    for key, name in STEPS.items():
+        ms = (after.get(f"writes_ms_{key}", 0.0) - before.get(f"writes_ms_{key}", 0.0))
+        if n and ms:
+            report.add(measure=f"step: {name}", scenario=f"mean of {n:.0f} writes",
+                       value=f"{ms / n:.2f} ms", goal="", anchor="")
+
+
+def _report_cpu(
+    report: Any, quiet: dict[str, list[float]], busy: dict[str, list[float]],
+    no_w: float, with_w: float,
+) -> None:
+    """Each process's CPU in windows with and without writes, and per write."""
+    for name in sorted(quiet.keys() & busy.keys()):
+        q, b = statistics.median(quiet[name]), statistics.median(busy[name])
+        report.add(measure=f"CPU of the {name} process", scenario="without / with writes",
+                   value=f"{100 * q:.0f} % / {100 * b:.0f} %", goal="", anchor="")
+        if name == "devices" and no_w:
+            # often CPU-bound: also count the reads it gave up, at its CPU per read
+            cost = (b - q + (no_w - with_w) * q / no_w) / WRITES_PER_S
+            report.add(measure="CPU per write in the devices bulkhead",
+                       scenario="extra CPU + reads given up x CPU per read",
+                       value=f"{1e3 * cost:.2f} ms", goal="", anchor="")
+        elif name == "root":
+            report.add(measure="CPU per write in the root", scenario="extra CPU / writes",
+                       value=f"{1e3 * (b - q) / WRITES_PER_S:.2f} ms", goal="", anchor="")
 
 
 async def run(report: Any, args: Any) -> None:
     quick = getattr(args, "quick", False)
-    window, rounds = (2.0, 6) if quick else (5.0, 12)
+    # 6 s windows: a pair lasts 12 s, so the log's retention pass (every 10 s, a
+    # scan that grows with the log: ~0.65 ms CPU per MB) does not land in the same
+    # kind of window every time, as it did with 5 s windows
+    window, rounds = (2.0, 6) if quick else (6.0, 12)
     report.progress(f"starting the Modbus simulator ({DEVICES} devices x {POINTS} points)")
     proc, port = await start_simulator(DEVICES)
     try:

@@ -4,6 +4,7 @@ read back from it, the simulator's tables and write log checked."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
@@ -310,3 +311,34 @@ async def test_a_restart_mid_write_reports_and_never_writes_twice(
             tg.cancel_scope.cancel()
     assert res.status is CommandStatus.TIMED_OUT and "not retried" in res.detail
     assert [w[3] for w in store.writes] == [[42], [43]]  # 42 went out once
+
+
+async def test_the_device_is_written_only_once_the_ledger_entry_is_on_disk(
+    modbus_server, tmp_path: Path
+) -> None:
+    """The ledger entry is written in a thread while the write goes on; a slow
+    fsync must still come before the write frame (at most once across a crash)."""
+    store = modbus_server.store
+    cfg = tcp_adapter(modbus_server.port, [{"parameter": "sp", "address": 70, **W}])
+    seen: list[int] = []  # device writes served when each "taken" entry became durable
+    async with CommandLog(tmp_path) as cl:
+        session = cfg.build(cl.context(Collector()))
+        cl.nudge = session
+        ledger = session.commands.ledger
+        durable_write = ledger.write
+
+        def slow_write(*args, done: bool, **kw) -> None:
+            if not done:
+                time.sleep(0.3)  # a slow disk: the bus is long free by now
+                seen.append(len(store.writes))
+            durable_write(*args, done=done, **kw)
+
+        ledger.write = slow_write
+        async with anyio.create_task_group() as tg:
+            await tg.start(session.run)
+            for v in (1, 2):
+                rid = await cl.request("plc1", "press", "sp", v)
+                assert (await cl.final(rid)).status is CommandStatus.WRITTEN
+            tg.cancel_scope.cancel()
+    assert seen == [0, 1]
+    assert [w[3] for w in store.writes] == [[1], [2]]

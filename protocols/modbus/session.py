@@ -27,7 +27,8 @@ either published as one batch or not at all (nothing half-published).
 
 Writes: with writable points (and a log), a ``CommandRunner`` runs beside the
 poll loop and executes write requests (``write.py``) under ``bus``, the lock
-each poll holds; a poll hands it over at its next read when a write waits.
+each poll holds while it reads (not while its readings go to the log); a poll
+hands it over at its next read when a write waits.
 """
 
 from __future__ import annotations
@@ -213,8 +214,11 @@ class ModbusSession(Actor):
                 self.probation.clear()  # a new connection gets a fresh chance per unit
                 self.counters["connected"] = 1
             started = time.monotonic()
+            out: list[Reading] = []
             async with self.bus:
-                connection_ok = await self.poll_once()
+                connection_ok = await self._read_all(out)
+            if out:  # published off the bus: a waiting write does not wait for the log
+                await self._publish(out)
             self.counters["last_poll_s"] = time.monotonic() - started
             if not connection_ok:
                 self.client.close()
@@ -266,6 +270,14 @@ class ModbusSession(Actor):
         Returns False when the connection is gone (the caller reconnects).
         """
         out: list[Reading] = []
+        healthy = await self._read_all(out)
+        if out:
+            await self._publish(out)
+        return healthy
+
+    async def _read_all(self, out: list[Reading]) -> bool:
+        """Every planned read once, their readings added to ``out`` (the caller
+        publishes them); False when the connection is gone."""
         healthy = True
         mono = time.monotonic()
         probation = self.probation
@@ -294,8 +306,6 @@ class ModbusSession(Actor):
                 continue
             self._good(req, payload, now, out)
         self.counters["polls"] += 1
-        if out:
-            await self._publish(out)
         return healthy
 
     async def _yield_bus(self) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from otgate.actors.records import CommandStatus, Value
 from otgate.protocols.commands import Outcome, WritablePoint
 from otgate.protocols.modbus.config import DataType, Order, Point, Table, WriteMode
@@ -114,17 +116,23 @@ class ModbusWriter:
             and wp.target[0] not in s.probation
         )
 
-    async def execute(self, wp: WritablePoint, value: Value) -> Outcome:
+    async def execute(self, wp: WritablePoint, value: Value, durable: anyio.Event) -> Outcome:
         unit, point, timeout = wp.target
         why = check_writable(point, value)
         if why:
             return Outcome(CommandStatus.REJECTED, detail=why)
         session = self.session
+        # the ledger entry first, the bus after: holding the bus while the fsync
+        # ends would stall this session's reads (the fsync often outlasts the
+        # bus wait: ~7 ms vs ~4 ms here), for less than 1 ms of latency
+        await durable.wait()
+        self._mark("ledger_wait")
         session.writes_waiting += 1  # the poll in progress yields at its next read
         try:
             await session.bus.acquire()
         finally:
             session.writes_waiting -= 1
+        self._mark("bus_wait")
         try:
             return await self._under_bus(wp, point, unit, timeout, value)
         finally:
@@ -146,6 +154,7 @@ class ModbusWriter:
                 part = f" (request {i + 1} of {len(frames)}; the earlier went out)" if i else ""
                 self.session.counters["write_requests"] += 1
                 await self._call(client, name, kwargs, unit, part)
+            self._mark("write")
         except _Refused as refused:
             if i and refused.outcome.status is CommandStatus.REJECTED:
                 # the earlier requests changed the device: not "nothing written"
@@ -158,6 +167,7 @@ class ModbusWriter:
             return Outcome(CommandStatus.WRITTEN, detail="not read back (read_back = false)")
         try:
             got = await self._read_back(client, point, unit)
+            self._mark("read_back")
         except _Refused as refused:
             return Outcome(
                 CommandStatus.MISMATCH,
@@ -166,6 +176,10 @@ class ModbusWriter:
         if got == expected and type(got) is type(expected):
             return Outcome(CommandStatus.WRITTEN, read_back=got)
         return Outcome(CommandStatus.MISMATCH, read_back=got, detail=f"expected {expected!r}")
+
+    def _mark(self, step: str) -> None:
+        if self.session.commands is not None:
+            self.session.commands.mark(step)
 
     async def _call(self, client: Any, name: str, kwargs: dict, unit: int, part: str) -> Any:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from asyncua import ua
 
 from otgate.actors.records import CommandStatus, Value
@@ -91,7 +92,7 @@ class OpcUaWriter:
     def reachable(self, wp: WritablePoint) -> bool:
         return self.session.client is not None and self.session._connected_at is not None
 
-    async def execute(self, wp: WritablePoint, value: Value) -> Outcome:
+    async def execute(self, wp: WritablePoint, value: Value, durable: anyio.Event) -> Outcome:
         client = self.session.client
         if client is None:
             return Outcome(
@@ -109,6 +110,7 @@ class OpcUaWriter:
                 v = to_variant(value, vtype)
             except ValueError as exc:
                 return Outcome(CommandStatus.REJECTED, detail=str(exc))
+            await durable.wait()  # the runner's ledger entry: on disk before the write
             self.session.write_requests += 1
             await node.write_value(ua.DataValue(ua.Variant(v, vtype)))
         except ua.UaStatusCodeError as exc:
