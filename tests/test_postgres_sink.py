@@ -14,11 +14,13 @@ from peers.postgres import (  # noqa: F401
 from stage_log import open_log, read_all, wait_until
 
 from otgate.actors.breaker import BreakerState
+from otgate.actors.context import BuildContext
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
 from otgate.actors.records import Aggregate, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.simulations.postgres_server import PostgresServer, free_port
+from otgate.sinks.config import LogSinkConfig
 from otgate.sinks.postgres import PostgresSink
 from otgate.sinks.postgres.actor import PostgresSinkActor
 from otgate.sinks.postgres.client import PgClient, is_retriable, reading_row
@@ -82,6 +84,40 @@ def test_config_tag_defaults_and_redaction():
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"id": "x", "dsn": "d", "readings_table": "Bad-Name"}, PostgresSink)
 
+
+def test_config_is_a_log_sink_config_and_reads_the_old_field_names(tmp_path):
+    """Every field a pg sink config could name before it joined LogSinkConfig still
+    means the same; the shared batching fields are new; the pg defaults stay."""
+    old = {
+        "type": "postgres", "id": "hist", "dsn": "host=h password=pw", "group": "g1",
+        "topics": ["telemetry.clean", "telemetry.1min"], "db_schema": "plant",
+        "readings_table": "r", "aggregates_table": "a", "on_conflict": "update",
+        "batch_size": 100_000, "fetch_timeout_s": 0.5, "connect_timeout_s": 2.0,
+        "statement_timeout_s": 9.0, "breaker_failures": 4, "breaker_cooldown_s": 6.0,
+        "retry_initial_s": 0.3, "retry_max_s": 7.0, "dlq_topic": "dlq.events",
+    }
+    cfg = msgspec.convert(old, PostgresSink)
+    assert isinstance(cfg, LogSinkConfig)
+    assert {k: msgspec.to_builtins(getattr(cfg, k)) for k in old if k != "type"} == {
+        k: v for k, v in old.items() if k != "type"}
+    with pytest.raises(msgspec.ValidationError, match="<= 100000"):
+        msgspec.convert({**old, "batch_size": 100_001}, PostgresSink)
+    with pytest.raises(msgspec.ValidationError, match="retry_initial_s"):
+        msgspec.convert({**old, "retry_initial_s": 8.0}, PostgresSink)
+    defaults = msgspec.convert({"id": "d", "dsn": "x"}, PostgresSink)
+    assert defaults.topics == ["telemetry.clean", "events.clean", "telemetry.1s"]
+    assert (defaults.batch_size, defaults.prefetch, defaults.batch_wait_s) == (5000, False, 0.0)
+    cfg = msgspec.convert({**old, "batch_wait_s": 0.5, "batch_bytes": 1 << 20,
+                           "prefetch": True}, PostgresSink)
+    ctx = BuildContext(gateway_id="plant-7", publish=None, state_dir=tmp_path, log=object(),
+                       extras={"codec": object()})
+    sink = cfg.build(ctx)
+    assert isinstance(sink, PostgresSinkActor) and sink.id == "sink.hist"
+    assert (sink.group, sink.batch_size, sink.batch_wait_s, sink.batch_bytes, sink.prefetch,
+            sink.retry_initial_s, sink.dlq_topic) == ("g1", 100_000, 0.5, 1 << 20, True,
+                                                      0.3, "dlq.events")
+    assert sink.breaker.core.failure_threshold == 4 and "pw" not in sink.breaker.destination
+    assert sink.client.application_name == "otgate-plant-7-hist"
 
 @pytest.mark.anyio
 async def test_client_creates_tables_brin_and_upsert_is_idempotent(pg_dsn):

@@ -241,8 +241,10 @@ class _Table:
 class PgClient:
     """The sink's connection: ``write(kind, rows)`` is one idempotent transaction."""
 
-    def __init__(self, config: PostgresSink) -> None:
+    def __init__(self, config: PostgresSink, gateway_id: str = "") -> None:
         self.config = config
+        # pg_stat_activity shows which gateway and sink a connection is (63 bytes at most)
+        self.application_name = "-".join(["otgate", *filter(None, [gateway_id, config.id])])
         self.tables = {
             "readings": _Table(config.db_schema, config.readings_table, READING_COLUMNS,
                                READING_KEY, "device_time"),
@@ -269,7 +271,7 @@ class PgClient:
         conn = await psycopg.AsyncConnection.connect(
             self.config.dsn,
             connect_timeout=max(1, math.ceil(self.config.connect_timeout_s)),
-            application_name=f"otgate-{self.config.id}",
+            application_name=self.application_name,
             options=f"-c statement_timeout={int(self.config.statement_timeout_s * 1000)}",
         )
         try:
