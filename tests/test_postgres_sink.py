@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
+
 import anyio
 import msgspec
 import psycopg
@@ -21,6 +25,7 @@ from otgate.actors.records import Aggregate, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.simulations.postgres_server import PostgresServer, free_port
 from otgate.sinks.config import LogSinkConfig
+from otgate.sinks.outcome import Outcome
 from otgate.sinks.postgres import PostgresSink
 from otgate.sinks.postgres.actor import PostgresSinkActor
 from otgate.sinks.postgres.client import PgClient, is_retriable, reading_row
@@ -279,6 +284,54 @@ async def test_rows_refused_by_the_database_go_to_dlq(pg_dsn, tmp_path):
     finally:
         await lg.close()
 
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list]:
+    """What the cyclic GC finds unreachable after the block (saved, not freed)."""
+    gc.collect()
+    found: list = []
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found += gc.garbage
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+@pytest.mark.anyio
+async def test_failed_replayed_and_refused_batches_leave_no_rows_in_reference_cycles(
+    pg_dsn, tmp_path
+):
+    """A bulkhead runs the cyclic GC rarely, so a batch held by a reference cycle
+    (psycopg's error -> traceback -> frame -> rows) stays in memory: during an
+    outage one more batch per failed try. After N failed tries, a replay (staged
+    path) and a refused row, no batch-sized list is left in a cycle."""
+    lg = await open_log(tmp_path)
+    try:
+        codec = await start_codec(lg)
+        n = 400
+        await append(lg, codec, "telemetry.clean",
+                     [*(rd(i) for i in range(n - 1)), rd(n, asset="pump\x00nul")])
+        c = lg.consumer("peek", ["telemetry.clean"])
+        batch = await c.fetch(n, 1.0)
+        await c.close()
+        down = f"host=127.0.0.1 port={free_port()} user=postgres dbname=x"
+        failing = PostgresSinkActor("sink.down", sink_config(down, connect_timeout_s=1), lg, codec)
+        cfg = sink_config(pg_dsn, topics=["telemetry.clean"])
+        sink = PostgresSinkActor("sink.pg", cfg, lg, codec)
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                assert (await failing.deliver(batch))[0] is Outcome.ERRORED
+            for _ in range(2):  # the second is a replay: the staged path decides
+                assert (await sink.deliver(batch))[0] is Outcome.DELIVERED
+        await sink.close_client()
+        assert sink.client.staged_batches >= 1 and sink.rejected == 2
+        held = [o for o in garbage if isinstance(o, list | tuple) and len(o) >= n - 1]
+        assert held == [], f"{len(held)} batch-sized lists in reference cycles"
+    finally:
+        await lg.close()
 
 @pytest.mark.anyio
 async def test_unreachable_database_opens_breaker_and_keeps_data(tmp_path):
