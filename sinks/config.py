@@ -1,16 +1,26 @@
 """Config fields every log sink on the shared delivery loop has (sinks/base.py).
 
-A sink's config Struct inherits ``LogSinkConfig`` and adds its destination
-fields; ``loop_args()`` are the matching ``LogSink`` keyword arguments.
+A sink's config Struct inherits ``LogSinkConfig``, adds its destination
+fields and names its actor (``actor_class``) and its destination for logs and
+/health (``destination``, no secrets). ``build`` makes the actor, and
+``sink_args()`` are the matching ``LogSink`` keyword arguments, breaker
+included, so every sink actor starts with
+``super().__init__(actor_id, log_backend=..., codec=..., **config.sink_args(actor_id))``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 import msgspec
 
 from otgate.config.base import Identifier, NonNegativeSeconds, PositiveSeconds, StrictStruct
+
+if TYPE_CHECKING:
+    from otgate.actors.context import BuildContext
 
 
 class LogSinkConfig(StrictStruct):
@@ -56,6 +66,24 @@ class LogSinkConfig(StrictStruct):
     def consumer_group(self) -> str:
         return self.group or f"sink.{self.id}"
 
+    def destination(self) -> str:
+        """Where the sink writes, for logs, its breaker and /health (no secrets)."""
+        raise NotImplementedError
+
+    def actor_class(self) -> type:
+        """The ``LogSink`` subclass this config builds (imported on use: actors import
+        their config, not the other way round)."""
+        raise NotImplementedError
+
+    def build(self, ctx: BuildContext) -> Any:
+        """The sink actor ``sink.<id>``; needs ``ctx.log`` and a codec (``stage_codec``)."""
+        from otgate.actors.stage_codec import stage_codec
+
+        if ctx.log is None:
+            raise ValueError(f"sink {self.id}: no log in this bulkhead")
+        return self.actor_class()(f"sink.{self.id}", self, ctx.log, stage_codec(ctx),
+                                  gateway_id=ctx.gateway_id)
+
     def breaker(self, actor_id: str, destination: str, **clock: Any) -> Any:
         """The destination's circuit breaker (``clock``/``sleep`` for tests)."""
         from otgate.actors.breaker import CircuitBreaker
@@ -72,4 +100,19 @@ class LogSinkConfig(StrictStruct):
             batch_wait_s=self.batch_wait_s, fetch_timeout_s=self.fetch_timeout_s,
             retry_initial_s=self.retry_initial_s, retry_max_s=self.retry_max_s,
             dlq_topic=self.dlq_topic, prefetch=self.prefetch,
+        )
+
+    def sink_args(
+        self,
+        actor_id: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = anyio.sleep,
+    ) -> dict[str, Any]:
+        """``LogSink.__init__`` keyword arguments of a sink with one destination: the
+        loop's, one breaker guarding ``destination()``, and ``sleep`` (tests pass
+        ``clock``/``sleep``)."""
+        return dict(
+            breaker=self.breaker(actor_id, self.destination(), clock=clock, sleep=sleep),
+            sleep=sleep, **self.loop_args(),
         )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
+
 import anyio
 import msgspec
 import psycopg
@@ -14,11 +18,14 @@ from peers.postgres import (  # noqa: F401
 from stage_log import open_log, read_all, wait_until
 
 from otgate.actors.breaker import BreakerState
+from otgate.actors.context import BuildContext
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
 from otgate.actors.records import Aggregate, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.simulations.postgres_server import PostgresServer, free_port
+from otgate.sinks.config import LogSinkConfig
+from otgate.sinks.outcome import Outcome
 from otgate.sinks.postgres import PostgresSink
 from otgate.sinks.postgres.actor import PostgresSinkActor
 from otgate.sinks.postgres.client import PgClient, is_retriable, reading_row
@@ -82,6 +89,40 @@ def test_config_tag_defaults_and_redaction():
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"id": "x", "dsn": "d", "readings_table": "Bad-Name"}, PostgresSink)
 
+
+def test_config_is_a_log_sink_config_and_reads_the_old_field_names(tmp_path):
+    """Every field a pg sink config could name before it joined LogSinkConfig still
+    means the same; the shared batching fields are new; the pg defaults stay."""
+    old = {
+        "type": "postgres", "id": "hist", "dsn": "host=h password=pw", "group": "g1",
+        "topics": ["telemetry.clean", "telemetry.1min"], "db_schema": "plant",
+        "readings_table": "r", "aggregates_table": "a", "on_conflict": "update",
+        "batch_size": 100_000, "fetch_timeout_s": 0.5, "connect_timeout_s": 2.0,
+        "statement_timeout_s": 9.0, "breaker_failures": 4, "breaker_cooldown_s": 6.0,
+        "retry_initial_s": 0.3, "retry_max_s": 7.0, "dlq_topic": "dlq.events",
+    }
+    cfg = msgspec.convert(old, PostgresSink)
+    assert isinstance(cfg, LogSinkConfig)
+    assert {k: msgspec.to_builtins(getattr(cfg, k)) for k in old if k != "type"} == {
+        k: v for k, v in old.items() if k != "type"}
+    with pytest.raises(msgspec.ValidationError, match="<= 100000"):
+        msgspec.convert({**old, "batch_size": 100_001}, PostgresSink)
+    with pytest.raises(msgspec.ValidationError, match="retry_initial_s"):
+        msgspec.convert({**old, "retry_initial_s": 8.0}, PostgresSink)
+    defaults = msgspec.convert({"id": "d", "dsn": "x"}, PostgresSink)
+    assert defaults.topics == ["telemetry.clean", "events.clean", "telemetry.1s"]
+    assert (defaults.batch_size, defaults.prefetch, defaults.batch_wait_s) == (5000, False, 0.0)
+    cfg = msgspec.convert({**old, "batch_wait_s": 0.5, "batch_bytes": 1 << 20,
+                           "prefetch": True}, PostgresSink)
+    ctx = BuildContext(gateway_id="plant-7", publish=None, state_dir=tmp_path, log=object(),
+                       extras={"codec": object()})
+    sink = cfg.build(ctx)
+    assert isinstance(sink, PostgresSinkActor) and sink.id == "sink.hist"
+    assert (sink.group, sink.batch_size, sink.batch_wait_s, sink.batch_bytes, sink.prefetch,
+            sink.retry_initial_s, sink.dlq_topic) == ("g1", 100_000, 0.5, 1 << 20, True,
+                                                      0.3, "dlq.events")
+    assert sink.breaker.core.failure_threshold == 4 and "pw" not in sink.breaker.destination
+    assert sink.client.application_name == "otgate-plant-7-hist"
 
 @pytest.mark.anyio
 async def test_client_creates_tables_brin_and_upsert_is_idempotent(pg_dsn):
@@ -243,6 +284,54 @@ async def test_rows_refused_by_the_database_go_to_dlq(pg_dsn, tmp_path):
     finally:
         await lg.close()
 
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list]:
+    """What the cyclic GC finds unreachable after the block (saved, not freed)."""
+    gc.collect()
+    found: list = []
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found += gc.garbage
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+@pytest.mark.anyio
+async def test_failed_replayed_and_refused_batches_leave_no_rows_in_reference_cycles(
+    pg_dsn, tmp_path
+):
+    """A bulkhead runs the cyclic GC rarely, so a batch held by a reference cycle
+    (psycopg's error -> traceback -> frame -> rows) stays in memory: during an
+    outage one more batch per failed try. After N failed tries, a replay (staged
+    path) and a refused row, no batch-sized list is left in a cycle."""
+    lg = await open_log(tmp_path)
+    try:
+        codec = await start_codec(lg)
+        n = 400
+        await append(lg, codec, "telemetry.clean",
+                     [*(rd(i) for i in range(n - 1)), rd(n, asset="pump\x00nul")])
+        c = lg.consumer("peek", ["telemetry.clean"])
+        batch = await c.fetch(n, 1.0)
+        await c.close()
+        down = f"host=127.0.0.1 port={free_port()} user=postgres dbname=x"
+        failing = PostgresSinkActor("sink.down", sink_config(down, connect_timeout_s=1), lg, codec)
+        cfg = sink_config(pg_dsn, topics=["telemetry.clean"])
+        sink = PostgresSinkActor("sink.pg", cfg, lg, codec)
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                assert (await failing.deliver(batch))[0] is Outcome.ERRORED
+            for _ in range(2):  # the second is a replay: the staged path decides
+                assert (await sink.deliver(batch))[0] is Outcome.DELIVERED
+        await sink.close_client()
+        assert sink.client.staged_batches >= 1 and sink.rejected == 2
+        held = [o for o in garbage if isinstance(o, list | tuple) and len(o) >= n - 1]
+        assert held == [], f"{len(held)} batch-sized lists in reference cycles"
+    finally:
+        await lg.close()
 
 @pytest.mark.anyio
 async def test_unreachable_database_opens_breaker_and_keeps_data(tmp_path):

@@ -80,11 +80,8 @@ class HttpSinkActor(LogSink):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
-        super().__init__(
-            actor_id, log_backend=log_backend, codec=codec,
-            breaker=config.breaker(actor_id, config.redacted_url(), clock=clock, sleep=sleep),
-            sleep=sleep, **config.loop_args(),
-        )
+        super().__init__(actor_id, log_backend=log_backend, codec=codec,
+                         **config.sink_args(actor_id, clock=clock, sleep=sleep))
         self.config = config
         self.gateway_id = gateway_id
         self.client = HttpClient(config)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import msgspec
 
 from otgate.config.base import PositiveSeconds
 from otgate.sinks.config import LogSinkConfig
-
-if TYPE_CHECKING:
-    from otgate.actors.context import BuildContext
 
 
 class BodyFormat(enum.Enum):
@@ -76,12 +73,10 @@ class HttpSink(LogSinkConfig, tag="http", tag_field="type", kw_only=True):
         u = urlsplit(self.url)
         return f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}"
 
-    def build(self, ctx: BuildContext) -> Any:
-        """The sink actor; needs ``ctx.log`` and a codec (see ``stage_codec``)."""
-        from otgate.actors.stage_codec import stage_codec
+    def destination(self) -> str:
+        return self.redacted_url()
+
+    def actor_class(self) -> type:
         from otgate.sinks.http.actor import HttpSinkActor
 
-        if ctx.log is None:
-            raise ValueError(f"sink {self.id}: no log in this bulkhead")
-        return HttpSinkActor(f"sink.{self.id}", self, ctx.log, stage_codec(ctx),
-                             gateway_id=ctx.gateway_id)
+        return HttpSinkActor

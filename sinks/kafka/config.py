@@ -4,16 +4,13 @@ copied to a remote Kafka-compatible cluster (the MirrorMaker role)."""
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import msgspec
 
 from otgate.actors.log.config import Compression
 from otgate.config.base import PositiveSeconds
 from otgate.sinks.config import LogSinkConfig
-
-if TYPE_CHECKING:
-    from otgate.actors.context import BuildContext
 
 
 class SecurityProtocol(enum.Enum):
@@ -104,12 +101,10 @@ class KafkaSink(LogSinkConfig, tag="kafka", tag_field="type", kw_only=True):
     def remote_topic(self, topic: str) -> str:
         return self.topic_map.get(topic) or f"{self.topic_prefix}{topic}"
 
-    def build(self, ctx: BuildContext) -> Any:
-        """The sink actor; needs ``ctx.log`` and a codec (for the DLQ)."""
-        from otgate.actors.stage_codec import stage_codec
+    def destination(self) -> str:
+        return ",".join(self.bootstrap_servers)
+
+    def actor_class(self) -> type:
         from otgate.sinks.kafka.actor import KafkaSinkActor
 
-        if ctx.log is None:
-            raise ValueError(f"sink {self.id}: no log in this bulkhead")
-        return KafkaSinkActor(f"sink.{self.id}", self, ctx.log, stage_codec(ctx),
-                              gateway_id=ctx.gateway_id)
+        return KafkaSinkActor

@@ -26,7 +26,6 @@ from typing import Any
 
 import anyio
 
-from otgate.actors.breaker import CircuitBreaker
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter
@@ -66,33 +65,14 @@ class PostgresSinkActor(LogSink):
         log_backend: LogBackend,
         codec: Any,
         *,
+        gateway_id: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = anyio.sleep,
     ) -> None:
-        super().__init__(
-            actor_id,
-            sink_id=config.id,
-            group=config.consumer_group,
-            topics=config.topics,
-            log_backend=log_backend,
-            codec=codec,
-            batch_size=config.batch_size,
-            fetch_timeout_s=config.fetch_timeout_s,
-            retry_initial_s=config.retry_initial_s,
-            retry_max_s=config.retry_max_s,
-            dlq_topic=config.dlq_topic,
-            breaker=CircuitBreaker(
-                f"{actor_id}.breaker",
-                destination=config.redacted_dsn(),
-                failure_threshold=config.breaker_failures,
-                cooldown_s=config.breaker_cooldown_s,
-                clock=clock,
-                sleep=sleep,
-            ),
-            sleep=sleep,
-        )
+        super().__init__(actor_id, log_backend=log_backend, codec=codec,
+                         **config.sink_args(actor_id, clock=clock, sleep=sleep))
         self.config = config
-        self.client = PgClient(config)
+        self.client = PgClient(config, gateway_id)
         self.kinds = {t: topic_kind(t) for t in config.topics}
 
     async def close_client(self) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import msgspec
 
 from otgate.config.base import PositiveSeconds
 from otgate.sinks.config import LogSinkConfig
-
-if TYPE_CHECKING:
-    from otgate.actors.context import BuildContext
 
 
 class ParquetCompression(enum.Enum):
@@ -70,12 +67,7 @@ class S3Sink(LogSinkConfig, tag="s3", tag_field="type", kw_only=True):
         """Where the objects go, for logs and /health (no credentials)."""
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def build(self, ctx: BuildContext) -> Any:
-        """The sink actor; needs ``ctx.log`` and a codec (see ``stage_codec``)."""
-        from otgate.actors.stage_codec import stage_codec
+    def actor_class(self) -> type:
         from otgate.sinks.s3.actor import S3SinkActor
 
-        if ctx.log is None:
-            raise ValueError(f"sink {self.id}: no log in this bulkhead")
-        return S3SinkActor(f"sink.{self.id}", self, ctx.log, stage_codec(ctx),
-                           gateway_id=ctx.gateway_id)
+        return S3SinkActor
