@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import math
 import statistics
 
@@ -253,3 +254,19 @@ def test_state_of_an_older_version_continues():
         b.add(float(i), Quality.GOOD)
     assert b.n == 200 and b.mean == pytest.approx(99.5)
     assert b.stddev == pytest.approx(statistics.pstdev(range(200)))
+
+
+def test_state_with_generator_words_as_ints_continues_identically():
+    # checkpoints before the words were saved as bytes hold a list of 625 ints
+    a = WindowStats(max_samples=16, seed=9)
+    for i in range(100):
+        a.add(float(i), Quality.GOOD)
+    state = a.state()
+    assert isinstance(state[12][1], bytes) and len(state[12][1]) == 625 * 4
+    old = [*state[:12], [state[12][0], list(array.array("I", state[12][1])), state[12][2]],
+           *state[13:]]
+    b = WindowStats.from_state(old, 16)
+    for st in (a, b):
+        for i in range(100, 300):
+            st.add(float(i), Quality.GOOD)
+    assert a.percentiles() == b.percentiles() and a.stddev == b.stddev
