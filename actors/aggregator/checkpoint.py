@@ -51,14 +51,16 @@ def load(path: Path) -> Checkpoint:
 def save(
     path: Path,
     marks: dict[StreamKey, int],
-    windows: list[list[Any]] | None = None,
+    windows: list[list[Any]] | msgspec.Raw | None = None,
     positions: dict[TopicPartition, int] | None = None,
 ) -> int:
-    """Write atomically; returns the file size in bytes."""
+    """Write atomically; returns the file size in bytes.
+
+    ``windows``: ``Windows.export_state()`` (already msgpack) or the decoded list."""
     body = msgspec.msgpack.encode(
         Checkpoint(
             marks=[(a, p, r, s) for (a, p, r), s in marks.items()],
-            windows=windows or [],
+            windows=windows or [],  # type: ignore[arg-type]  # a Raw is written as it is
             positions=[(t, p, o) for (t, p), o in (positions or {}).items()],
         )
     )
