@@ -6,10 +6,8 @@ import array
 import math
 import statistics
 
-import msgspec
 import pytest
 
-from otgate.actors.aggregator import checkpoint
 from otgate.actors.aggregator.actor import to_aggregate
 from otgate.actors.aggregator.stats import WindowStats
 from otgate.actors.aggregator.windows import Windows
@@ -178,7 +176,7 @@ def test_persisted_window_state_roundtrip_skips_replayed_records():
     w.checkpointed = {TP: 25}
     # committed: held by the open 1 s window [1,2) (offset 10), not by the minute window
     assert w.commit_offsets({TP: 25}) == {TP: 10}
-    state = msgspec.msgpack.decode(w.export_state())
+    state = w.export_state()
     assert len(state) == 1
     w2 = make(res=("1s", "1min"))
     w2.persisted = frozenset({"1min"})
@@ -205,25 +203,6 @@ def test_persisted_window_held_back_until_first_checkpoint():
     other = ("telemetry.clean", 1)  # a partition the checkpoint did not know
     w.add(rd(0.2), other, 3)
     assert w.commit_offsets({TP: 8, other: 4}) == {TP: 8, other: 3}
-
-
-def test_checkpoint_file_with_encoded_windows_reads_back_as_before(tmp_path):
-    w = make(res=("1s", "1min"))
-    w.persisted = frozenset({"1min"})
-    w.max_samples = 16
-    assert msgspec.msgpack.decode(w.export_state()) == []
-    for i in range(300):  # two streams; past max_samples (16): running windows
-        w.add(rd(i * 0.1, float(i)), TP, 2 * i)
-        w.add(rd(i * 0.1, float(i), parameter="q"), TP, 2 * i + 1)
-    listed = msgspec.msgpack.decode(w.export_state())
-    assert len(listed) == 2
-    path = tmp_path / "agg.ckpt"
-    n = checkpoint.save(path, dict(w.high_water), w.export_state(), {TP: 600})
-    as_list = tmp_path / "list.ckpt"  # as saved before: encoded from the decoded list
-    assert abs(checkpoint.save(as_list, dict(w.high_water), listed, {TP: 600}) - n) <= 4
-    back = checkpoint.load(path)
-    assert back == checkpoint.load(as_list)
-    assert back.windows == listed and back.position_map() == {TP: 600}
 
 
 def test_stats_state_roundtrip_continues_the_reservoir_identically():

@@ -51,16 +51,14 @@ def load(path: Path) -> Checkpoint:
 def save(
     path: Path,
     marks: dict[StreamKey, int],
-    windows: list[list[Any]] | msgspec.Raw | None = None,
+    windows: list[list[Any]] | None = None,
     positions: dict[TopicPartition, int] | None = None,
 ) -> int:
-    """Write atomically; returns the file size in bytes.
-
-    ``windows``: ``Windows.export_state()`` (already msgpack) or the decoded list."""
+    """Write atomically; returns the file size in bytes."""
     body = msgspec.msgpack.encode(
         Checkpoint(
             marks=[(a, p, r, s) for (a, p, r), s in marks.items()],
-            windows=windows or [],  # type: ignore[arg-type]  # a Raw is written as it is
+            windows=windows or [],
             positions=[(t, p, o) for (t, p), o in (positions or {}).items()],
         )
     )

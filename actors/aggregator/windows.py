@@ -35,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from otgate.actors.aggregator.stats import QUALITY_INDEX, WindowStats
 from otgate.actors.records import Quality, Reading
 
@@ -301,38 +299,19 @@ class Windows:
         return out
 
     # -- persisted state ------------------------------------------------------
-    def export_state(self) -> msgspec.Raw:
-        """The open persisted windows with their statistics: a msgpack array whose
-        items ``import_state`` takes back (decoded).
-
-        Encoded here, one window at a time, on the caller's thread (the windows
-        change as soon as it returns): each window's state (its sample bytes,
-        16 KB at max_samples 2048) is garbage as soon as it is encoded and the
-        next one reuses its memory. Building every state first, then encoding,
-        held ~20 KB per persisted window in thousands of heap blocks at each
-        checkpoint, sized a little differently each time while the windows fill:
-        the freed blocks did not fit the next checkpoint's, and the heap kept
-        growing (see the aggregator config doc for the sizes).
-        """
-        enc = msgspec.msgpack.Encoder()
-        buf = bytearray(b"\xdd\0\0\0\0")  # array32 header, its length filled in below
-        n = 0
-        for a in self._assets.values():
-            for w in a.windows.values():
-                if w.through is None:
-                    continue
-                enc.encode_into(
-                    [
-                        w.asset_id, w.parameter, w.resolution, w.start, w.end, w.unit,
-                        [[t, p, o] for (t, p), o in w.first_offsets.items()],
-                        [[t, p, o] for (t, p), o in w.through.items()],
-                        w.stats.state(),
-                    ],
-                    buf, -1,
-                )
-                n += 1
-        buf[1:5] = n.to_bytes(4, "big")
-        return msgspec.Raw(buf)
+    def export_state(self) -> list[list[Any]]:
+        """The open persisted windows with their statistics (msgpack-able)."""
+        return [
+            [
+                w.asset_id, w.parameter, w.resolution, w.start, w.end, w.unit,
+                [[t, p, o] for (t, p), o in w.first_offsets.items()],
+                [[t, p, o] for (t, p), o in w.through.items()],
+                w.stats.state(),
+            ]
+            for a in self._assets.values()
+            for w in a.windows.values()
+            if w.through is not None
+        ]
 
     def import_state(self, windows: list[list[Any]]) -> int:
         """Restore ``export_state`` output, skipping windows already emitted.
