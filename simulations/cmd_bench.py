@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "alarms": "otgate.simulations.bench_alarms",
     "writes": "otgate.simulations.bench_writes",
     "sinks": "otgate.simulations.bench_sinks",
+    "aggregator-memory": "otgate.simulations.bench_aggregator_memory",
 }
 
 

@@ -142,6 +142,7 @@ async def test_minute_window_persisted_across_restart_commits_move_on(tmp_path):
         await feed(lg, 2.6, 41.0)
         second = await run_until(lg, tmp_path, 40, cfg())
         assert second.restored_windows == 1
+        assert second._restored.windows == []  # the decoded file is not kept once restored
         (minute,) = await read_all(lg, codec, "telemetry.1min")
         # T0 is 20 s past a minute: the minute window [T0-20 s, T0+40 s) holds 0.0 .. 39.9 s
         assert minute.window_start == T0 - 20 * S

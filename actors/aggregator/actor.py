@@ -212,6 +212,7 @@ class AggregatorActor(Actor):
         checkpoint.save(self.ckpt_path, hw, restored.windows, self.windows.checkpointed)
         if positions:
             await self.emitted_consumer.commit(positions)
+        self._restored = checkpoint.Checkpoint()  # the decoded file (~2x its size): now in windows
         log.info(
             "aggregator_recovered aggregator_id=%s marks=%d folded=%d windows_restored=%d",
             self.id, len(hw), self.recovered_marks, self.restored_windows,

@@ -3,7 +3,7 @@
 While a window holds at most ``max_samples`` numeric values they are simply
 kept, and count, mean, min, max, sum and the population standard deviation
 are computed from them when asked (two passes: numerically stable; adding a
-value is a list append). Beyond that the numbers are running values: new
+value is an array append). Beyond that the numbers are running values: new
 values are buffered and folded in every ``FOLD`` values with the two-pass
 statistics of the buffer and Chan's parallel combination (as stable as
 Welford's update, a fraction of its cost per value); the fold points depend
@@ -72,7 +72,10 @@ class WindowStats:
         # them when asked (cheap adds); from the first value beyond max_samples on,
         # they are running values (Welford) and _samples is a reservoir.
         self._running = False
-        self._buf: list[float] = []  # running mode: values not folded into the numbers yet
+        # running mode: values not folded into the numbers yet. An array, not a list:
+        # a list keeps up to FOLD float objects (32 B each) alive per running window for
+        # minutes, scattered over the allocator's pools among short-lived objects
+        self._buf = array.array("d")
         self._w = 1.0  # Algorithm L's state: the weight and the count of the next kept value
         self._next = 0
         self._n = 0
@@ -145,7 +148,7 @@ class WindowStats:
 
     def _fold(self) -> None:
         (self._n, self._mean, self._m2, self._min, self._max, self._sum) = self._folded()
-        self._buf = []
+        self._buf = array.array("d")
 
     def _folded(self) -> tuple[int, float, float, float, float, float]:
         buf = self._buf
@@ -214,9 +217,11 @@ class WindowStats:
             self.count, n, mean, m2, lo, hi, total,
             self.first, self.last, list(self.quality_counts), self.seed,
             self._samples.tobytes(),
-            [rng[0], list(rng[1]), rng[2]] if rng is not None else None,
+            # the generator's 625 words as 2.5 KB of bytes, not a list of 625 ints
+            # (~25 KB of objects per running window while a checkpoint is encoded)
+            [rng[0], array.array("I", rng[1]).tobytes(), rng[2]] if rng is not None else None,
             [self._n, self._mean, self._m2, self._min, self._max, self._sum,
-             array.array("d", self._buf).tobytes(), self._w, self._next]
+             self._buf.tobytes(), self._w, self._next]
             if self._running else None,
         ]
 
@@ -230,11 +235,14 @@ class WindowStats:
         st._samples = array.array("d", state[11])
         if state[12] is not None:
             st._rng = random.Random()
-            st._rng.setstate((state[12][0], tuple(state[12][1]), state[12][2]))
+            words = state[12][1]  # bytes; a list of ints in older checkpoints
+            if isinstance(words, bytes):
+                words = array.array("I", words)
+            st._rng.setstate((state[12][0], tuple(words), state[12][2]))
         running = state[13] if len(state) > 13 else None
         if running is not None:
             (st._n, st._mean, st._m2, st._min, st._max, st._sum, buf, st._w, st._next) = running
-            st._buf = array.array("d", buf).tolist()
+            st._buf = array.array("d", buf)
             st._running = True
         elif st._n == len(st._samples) and st._rng is None:
             st._running = False  # every value still kept: computed from them again
