@@ -9,8 +9,10 @@ Durability: WAL journal, ``synchronous=FULL``; ``append`` returns after its
 transaction committed (the WAL fsync'd). Several OS processes (bulkheads) may
 append to the same file: every write transaction is ``BEGIN IMMEDIATE`` (the
 file's write lock) and reads each partition's next offset inside it, so offsets
-are dense and unique across processes; ``busy_timeout`` makes a writer wait
-for another's lock instead of failing. A writer killed mid-transaction leaves
+are dense and unique across processes. Writers queue for their turn on the
+log's write gate (``write_gate``: a kernel file lock, woken the moment the
+holder commits) rather than in SQLite's sleeping busy handler; ``busy_timeout``
+stays behind it for writers outside the gate. A writer killed mid-transaction leaves
 no trace (SQLite rolls the uncommitted WAL frames back), so there is never a
 torn record. Readers see committed data only, while writers write and after
 they died.
@@ -43,6 +45,7 @@ import msgspec
 from otgate.actors.log import changes
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.partition import partition_for
+from otgate.actors.log.write_gate import gate_for
 
 if TYPE_CHECKING:
     from otgate.actors.log.embedded_consumer import EmbeddedConsumer
@@ -159,6 +162,9 @@ def connect(path: Path, busy_timeout_s: float, *, readonly: bool = False) -> sql
         # only takes effect on a new file; lets retention give space back
         con.execute("PRAGMA auto_vacuum=INCREMENTAL")
         con.execute("PRAGMA journal_mode=WAL")
+        # the WAL is reused from its start after each checkpoint; this cuts a file
+        # that a burst grew back to 64 MiB (retention no longer truncates it)
+        con.execute("PRAGMA journal_size_limit=67108864")
     con.execute("PRAGMA synchronous=FULL")
     return con
 
@@ -195,6 +201,7 @@ class EmbeddedLog:
     ) -> None:
         self.path = Path(path)
         self.changed_path = changes.signal_path(self.path)
+        self.gate = gate_for(self.path)
         self.clock = clock  # record timestamps (ns); tests age records with it
         self.busy_timeout_s = busy_timeout_s
         self._con: sqlite3.Connection | None = None
@@ -214,7 +221,8 @@ class EmbeddedLog:
 
     def _open(self) -> sqlite3.Connection:
         con = connect(self.path, self.busy_timeout_s)
-        con.executescript(SCHEMA)  # idempotent; safe when processes race
+        with self.gate.hold():
+            con.executescript(SCHEMA)  # idempotent; safe when processes race
         self._load_topics(con)
         changes.touch(self.changed_path)
         return con
@@ -240,6 +248,10 @@ class EmbeddedLog:
             await anyio.to_thread.run_sync(self._ensure_topics, list(topics))
 
     def _ensure_topics(self, topics: list[TopicSpec]) -> None:
+        with self.gate.hold():
+            self._ensure_topics_locked(topics)
+
+    def _ensure_topics_locked(self, topics: list[TopicSpec]) -> None:
         con = self._db()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -350,6 +362,12 @@ class EmbeddedLog:
             raise item.error
 
     def _write(self, batch: list[_Pending]) -> None:
+        with self.gate.hold():
+            self._write_locked(batch)
+        if any(item.written for item in batch):
+            changes.touch(self.changed_path)  # wakes consumers in other processes
+
+    def _write_locked(self, batch: list[_Pending]) -> None:
         con = self._db()
         ok: list[_Pending] = []
         now = self.clock()
@@ -393,7 +411,6 @@ class EmbeddedLog:
                 item.error = item.error or e
             return
         self.transactions += 1
-        changes.touch(self.changed_path)  # wakes consumers in other processes
         for item in ok:
             item.written = True
             self.appended += len(item.records)
@@ -423,22 +440,23 @@ class EmbeddedLog:
         def run() -> int:
             con = connect(self.path, self.busy_timeout_s)
             try:
-                con.execute("BEGIN IMMEDIATE")
-                row = con.execute(
-                    "SELECT id FROM schemas WHERE subject=? AND schema=?", (subject, schema)
-                ).fetchone()
-                if row is None:
-                    (ver,) = con.execute(
-                        "SELECT COALESCE(MAX(version), 0) + 1 FROM schemas WHERE subject=?",
-                        (subject,),
+                with self.gate.hold():
+                    con.execute("BEGIN IMMEDIATE")
+                    row = con.execute(
+                        "SELECT id FROM schemas WHERE subject=? AND schema=?", (subject, schema)
                     ).fetchone()
-                    cur = con.execute(
-                        "INSERT INTO schemas(subject, version, schema) VALUES (?,?,?)",
-                        (subject, ver, schema),
-                    )
-                    row = (cur.lastrowid,)
-                con.execute("COMMIT")
-                return int(row[0])
+                    if row is None:
+                        (ver,) = con.execute(
+                            "SELECT COALESCE(MAX(version), 0) + 1 FROM schemas WHERE subject=?",
+                            (subject,),
+                        ).fetchone()
+                        cur = con.execute(
+                            "INSERT INTO schemas(subject, version, schema) VALUES (?,?,?)",
+                            (subject, ver, schema),
+                        )
+                        row = (cur.lastrowid,)
+                    con.execute("COMMIT")
+                    return int(row[0])
             finally:
                 con.close()
 

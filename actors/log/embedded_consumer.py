@@ -158,17 +158,18 @@ class EmbeddedConsumer:
             con = self._conn()
             if self._pos is None:
                 self._assign(con)
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.executemany(
-                    "INSERT INTO group_offsets(grp, tid, partition, offset) VALUES (?,?,?,?)"
-                    " ON CONFLICT(grp, tid, partition) DO UPDATE SET offset=excluded.offset",
-                    [(self.group, self._tids[t], p, o) for (t, p), o in offsets.items()],
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            with self._log.gate.hold():
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.executemany(
+                        "INSERT INTO group_offsets(grp, tid, partition, offset) VALUES (?,?,?,?)"
+                        " ON CONFLICT(grp, tid, partition) DO UPDATE SET offset=excluded.offset",
+                        [(self.group, self._tids[t], p, o) for (t, p), o in offsets.items()],
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
 
         await anyio.to_thread.run_sync(run)
 

@@ -20,8 +20,10 @@
 
 Every deletion is written to ``logs.gateway`` as a ``log_overflow`` event
 (topic, partition, records, up_to_offset, reason) and logged. Deleting frees
-pages inside the file; ``PRAGMA incremental_vacuum`` gives them back to the
-filesystem. Deletion only cuts a prefix of a partition (whole batches), so
+pages inside the file, which later appends reuse; under a disk tier
+``PRAGMA incremental_vacuum`` and a truncating WAL checkpoint also give them
+back to the filesystem (not after routine retention: both hold the write lock
+while they work, which every append would wait for). Deletion only cuts a prefix of a partition (whole batches), so
 offsets stay dense; a consumer behind the new start continues at it.
 
 Only one process should run ``Retention``; every other writer process runs a
@@ -137,6 +139,10 @@ class Retention:
 
     def _delete_prefix(self, con: sqlite3.Connection, p: Partition, up_to: int) -> int:
         """Delete whole batches with last_offset < up_to; returns records deleted."""
+        with self.log.gate.hold():
+            return self._delete_prefix_locked(con, p, up_to)
+
+    def _delete_prefix_locked(self, con: sqlite3.Connection, p: Partition, up_to: int) -> int:
         con.execute("BEGIN IMMEDIATE")
         try:
             start, size = con.execute(
@@ -167,12 +173,20 @@ class Retention:
         return new_start - start
 
     def _cut_by_time(self, con: sqlite3.Connection, p: Partition, before_ns: int) -> int:
-        """First offset to keep: after the last batch appended before ``before_ns``."""
-        row = con.execute(
-            "SELECT MAX(last_offset) FROM batches WHERE tid=? AND partition=? AND ts < ?",
-            (p.tid, p.partition, before_ns),
-        ).fetchone()
-        return p.start if row[0] is None else row[0] + 1
+        """First offset to keep: after the oldest batches appended before ``before_ns``,
+        up to the first newer one (a prefix, as Kafka deletes whole old segments).
+        Steps only the batches it cuts plus one, in key order: the time is not
+        indexed, and a scan of the whole partition every pass cost 0.65 ms of CPU
+        per MB retained."""
+        cut = p.start
+        for last, ts in con.execute(
+            "SELECT last_offset, ts FROM batches WHERE tid=? AND partition=? ORDER BY base_offset",
+            (p.tid, p.partition),
+        ):
+            if ts >= before_ns:
+                break
+            cut = last + 1
+        return cut
 
     def _cut_by_size(self, con: sqlite3.Connection, p: Partition, keep_bytes: int) -> int:
         """First offset to keep so the partition holds at most ``keep_bytes``."""
@@ -209,15 +223,21 @@ class Retention:
         return p.next if low is None else low
 
     def _newest_ts(self, con: sqlite3.Connection, topic: str) -> int | None:
-        row = con.execute(
-            "SELECT MAX(b.ts) FROM batches b JOIN topics t ON t.tid = b.tid WHERE t.name=?",
-            (topic,),
-        ).fetchone()
-        return row[0]
+        """Time of the newest batch of ``topic`` (the last one of each partition)."""
+        newest = [
+            row[0]
+            for p in self._partitions(con)
+            if p.topic == topic
+            and (row := con.execute(
+                "SELECT ts FROM batches WHERE tid=? AND partition=? ORDER BY base_offset DESC"
+                " LIMIT 1", (p.tid, p.partition)).fetchone()) is not None
+        ]
+        return max(newest, default=None)
 
     def _compact(self, con: sqlite3.Connection) -> None:
-        con.executescript("PRAGMA incremental_vacuum;")  # executescript steps it to the end
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        with self.log.gate.hold():
+            con.executescript("PRAGMA incremental_vacuum;")  # executescript steps it to the end
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- policy -----------------------------------------------------------------
     async def run_once(self) -> list[GatewayEvent]:
@@ -243,8 +263,6 @@ class Retention:
                     )
                     cut = self._cut_by_size(con, p, p.retention_bytes)
                     events += self._evict(con, p, cut, "retention_bytes")
-            if events:
-                self._compact(con)
             events += self._tiers(con, now)
         finally:
             con.close()
