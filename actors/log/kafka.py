@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -177,8 +178,11 @@ class KafkaLog:
     ) -> list[LogRecord]:
         """Up to ``limit`` records of one partition from ``offset`` (no group, no commit).
 
-        Stops when a fetch brings nothing for ``idle_s`` (never trusts end_offsets,
-        which tansu under-reports)."""
+        Stops when a fetch brings nothing for ``idle_s`` or once it reached records
+        appended after the call began (a topic written faster than ``idle_s``
+        would otherwise be read for ever); never trusts end_offsets, which tansu
+        under-reports."""
+        began_ms = time.time() * 1000
         tp = TopicPartition(topic, partition)
         c = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
@@ -209,6 +213,8 @@ class KafkaLog:
                     )
                     for r in recs
                 ]
+                if recs[-1].timestamp >= began_ms:  # now at records newer than the call
+                    break
         finally:
             await _stop_client(c)
         return out
