@@ -15,12 +15,13 @@ Any other schema (an older writer, nested records) goes through the log's
 ``Decoder`` with full resolution.
 
 Decode memo: stages in one bulkhead share one LogCodec. When a stage writes
-a value it already holds decoded (the validator passing a raw reading on to
-``*.clean`` unchanged), it ``remember``s it with the topic it writes to; the next ``decode`` of
+values it already holds decoded (the validator passing raw readings on to
+``*.clean`` unchanged), it ``remember``s them with the topic it writes to; the next ``decode`` of
 exactly those bytes from that topic (the aggregator reading
 ``telemetry.clean``) returns the object instead of decoding again. Decoding
 is a pure function of the bytes and the records are frozen, so this changes
-nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values;
+nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values
+(plus one batch);
 an entry is dropped when it is used or when it ages out (a lagging reader
 then simply decodes).
 """
@@ -55,13 +56,13 @@ class LogCodec:
         self._memo_topics: set[str] = set()  # topics whose reads look in the memo
         self._last: dict[str, tuple[bytes, Any]] = {}  # topic -> (header, fast decoder)
 
-    def remember(self, value: bytes, obj: Any, topic: str) -> None:
-        """Note that ``value`` (wire format), written to ``topic``, decodes to the
-        frozen record ``obj``."""
+    def remember(self, topic: str, values: list[bytes], objs: list[Any]) -> None:
+        """Note that each of ``values`` (wire format), written to ``topic``, decodes to
+        the frozen record at the same index of ``objs`` (one batch at a time)."""
         if topic not in self._memo_topics:
             self._memo_topics.add(topic)
         memo = self._memo
-        memo[value] = obj
+        memo.update(zip(values, objs, strict=True))
         if len(memo) >= MEMO_SIZE:
             self._memo_old, self._memo = memo, {}
 
@@ -71,25 +72,34 @@ class LogCodec:
             if t not in self._headers:
                 self._headers[t] = avro.wire_header(await self._codec.prepare(t))
 
-    def passthrough(self, src_topic: str, dst_topic: str, value: bytes) -> bytes | None:
-        """``value`` re-headed for ``dst_topic`` without decoding and encoding again.
+    def passthrough(self, src_topic: str, dst_topic: str) -> tuple[bytes, bytes] | None:
+        """``(src_header, dst_header)``: a value of ``src_topic`` that starts with
+        ``src_header`` is written to ``dst_topic`` as ``dst_header + value[5:]``,
+        without decoding and encoding again.
 
-        Only when it was written with ``src_topic``'s current schema and both
-        topics carry the same record type (e.g. an unchanged reading going from
-        ``telemetry.raw`` to ``telemetry.clean``); None otherwise. Both topics
-        must have been prepared.
+        Only when both topics carry the same record type (e.g. an unchanged
+        reading going from ``telemetry.raw`` to ``telemetry.clean``): the header
+        is ``src_topic``'s current schema; None otherwise. Both topics must
+        have been prepared.
         """
         pair = self._pairs.get((src_topic, dst_topic))
         if pair is None:
             src = self._headers.get(src_topic)
             dst = self._headers.get(dst_topic)
-            same = record_type(src_topic) is record_type(dst_topic)
-            if src is None or dst is None or not same:
+            if src is None or dst is None or record_type(src_topic) is not record_type(dst_topic):
                 return None
             pair = self._pairs[(src_topic, dst_topic)] = (src, dst)
-        if value[:5] != pair[0]:
-            return None
-        return pair[1] + value[5:]
+        return pair
+
+    def decoder_for(self, topic: str, value: bytes) -> Callable[[bytes, int], Any] | None:
+        """``decode``'s fast path for a loop that checks the header itself: the
+        compiled decoder of ``value``'s schema when it is the topic's current one
+        (it then decodes every value with the same first 5 bytes), else None."""
+        header = value[:5]
+        fast = self._fast.get((topic, header), _MISSING)
+        if fast is _MISSING:
+            fast = self._fast_decoder(topic, value)
+        return fast
 
     def encode(self, topic: str, obj: Any) -> bytes:
         return self._codec.encode(topic, obj)

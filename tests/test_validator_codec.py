@@ -97,10 +97,10 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
         await codec.prepare(["telemetry.clean", "telemetry.1s"])
         r = Reading(asset_id="a", parameter="p", value=2.5, gateway_time=1)
         v = codec.encode("telemetry.clean", r)
-        codec.remember(v, r, "telemetry.1s")
+        codec.remember("telemetry.1s", [v], [r])
         with pytest.raises(Exception):  # noqa: B017 - another record type: never from the memo
             codec.decode("telemetry.1s", v)
-        codec.remember(v, r, "telemetry.clean")
+        codec.remember("telemetry.clean", [v], [r])
         assert codec.decode("telemetry.clean", v) is r  # from the memo ...
         again = codec.decode("telemetry.clean", v)
         assert again == r and again is not r  # ... once; then decoded
@@ -109,8 +109,10 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
                                                           value=i, gateway_time=1))
                   for i in range(10)]
         for i, value in enumerate(values):
-            codec.remember(value, i, "telemetry.clean")
+            codec.remember("telemetry.clean", [value], [i])
         assert len(codec._memo) + len(codec._memo_old) <= 6
+        codec.remember("telemetry.clean", values[:4], list(range(4)))  # one batch: may pass it
+        assert len(codec._memo) + len(codec._memo_old) <= 6 + 4
     finally:
         await lg.close()
 
