@@ -91,6 +91,7 @@ class AlarmEvaluator(Actor):
         self.recovered = 0
         self.busy_s = 0.0
         self.cpu_s = 0.0
+        self.append_s = 0.0
         self.batches = 0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
         self._quiet: dict[str, set[bytes]] = {}  # topic -> first bytes of unwatched streams
@@ -218,7 +219,9 @@ class AlarmEvaluator(Actor):
         journal = [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out]
         self.cpu_s += time.thread_time() - c0
         if journal:
+            a0 = time.perf_counter()
             await self.log.append(JOURNAL, journal, **self._urgent)
+            self.append_s += time.perf_counter() - a0
             self.transitions += len(out)
             self._dirty = True
             for r in out:
@@ -322,6 +325,7 @@ class AlarmEvaluator(Actor):
                                                 for b in ev.bindings_by_id.values())),
             "busy_seconds_total": self.busy_s,
             "cpu_seconds_total": self.cpu_s,
+            "append_seconds_total": self.append_s,
             "batches_total": float(self.batches),
         }
         m.update(self.health.metrics(ev.entries.values(), self._wall()))

@@ -83,6 +83,7 @@ class ValidatorActor(Actor):
         self.batches = 0
         self.busy_s = 0.0
         self.cpu_s = 0.0
+        self.append_s = 0.0
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, self.config.inputs)
@@ -194,10 +195,12 @@ class ValidatorActor(Actor):
         self.cpu_s += time.thread_time() - c0
         # clean first, so a reader never sees an event before its reading's batch
         events_topic = self.config.events_topic
+        a0 = time.perf_counter()
         for topic in sorted(out, key=lambda t: (t == events_topic, t.startswith("dlq."))):
             if out[topic]:
                 await self.log.append(topic, out[topic])
                 self.written[topic] += len(out[topic])
+        self.append_s += time.perf_counter() - a0
         self.commits.add(commit)
         await self.commits.maybe()
         self.consumed += len(records)
@@ -243,6 +246,7 @@ class ValidatorActor(Actor):
             "commits_total": float(self.commits.commits if self.commits else 0),
             "busy_seconds_total": self.busy_s,
             "cpu_seconds_total": self.cpu_s,
+            "append_seconds_total": self.append_s,
         }
         for topic, n in self.written.items():
             m[f"written_{topic.replace('.', '_')}_total"] = float(n)
