@@ -9,18 +9,19 @@ store first). Stage actors call ``prepare`` for their output topics in
 Fast path: decoding is the costliest step of every stage (fastavro with
 schema resolution takes ~10 µs per Reading here). When a value's writer
 schema is exactly the reader's (canonical JSON equal: the common case, the
-same gateway version wrote it), ``compile_decoder`` generates a Python
-function for that flat record schema that builds the Struct directly
-(~2 µs). Any other schema (an older writer, nested records) goes through
-the log's ``Decoder`` with full resolution.
+same gateway version wrote it), ``stage_decoder.compile_decoder`` generates a
+Python function for that flat record schema that builds the Struct directly.
+Any other schema (an older writer, nested records) goes through the log's
+``Decoder`` with full resolution.
 
 Decode memo: stages in one bulkhead share one LogCodec. When a stage writes
-a value it already holds decoded (the validator passing a raw reading on to
-``*.clean`` unchanged), it ``remember``s it with the topic it writes to; the next ``decode`` of
+values it already holds decoded (the validator passing raw readings on to
+``*.clean`` unchanged), it ``remember``s them with the topic it writes to; the next ``decode`` of
 exactly those bytes from that topic (the aggregator reading
 ``telemetry.clean``) returns the object instead of decoding again. Decoding
 is a pure function of the bytes and the records are frozen, so this changes
-nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values;
+nothing but the CPU spent. Bounded: two generations of ``MEMO_SIZE`` values
+(plus one batch);
 an entry is dropped when it is used or when it ages out (a lagging reader
 then simply decodes).
 """
@@ -31,12 +32,11 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from msgspec import inspect as mi
-
 from otgate.actors.log import avro
 from otgate.actors.log.publisher import Codec, Decoder
 from otgate.actors.log.schemas import SchemaStore, SchemaUnavailable
 from otgate.actors.log.topics import record_type
+from otgate.actors.stage_decoder import compile_decoder
 
 
 class LogCodec:
@@ -56,13 +56,13 @@ class LogCodec:
         self._memo_topics: set[str] = set()  # topics whose reads look in the memo
         self._last: dict[str, tuple[bytes, Any]] = {}  # topic -> (header, fast decoder)
 
-    def remember(self, value: bytes, obj: Any, topic: str) -> None:
-        """Note that ``value`` (wire format), written to ``topic``, decodes to the
-        frozen record ``obj``."""
+    def remember(self, topic: str, values: list[bytes], objs: list[Any]) -> None:
+        """Note that each of ``values`` (wire format), written to ``topic``, decodes to
+        the frozen record at the same index of ``objs`` (one batch at a time)."""
         if topic not in self._memo_topics:
             self._memo_topics.add(topic)
         memo = self._memo
-        memo[value] = obj
+        memo.update(zip(values, objs, strict=True))
         if len(memo) >= MEMO_SIZE:
             self._memo_old, self._memo = memo, {}
 
@@ -72,25 +72,34 @@ class LogCodec:
             if t not in self._headers:
                 self._headers[t] = avro.wire_header(await self._codec.prepare(t))
 
-    def passthrough(self, src_topic: str, dst_topic: str, value: bytes) -> bytes | None:
-        """``value`` re-headed for ``dst_topic`` without decoding and encoding again.
+    def passthrough(self, src_topic: str, dst_topic: str) -> tuple[bytes, bytes] | None:
+        """``(src_header, dst_header)``: a value of ``src_topic`` that starts with
+        ``src_header`` is written to ``dst_topic`` as ``dst_header + value[5:]``,
+        without decoding and encoding again.
 
-        Only when it was written with ``src_topic``'s current schema and both
-        topics carry the same record type (e.g. an unchanged reading going from
-        ``telemetry.raw`` to ``telemetry.clean``); None otherwise. Both topics
-        must have been prepared.
+        Only when both topics carry the same record type (e.g. an unchanged
+        reading going from ``telemetry.raw`` to ``telemetry.clean``): the header
+        is ``src_topic``'s current schema; None otherwise. Both topics must
+        have been prepared.
         """
         pair = self._pairs.get((src_topic, dst_topic))
         if pair is None:
             src = self._headers.get(src_topic)
             dst = self._headers.get(dst_topic)
-            same = record_type(src_topic) is record_type(dst_topic)
-            if src is None or dst is None or not same:
+            if src is None or dst is None or record_type(src_topic) is not record_type(dst_topic):
                 return None
             pair = self._pairs[(src_topic, dst_topic)] = (src, dst)
-        if value[:5] != pair[0]:
-            return None
-        return pair[1] + value[5:]
+        return pair
+
+    def decoder_for(self, topic: str, value: bytes) -> Callable[[bytes, int], Any] | None:
+        """``decode``'s fast path for a loop that checks the header itself: the
+        compiled decoder of ``value``'s schema when it is the topic's current one
+        (it then decodes every value with the same first 5 bytes), else None."""
+        header = value[:5]
+        fast = self._fast.get((topic, header), _MISSING)
+        if fast is _MISSING:
+            fast = self._fast_decoder(topic, value)
+        return fast
 
     def encode(self, topic: str, obj: Any) -> bytes:
         return self._codec.encode(topic, obj)
@@ -191,136 +200,3 @@ def stage_codec(ctx: Any) -> Any:
 _MISSING = object()
 MEMO_SIZE = 10_000
 """Values per memo generation (two generations at most are kept)."""
-_DOUBLE = struct.Struct("<d")
-_FLOAT = struct.Struct("<f")
-_DECODERS: dict[tuple[type, str | None], Callable[[bytes, int], Any]] = {}
-
-
-def compile_decoder(
-    tp: type, returns: str | None = None, helpers: dict[str, Any] | None = None
-) -> Callable[[bytes, int], Any]:
-    """A decoder ``(value, pos) -> tp`` for ``avro_schema(tp)`` (flat records only).
-
-    ``returns``: instead of the Struct, return this Python expression over the
-    fields, named ``f_<attribute>`` (enums as their string values), with
-    ``helpers`` in scope: a sink builds its table row straight from the bytes.
-    Raises TypeError for schemas it does not handle (nested records, arrays,
-    maps). The decoder raises IndexError / ValueError / UnicodeDecodeError /
-    struct.error on malformed input, and ValueError on trailing bytes.
-    """
-    dec = _DECODERS.get((tp, returns))
-    if dec is not None:
-        return dec
-    schema = avro.avro_schema(tp)
-    info = {f.encode_name: f for f in mi.type_info(tp).fields}  # type: ignore[union-attr]
-    env: dict[str, Any] = {
-        "_d": _DOUBLE.unpack_from, "_f": _FLOAT.unpack_from,
-        "_T": tp, "_L": {}, "_S": {}, **(helpers or {}),
-    }
-    lines = ["def decode(b, pos=5):"]
-    args = []
-    for f in schema["fields"]:
-        name = info[f["name"]].name
-        var = f"f_{name}"
-        enum_cls = None if returns is not None else _enum_class(info[f["name"]].type)
-        lines += _gen(f["type"], var, "    ", env, enum_cls)
-        args.append(f"{name}={var}")
-    lines.append("    if pos != len(b):")
-    lines.append("        raise ValueError(f'{len(b) - pos} trailing bytes')")
-    lines.append(f"    return {returns}" if returns is not None else
-                 f"    return _T({', '.join(args)})")
-    exec(compile("\n".join(lines), f"<avro decoder {tp.__name__}>", "exec"), env)
-    dec = _DECODERS[(tp, returns)] = env["decode"]
-    return dec
-
-
-def _enum_class(t: mi.Type) -> type | None:
-    if isinstance(t, mi.EnumType):
-        return t.cls
-    if isinstance(t, mi.UnionType):
-        for x in t.types:
-            if isinstance(x, mi.EnumType):
-                return x.cls
-    return None
-
-
-def _gen_long(var: str, ind: str, cached: bool = False) -> list[str]:
-    # inline: a one-byte varint is the common case; longer ones loop here rather
-    # than in a function, which saves a call per field. ``cached`` (long fields):
-    # a 9-byte varint (a nanosecond timestamp) is first looked up by its bytes, since
-    # the readings of one poll share their times; only exact 9-byte varints are stored.
-    out = [
-        f"{ind}x = b[pos]",
-        f"{ind}if x < 0x80:",
-        f"{ind}    pos += 1; {var} = (x >> 1) ^ -(x & 1)",
-    ]
-    body = [
-        f"{ind}    p0 = pos; pos += 1; acc = x & 0x7F; shift = 7",
-        f"{ind}    while True:",
-        f"{ind}        x = b[pos]; pos += 1",
-        f"{ind}        acc |= (x & 0x7F) << shift",
-        f"{ind}        if x < 0x80: break",
-        f"{ind}        shift += 7",
-        f"{ind}    {var} = (acc >> 1) ^ -(acc & 1)",
-    ]
-    if not cached:
-        return [*out, f"{ind}else:", *body]
-    return [
-        *out,
-        f"{ind}elif (k := b[pos:pos + 9]) in _L:",
-        f"{ind}    {var} = _L[k]; pos += 9",
-        f"{ind}else:",
-        *body,
-        f"{ind}    if pos - p0 == 9:",
-        f"{ind}        if len(_L) > 4096: _L.clear()",
-        f"{ind}        _L[k] = {var}",
-    ]
-
-
-def _gen(t: Any, var: str, ind: str, env: dict[str, Any], enum_cls: type | None) -> list[str]:
-    if isinstance(t, list):  # union: branch index, then the branch
-        out = _gen_long("u", ind)
-        for i, branch in enumerate(t):
-            out.append(f"{ind}{'if' if i == 0 else 'elif'} u == {i}:")
-            out += _gen(branch, var, ind + "    ", env, enum_cls)
-        out.append(f"{ind}else: raise ValueError(f'union branch {{u}} out of range')")
-        return out
-    if isinstance(t, dict):
-        if t.get("type") != "enum":
-            raise TypeError(f"no fast decoder for {t.get('type')}")
-        name = f"_E{len(env)}"
-        env[name] = [enum_cls(s) for s in t["symbols"]] if enum_cls else list(t["symbols"])
-        return [*_gen_long("n", ind), f"{ind}{var} = {name}[n]"]
-    if t == "null":
-        return [f"{ind}{var} = None"]
-    if t == "boolean":
-        return [f"{ind}{var} = b[pos] == 1; pos += 1"]
-    if t in ("long", "int"):
-        return _gen_long(var, ind, cached=True)
-    if t == "double":
-        return [f"{ind}{var} = _d(b, pos)[0]; pos += 8"]
-    if t == "float":
-        return [f"{ind}{var} = _f(b, pos)[0]; pos += 4"]
-    if t == "bytes":
-        return [
-            *_gen_long("n", ind),
-            f"{ind}if n < 0: raise ValueError('negative length')",
-            f"{ind}{var} = b[pos:pos + n]; pos += n",
-            f"{ind}if pos > len(b): raise ValueError('truncated')",
-        ]
-    if t == "string":
-        # strings repeat (asset ids, parameters, units): one str object per value,
-        # whose hash is then computed once for every dict lookup downstream
-        return [
-            *_gen_long("n", ind),
-            f"{ind}if n < 0: raise ValueError('negative length')",
-            f"{ind}k = b[pos:pos + n]; pos += n",
-            f"{ind}if pos > len(b): raise ValueError('truncated')",
-            f"{ind}{var} = _S.get(k)",
-            f"{ind}if {var} is None:",
-            f"{ind}    {var} = k.decode()",
-            f"{ind}    if n <= 64:",
-            f"{ind}        if len(_S) > 65536: _S.clear()",
-            f"{ind}        _S[k] = {var}",
-        ]
-    raise TypeError(f"no fast decoder for {t!r}")

@@ -205,3 +205,33 @@ async def test_alarms_are_journalled_past_the_disk_block_tier(tmp_path):
         assert (r.alarm_id, r.event) == ("oven-1:temp:silent", "raise")
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_unwatched_streams_are_skipped_only_by_their_exact_first_bytes(tmp_path):
+    """A 64-character asset id has a two-byte length: guessing its end from one byte
+    would stop inside it, at a byte that here reads as a parameter length of 1. The
+    unwatched stream must not be remembered by that guess, or the watched parameter of
+    the same length on that asset would be skipped too."""
+    asset = "a" * 63 + "\x02"
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        cfg = msgspec.convert({"tick_s": 0.05, "definitions": [
+            {"kind": "high", "name": "hot", "parameter": "pB", "limit": 100.0}]}, AlarmsConfig)
+
+        def at(t: float, parameter: str, value: float) -> Reading:
+            return msgspec.structs.replace(rd(t, value, parameter), asset_id=asset)
+
+        await put(lg, codec, "telemetry.clean", [at(0, "pA", 500.0), at(1, "pA", 500.0),
+                                                 at(2, "pB", 101.0)])
+        a = AlarmEvaluator("alarms", cfg, lg, codec)
+
+        async def raised() -> bool:
+            return a.transitions >= 1
+
+        await run_until(a, raised)
+        (rec,) = await read_all(lg, codec, "alarms.clean")
+        assert (rec.alarm_id, rec.event) == (f"{asset}:pB:hot", "raise")
+    finally:
+        await lg.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 
+import msgspec
 import pytest
 from stage_log import open_log
 
@@ -12,7 +13,8 @@ from otgate.actors.log import avro
 from otgate.actors.log.publisher import Decoder
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.records import Aggregate, Classification, DeadLetter, Quality, Reading
-from otgate.actors.stage_codec import LogCodec, compile_decoder
+from otgate.actors.stage_codec import LogCodec
+from otgate.actors.stage_decoder import compile_decoder
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 
@@ -95,10 +97,10 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
         await codec.prepare(["telemetry.clean", "telemetry.1s"])
         r = Reading(asset_id="a", parameter="p", value=2.5, gateway_time=1)
         v = codec.encode("telemetry.clean", r)
-        codec.remember(v, r, "telemetry.1s")
+        codec.remember("telemetry.1s", [v], [r])
         with pytest.raises(Exception):  # noqa: B017 - another record type: never from the memo
             codec.decode("telemetry.1s", v)
-        codec.remember(v, r, "telemetry.clean")
+        codec.remember("telemetry.clean", [v], [r])
         assert codec.decode("telemetry.clean", v) is r  # from the memo ...
         again = codec.decode("telemetry.clean", v)
         assert again == r and again is not r  # ... once; then decoded
@@ -107,8 +109,10 @@ async def test_memo_returns_the_remembered_record_once_and_is_bounded(tmp_path, 
                                                           value=i, gateway_time=1))
                   for i in range(10)]
         for i, value in enumerate(values):
-            codec.remember(value, i, "telemetry.clean")
+            codec.remember("telemetry.clean", [value], [i])
         assert len(codec._memo) + len(codec._memo_old) <= 6
+        codec.remember("telemetry.clean", values[:4], list(range(4)))  # one batch: may pass it
+        assert len(codec._memo) + len(codec._memo_old) <= 6 + 4
     finally:
         await lg.close()
 
@@ -144,3 +148,22 @@ async def test_row_decoder_builds_the_postgres_row_of_the_reading(tmp_path):
         assert fn is not None and fn(v, 5) == aggregate_row(a)
     finally:
         await lg.close()
+
+
+def test_row_decoder_and_cached_runs_match_for_random_readings():
+    """The runs of strings/enums are looked up by their bytes: values of every length
+    (one- and two-byte lengths next to each other) decode to what was written, in
+    both the Struct and the row form, however the caches were filled before."""
+    rng = random.Random(9)
+    enc = avro.compile_encoder(Reading)
+    dec = compile_decoder(Reading)
+    row = compile_decoder(Reading, "(f_asset_id, f_parameter, f_unit, f_quality, f_adapter_id)")
+    names = ["a", "a" * 63, "a" * 64, "a" * 65, "é" * 40, ""]
+    for _ in range(3000):
+        r = msgspec.structs.replace(
+            random_reading(rng), asset_id=rng.choice(names), parameter=rng.choice(names) or "p",
+            unit=rng.choice(names), adapter_id=rng.choice(names),
+            adapter_version=rng.choice(names))
+        v = enc(r, b"\x00" * 5)
+        assert dec(v) == r
+        assert row(v) == (r.asset_id, r.parameter, r.unit, r.quality.value, r.adapter_id)

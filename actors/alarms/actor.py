@@ -26,6 +26,7 @@ lost since nothing was committed before it was journalled.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,11 @@ class AlarmEvaluator(Actor):
         self.transitions = 0
         self.recovered = 0
         self.busy_s = 0.0
+        self.cpu_s = 0.0
+        self.append_s = 0.0
         self.batches = 0
         self._raw = frozenset(t for t in config.inputs if t.startswith("alarms."))
-        self._quiet: dict[str, set[bytes]] = {}  # topic -> prefixes of unwatched streams
-        self._current: dict[str, bytes] = {}  # topic -> wire header of its current schema
+        self._quiet: dict[str, set[bytes]] = {}  # topic -> first bytes of unwatched streams
         # The disk's block tier (95 %) holds the readings back, not the alarms: a stale
         # alarm is what a plant needs to see then (alarm topics are never evicted).
         self._urgent = {"bypass_block": True} if isinstance(log_backend, EmbeddedLog) else {}
@@ -201,7 +203,7 @@ class AlarmEvaluator(Actor):
 
     async def step(self, records: list[LogRecord], timers: bool) -> None:
         """Evaluate one batch (and the timers), journal the transitions, then commit."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         now = self._wall()
         out: list[Alarm] = []
         commit: dict[tuple[str, int], int] = {}
@@ -213,10 +215,13 @@ class AlarmEvaluator(Actor):
             self.evaluator.tick(now, out)
             events += self.health.tick(now)
         events += self.health.observe(out, now)
-        if out:
-            enc = self.codec.encode
-            await self.log.append(JOURNAL, [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out],
-                                  **self._urgent)
+        enc = self.codec.encode
+        journal = [(r.asset_id.encode(), enc(JOURNAL, r)) for r in out]
+        self.cpu_s += time.thread_time() - c0
+        if journal:
+            a0 = time.perf_counter()
+            await self.log.append(JOURNAL, journal, **self._urgent)
+            self.append_s += time.perf_counter() - a0
             self.transitions += len(out)
             self._dirty = True
             for r in out:
@@ -241,9 +246,10 @@ class AlarmEvaluator(Actor):
         bindings, feed = ev.bindings, ev.reading
         row_decoder = getattr(self.codec, "row_decoder", None)
         raw_topics = self._raw
-        quiet_by_topic, current = self._quiet, self._current
+        quiet_by_topic = self._quiet
         tp: tuple[str, int] | None = None
-        header: bytes | None = None
+        fast: Any = None
+        fast_head = b""
         quiet: set[bytes] = set()
         last = 0
         for rec in records:
@@ -252,42 +258,46 @@ class AlarmEvaluator(Actor):
                 if tp is not None:
                     commit[tp] = last + 1
                 tp = (topic, rec.partition)  # one tuple per run of a partition
-                header = current.get(topic)
                 quiet = quiet_by_topic.setdefault(topic, set())
+                fast, fast_head = None, b""
             last = rec.offset
             data = rec.value
-            # Hot path: a stream no definition watches is known by its first bytes, the
-            # asset and parameter as written (Avro strings under 64 bytes: one length byte).
-            prefix = None
-            if data[:5] == header and data[5] < 0x80:
+            # Hot path: a stream no definition watches is known by its first bytes: the
+            # schema header, then the asset and parameter as written. Only exact ones are
+            # remembered (one-byte lengths, checked then), so the end guessed here from
+            # one-byte lengths can match nothing but the same stream.
+            try:
                 end = 6 + (data[5] >> 1)
-                if end < len(data) and data[end] < 0x80:
-                    prefix = data[5:end + 1 + (data[end] >> 1)]
-                    if prefix in quiet:
-                        continue
+                prefix: bytes | None = data[:end + 1 + (data[end] >> 1)]
+            except IndexError:
+                prefix = None
+            if prefix in quiet:
+                continue
+            head = data[:5]
             try:
                 if topic == COMMANDS:
                     cmd = await decode(self.codec, topic, data)
                     self.commands += 1
                     self._dirty |= ev.command(cmd, now, out)
                     continue
-                fn = row_decoder(topic, data, _ROW, {}) if row_decoder else None
-                if fn is not None:
-                    header = current[topic] = data[:5]
-                    asset, parameter, value, bad, t, unit = fn(data, 5)
+                if head != fast_head:
+                    fast, fast_head = row_decoder(topic, data, _ROW, {}) if row_decoder else None, head
+                if fast is not None:
+                    asset, parameter, value, bad, t, unit = fast(data, 5)
                 else:
+                    prefix = None  # another schema: its first bytes may mean something else
                     r = await decode(self.codec, topic, data)
                     asset, parameter, value, unit = r.asset_id, r.parameter, r.value, r.unit
                     bad = r.quality.value == "BAD"
                     t = r.gateway_time if r.device_time is None else r.device_time
-            except (*DECODE_ERRORS, SchemaUnavailable) as exc:
+            except (*DECODE_ERRORS, struct.error, SchemaUnavailable) as exc:
                 # the validator dead-letters undecodable readings; alarms.raw keeps them
                 self.undecodable += 1
                 log.warning("alarms_undecodable topic=%s partition=%d offset=%d error=%s",
                             topic, rec.partition, rec.offset, type(exc).__name__)
                 continue
             found = bindings(asset, parameter, topic in raw_topics, unit, now)
-            if not found and prefix is not None:
+            if not found and prefix is not None and data[5] < 0x80 and data[end] < 0x80:
                 if len(quiet) >= QUIET_MEMORY:
                     quiet.clear()
                 quiet.add(prefix)
@@ -314,6 +324,8 @@ class AlarmEvaluator(Actor):
             "readings_ignored_total": float(sum(b.condition.ignored
                                                 for b in ev.bindings_by_id.values())),
             "busy_seconds_total": self.busy_s,
+            "cpu_seconds_total": self.cpu_s,
+            "append_seconds_total": self.append_s,
             "batches_total": float(self.batches),
         }
         m.update(self.health.metrics(ev.entries.values(), self._wall()))

@@ -38,6 +38,7 @@ from otgate.actors.alarms.config import (
 )
 
 S = 1_000_000_000
+_HIGH, _LOW = "high", "low"
 _TRUE_TEXT = frozenset({"1", "true", "on", "yes", "active"})
 
 
@@ -75,6 +76,7 @@ class Condition:
         "cond",
         "defn",
         "ignored",
+        "kind",
         "last_arrival",
         "last_t",
         "prev_t",
@@ -102,10 +104,21 @@ class Condition:
         # any reading ends a stale alarm, whatever its time (a device clock may lag
         # the gateway's; a stale alarm raises only once every earlier input is committed)
         self.watch_order = not isinstance(defn, Stale)
+        # limits are most alarms: ``test`` judges them before the general dispatch
+        self.kind = (_HIGH if isinstance(defn, High | HighHigh) else
+                     _LOW if isinstance(defn, Low | LowLow) else None)
 
     # -- the definition's check ---------------------------------------------
     def test(self, value: Any, bad: bool, t: int) -> bool | None:
         d = self.defn
+        kind = self.kind
+        if kind is not None:  # a limit (High, HighHigh, Low, LowLow)
+            v = value if type(value) is float else number(value)
+            if v is None or bad:
+                return None
+            if kind is _HIGH:
+                return v > d.limit - d.deadband if self.cond else v > d.limit
+            return v < d.limit + d.deadband if self.cond else v < d.limit
         if isinstance(d, Boolean):
             hit = truthy(value, d.bit)
             return None if hit is None or bad else hit is d.active_when
@@ -122,16 +135,12 @@ class Condition:
             if pv is None or t <= pt:
                 return None
             x = abs(v - pv) * S / (t - pt)
-        elif isinstance(d, Deviation):
+        else:
+            assert isinstance(d, Deviation)
             sp = d.setpoint if d.setpoint is not None else self.setpoint
             if sp is None:
                 return None  # no setpoint read yet
             x = abs(v - sp)
-        elif isinstance(d, Low | LowLow):
-            return v < d.limit + d.deadband if self.cond else v < d.limit
-        else:
-            assert isinstance(d, High | HighHigh)
-            x = v
         return x > d.limit - d.deadband if self.cond else x > d.limit
 
     # -- debounce -------------------------------------------------------------

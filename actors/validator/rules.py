@@ -117,10 +117,21 @@ class RuleSet:
     def check(self, r: Reading) -> Verdict:
         """Validate one reading; updates the stream state."""
         verdict = Verdict()
+        out = self.validate(r, verdict.events)
+        if isinstance(out, str):
+            verdict.reject = out
+        else:
+            verdict.reading = out
+        return verdict
+
+    def validate(self, r: Reading, events: list[Reading]) -> Reading | str | None:
+        """``check`` without the Verdict (the validator's hot path): the reading for
+        *.clean (``r`` itself when no rule changed it), a reject reason for dlq.*, or
+        None (dropped duplicate); events are appended to ``events``."""
         if not r.asset_id:
-            return self._reject(verdict, "missing_asset_id")
+            return self._reject("missing_asset_id")
         if not r.parameter:
-            return self._reject(verdict, "missing_parameter")
+            return self._reject("missing_parameter")
         quality = r.quality
         changes: dict[str, object] | None = None
 
@@ -135,37 +146,44 @@ class RuleSet:
             skew_ms = r.clock_skew_ms
             if skew_ms is None:
                 skew_ms = (r.gateway_time - device_time) // 1_000_000
-            if abs(skew_ms) > self._max_skew_ms:
-                self._skew_event(r, device_time, skew_ms, verdict)
+            if skew_ms > self._max_skew_ms or -skew_ms > self._max_skew_ms:
+                self._skew_event(r, device_time, skew_ms, events)
 
         s = self._streams.get((r.asset_id, r.parameter))
         if s is None:
             s = self._stream(r.asset_id, r.parameter)
         rule = s.rule
+        last_time = s.last_time
+        in_order = last_time is None or device_time > last_time
 
         # duplicates
         if device_time in s.recent_set:
             self._counts["duplicate"] += 1
             mode = self.config.on_duplicate
             if mode is OnDuplicate.DLQ:
-                return self._reject(verdict, "duplicate")
+                return self._reject("duplicate")
             if mode is OnDuplicate.DROP:
-                return verdict
+                return None
         else:
-            s.recent.append(device_time)
+            recent = s.recent
+            recent.append(device_time)
             s.recent_set.add(device_time)
-            if len(s.recent) > self._dup_memory:
-                s.recent_set.discard(s.recent.popleft())
+            if len(recent) > self._dup_memory:
+                s.recent_set.discard(recent.popleft())
 
         # value rules
         value = r.value
-        in_order = s.last_time is None or device_time > s.last_time
-        num: float | None = None
-        if value is None:
+        if type(value) is float:  # the usual case
+            num: float | None = value if value - value == 0.0 else None  # NaN, ±inf: None
+            if num is None:
+                quality = _BAD
+        elif value is None:
+            num = None
             quality = _BAD
         elif isinstance(value, bool) or isinstance(value, str):
+            num = None
             if s.numeric:
-                return self._reject(verdict, "not_numeric")
+                return self._reject("not_numeric")
         else:
             num = float(value)
             if not math.isfinite(num):
@@ -177,19 +195,19 @@ class RuleSet:
             ):
                 self._counts["out_of_range"] += 1
                 if rule.on_out_of_range is OnViolation.REJECT:
-                    return self._reject(verdict, f"out_of_range [{rule.min}, {rule.max}]")
+                    return self._reject(f"out_of_range [{rule.min}, {rule.max}]")
                 quality = worst(quality, _SEVERITY[rule.on_out_of_range])
             if (
                 rule.max_rate_per_s is not None
                 and in_order
                 and s.last_value is not None
-                and s.last_time is not None
+                and last_time is not None
             ):
-                rate = abs(num - s.last_value) * _NS / (device_time - s.last_time)
+                rate = abs(num - s.last_value) * _NS / (device_time - last_time)
                 if rate > rule.max_rate_per_s:
                     self._counts["rate_exceeded"] += 1
                     if rule.on_rate_exceeded is OnViolation.REJECT:
-                        return self._reject(verdict, f"rate_exceeded {rate:.6g}/s")
+                        return self._reject(f"rate_exceeded {rate:.6g}/s")
                     quality = worst(quality, _SEVERITY[rule.on_rate_exceeded])
 
         # gaps, then move the baseline
@@ -197,37 +215,34 @@ class RuleSet:
             if (
                 rule is not None
                 and rule.expected_interval_s is not None
-                and s.last_time is not None
+                and last_time is not None
             ):
-                step_s = (device_time - s.last_time) / _NS
+                step_s = (device_time - last_time) / _NS
                 if step_s > rule.gap_factor * rule.expected_interval_s:
                     self._counts["gap"] += 1
-                    verdict.events.append(
-                        _event(r, f"{r.parameter}:gap", step_s, "s", device_time)
-                    )
+                    events.append(_event(r, f"{r.parameter}:gap", step_s, "s", device_time))
             s.last_time = device_time
             if num is not None and quality is not _BAD:
                 s.last_value = num
 
+        self._clean += 1
         if quality is not r.quality:
             changes = changes or {}
             changes["quality"] = quality
-        verdict.reading = msgspec.structs.replace(r, **changes) if changes else r
-        self._clean += 1
-        return verdict
+        return msgspec.structs.replace(r, **changes) if changes else r
 
-    def _skew_event(self, r: Reading, device_time: int, skew_ms: int, verdict: Verdict) -> None:
+    def _skew_event(self, r: Reading, device_time: int, skew_ms: int,
+                    events: list[Reading]) -> None:
         last = self._skew_last.get(r.asset_id)
         if last is not None and r.gateway_time - last < self._skew_every_ns:
             return
         self._skew_last[r.asset_id] = r.gateway_time
         self._counts["clock_skew"] += 1
-        verdict.events.append(_event(r, "clock_skew", float(skew_ms), "ms", device_time))
+        events.append(_event(r, "clock_skew", float(skew_ms), "ms", device_time))
 
-    def _reject(self, verdict: Verdict, reason: str) -> Verdict:
+    def _reject(self, reason: str) -> str:
         self._counts["rejected"] += 1
-        verdict.reject = reason
-        return verdict
+        return reason
 
 
 def _event(r: Reading, parameter: str, value: float, unit: str, device_time: int) -> Reading:
