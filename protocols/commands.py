@@ -9,7 +9,8 @@ before the write goes out, then the final one.
 At most once, also across a session restart or a ``kill -9`` of the gateway:
 before the device is touched, the request and its offset are made durable
 in the session's ledger (``command_ledger.py``, one ``fdatasync``); the
-result is followed by a durable "done" entry. A restarted runner resumes
+result is followed by a "done" entry (written, not synced: it survives a
+``kill -9``, and one lost to a power cut costs a late TIMED_OUT, not a second write). A restarted runner resumes
 after the ledger's offset (whatever the group last committed: commits are
 lazy, made every ``COMMIT_EVERY_S`` when the runner is idle), and a request the ledger shows taken but
 not done is reported TIMED_OUT ("not confirmed, not retried"): a crash
@@ -250,8 +251,11 @@ class CommandRunner:
         self.steps["count"] = self.steps.get("count", 0.0) + 1
 
     async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
+        if done:  # no fsync (see command_ledger): a page-cache write, no thread hop
+            self.ledger.write(partition, offset, req, done=True)
+            return
         await anyio.to_thread.run_sync(
-            lambda: self.ledger.write(partition, offset, req, done=done)
+            lambda: self.ledger.write(partition, offset, req, done=False)
         )
 
     async def _wait_reachable(self, point: WritablePoint, deadline: int) -> bool:
