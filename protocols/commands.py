@@ -3,17 +3,20 @@
 A ``CommandRunner`` runs inside a device-session actor that has writable
 points. It consumes ``commands.requests`` with its own consumer group
 (``commands.<adapter_id>``), takes the records keyed by its adapter id, in
-log order, and appends each outcome to ``commands.results``: ACCEPTED just
-before the write goes out, then the final one.
+log order, and appends each outcome to ``commands.results``: its final one,
+preceded by ACCEPTED when the write is still running ``ACCEPTED_AFTER_S``
+after it was taken (a slow device shows progress; a fast write, the usual
+case, costs one result record, not two).
 
 At most once, also across a session restart or a ``kill -9`` of the gateway:
 before the device is touched, the request and its offset are made durable
 in the session's ledger (``command_ledger.py``, one ``fdatasync``); the
 result is followed by a "done" entry (written, not synced: it survives a
-``kill -9``, and one lost to a power cut costs a late TIMED_OUT, not a second write). A restarted runner resumes
-after the ledger's offset (whatever the group last committed: commits are
-lazy, made every ``COMMIT_EVERY_S`` when the runner is idle), and a request the ledger shows taken but
-not done is reported TIMED_OUT ("not confirmed, not retried"): a crash
+``kill -9``, and one lost to a power cut costs a late TIMED_OUT, not a second
+write). A restarted runner resumes after the ledger's offset (whatever the
+group last committed: commits are lazy, made every ``COMMIT_EVERY_S`` when
+the runner is idle), and a request the ledger shows taken but not done is
+reported TIMED_OUT ("not confirmed, not retried"): a crash
 mid-write leaves a write that may or may not have reached the device,
 reported as not confirmed, never a second write. The first final result of a
 request id is its result (a crash between a final result and its "done"
@@ -27,8 +30,11 @@ protocol timeout once started.
 
 Latency: the root nudges the owning session (``CommandsPending`` over the
 bulkhead's control channel, ``wake``) right after logging a request; without
-a nudge (a request logged while the session was down) the runner looks every
-``IDLE_POLL_S``.
+a nudge (a request logged while the session was down, a nudge lost in a
+restart) the runner looks every ``IDLE_POLL_S``: each look is a fetch in a
+worker thread, and a bulkhead runs one runner per device, so that safety net
+is kept coarse. A successful write is logged at DEBUG (the root's audit line
+and ``commands.results`` already tell it); every other outcome at INFO.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ log = logging.getLogger("otgate.protocols.commands")
 
 REQUESTS, RESULTS = "commands.requests", "commands.results"
 CONNECT_POLL_S = 0.05
-IDLE_POLL_S = 0.5
+IDLE_POLL_S = 2.0
+ACCEPTED_AFTER_S = 0.1
 COMMIT_EVERY_S = 60.0
 SEEN_MAX = 10_000
 FETCH_MAX = 200
@@ -209,12 +216,12 @@ class CommandRunner:
         if woken:
             self._marks.append(("nudge", woken))
         self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
-        durable = anyio.Event()
+        durable, finished = anyio.Event(), anyio.Event()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             # ``execute`` touches the device only once ``durable`` is set (the
             # ledger entry on disk); it may prepare meanwhile
-            tg.start_soon(self._take, req, partition, offset, durable)
+            tg.start_soon(self._take, req, partition, offset, durable, finished)
             try:
                 outcome = await self.execute(point, req.value, durable)
             except Exception as exc:  # the protocol's write raised what it does not classify
@@ -223,8 +230,9 @@ class CommandRunner:
                     CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
                 )
             self.mark("execute_end")
-            await durable.wait()  # ACCEPTED is queued before the final result
-            await self._result(req, outcome)
+            finished.set()
+        # after ``_take``: the taken entry is on disk, a late ACCEPTED is logged
+        await self._result(req, outcome)
         self.mark("result_append")
         await self._progress(partition, offset, req, done=True)
         self.mark("ledger_done")
@@ -233,15 +241,19 @@ class CommandRunner:
             raise error
 
     async def _take(
-        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event
+        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event,
+        finished: anyio.Event,
     ) -> None:
-        """Durably mark the request taken, then log ACCEPTED (informative: the
-        ledger is the durable mark) while the write goes out."""
+        """Durably mark the request taken; log ACCEPTED (informative: the ledger
+        is the durable mark) if the write is still running ``ACCEPTED_AFTER_S`` later."""
         t0 = now_ns()
         await self._progress(partition, offset, req, done=False)
         self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
         durable.set()
-        await self._result(req, Outcome(CommandStatus.ACCEPTED))
+        with anyio.move_on_after(ACCEPTED_AFTER_S):
+            await finished.wait()
+        if not finished.is_set():
+            await self._result(req, Outcome(CommandStatus.ACCEPTED))
 
     def _sum_steps(self) -> None:
         marks, self._marks = self._marks, []
@@ -309,7 +321,8 @@ class CommandRunner:
         await self.ctx.log.append(RESULTS, [(self.key, self.codec.encode(RESULTS, rec))])
         self.counters[outcome.status.value.lower()] += 1
         if outcome.status is not CommandStatus.ACCEPTED:
-            log.info(
+            log.log(
+                logging.DEBUG if outcome.status is CommandStatus.WRITTEN else logging.INFO,
                 "command_result adapter_id=%s request_id=%s point=%s/%s status=%s code=%s "
                 "latency_ms=%.1f detail=%s",
                 self.adapter_id, req.request_id, req.asset_id, req.parameter,
