@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ class CommandRunner:
                     await self.consumer.commit(uncommitted)
                     uncommitted = {}
                     committed_at = anyio.current_time()
-                with anyio.move_on_after(IDLE_POLL_S):
+                # jittered: the runners of a bulkhead start together and would
+                # otherwise look all at once (a burst of worker-thread fetches)
+                with anyio.move_on_after(IDLE_POLL_S * (0.75 + 0.5 * random.random())):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
