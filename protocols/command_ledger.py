@@ -3,16 +3,22 @@
 One small file per adapter (``<state_dir>/commands/<adapter_id>.ledger``)
 with two fixed-size slots written alternately (double buffering): an entry is
 ``[crc32][length][msgpack]`` and carries a sequence number; reading takes the
-valid slot with the higher sequence number. A write overwrites only the older
-slot in place and is made durable with one ``fdatasync`` (the file never
-changes size after it is created, so no metadata needs flushing), so a crash
-mid-write leaves the previous entry readable: the ledger never goes backwards.
+valid slot with the higher sequence number. A write goes in place into the
+slot that does not hold the newest durable entry, so a crash mid-write (even
+a power cut) leaves that entry readable: the ledger never goes back past it
+(the file never changes size after it is created, so ``fdatasync`` needs no
+metadata flush).
 
 An entry says: request ``request`` at ``(partition, offset)`` of
 ``commands.requests`` was taken; ``done`` tells whether its outcome was
 logged. The runner writes ``done=False`` before the device is touched and
-``done=True`` after its result; both are durable before the next step
-(each overwrites the older slot, so the newer one must be on disk first).
+waits for its ``fdatasync`` (at most once). ``done=True`` goes to the page
+cache only (a plain ``pwrite``, cheap enough for the event loop): it survives
+a ``kill -9``; a power cut may lose it, and then the restart reports the
+request TIMED_OUT after its real result (readers take a request's first final
+result), never runs it again. Since the next ``done=False`` entry overwrites
+the unsynced one, not the durable one before it, a lost or torn "done" never
+uncovers an older entry.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from otgate.actors.records import CommandRequest
 
 SLOT = 16384
 _HEAD = struct.Struct(">II")  # crc32, length
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -45,6 +52,8 @@ class Ledger:
         self.path = path
         self.fd: int | None = None
         self.last: Entry | None = None
+        self._durable_slot = 1  # the slot of the newest durable entry (the next goes to the other)
+        self._unsynced = False
 
     def open(self) -> Entry | None:
         """Open (creating it durably when missing); the newest valid entry, if any."""
@@ -59,8 +68,12 @@ class Ledger:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-        entries = [e for e in (self._read(i) for i in (0, 1)) if e is not None]
-        self.last = max(entries, key=lambda e: e.seq) if entries else None
+        else:
+            os.fdatasync(self.fd)  # what we read may sit in the page cache only: make it durable
+        slots = [(e, i) for i in (0, 1) if (e := self._read(i)) is not None]
+        self.last = None
+        if slots:
+            self.last, self._durable_slot = max(slots, key=lambda s: s[0].seq)
         return self.last
 
     def _read(self, slot: int) -> Entry | None:
@@ -76,18 +89,25 @@ class Ledger:
             return None
 
     def write(self, partition: int, offset: int, request: CommandRequest, *, done: bool) -> None:
-        """Durably record progress in the older slot."""
+        """Record progress; durably (``fdatasync``, blocking) unless ``done``."""
         assert self.fd is not None
         seq = self.last.seq + 1 if self.last else 1
         entry = Entry(seq, partition, offset, request, done)
-        body = msgspec.msgpack.encode(entry)
+        body = _encode(entry)
         if len(body) > SLOT - _HEAD.size:
             raise ValueError(f"request too large for the ledger ({len(body)} bytes)")
-        os.pwrite(self.fd, _HEAD.pack(zlib.crc32(body), len(body)) + body, (seq % 2) * SLOT)
-        os.fdatasync(self.fd)
+        slot = 1 - self._durable_slot
+        os.pwrite(self.fd, _HEAD.pack(zlib.crc32(body), len(body)) + body, slot * SLOT)
         self.last = entry
+        if done:
+            self._unsynced = True
+        else:
+            os.fdatasync(self.fd)
+            self._durable_slot, self._unsynced = slot, False
 
     def close(self) -> None:
         if self.fd is not None:
+            if self._unsynced:
+                os.fdatasync(self.fd)
             os.close(self.fd)
             self.fd = None

@@ -3,16 +3,20 @@
 A ``CommandRunner`` runs inside a device-session actor that has writable
 points. It consumes ``commands.requests`` with its own consumer group
 (``commands.<adapter_id>``), takes the records keyed by its adapter id, in
-log order, and appends each outcome to ``commands.results``: ACCEPTED just
-before the write goes out, then the final one.
+log order, and appends each outcome to ``commands.results``: its final one,
+preceded by ACCEPTED when the write is still running ``ACCEPTED_AFTER_S``
+after it was taken (a slow device shows progress; a fast write, the usual
+case, costs one result record, not two).
 
 At most once, also across a session restart or a ``kill -9`` of the gateway:
 before the device is touched, the request and its offset are made durable
 in the session's ledger (``command_ledger.py``, one ``fdatasync``); the
-result is followed by a durable "done" entry. A restarted runner resumes
-after the ledger's offset (whatever the group last committed: commits are
-lazy, made every ``COMMIT_EVERY_S`` when the runner is idle), and a request the ledger shows taken but
-not done is reported TIMED_OUT ("not confirmed, not retried"): a crash
+result is followed by a "done" entry (written, not synced: it survives a
+``kill -9``, and one lost to a power cut costs a late TIMED_OUT, not a second
+write). A restarted runner resumes after the ledger's offset (whatever the
+group last committed: commits are lazy, made every ``COMMIT_EVERY_S`` when
+the runner is idle), and a request the ledger shows taken but not done is
+reported TIMED_OUT ("not confirmed, not retried"): a crash
 mid-write leaves a write that may or may not have reached the device,
 reported as not confirmed, never a second write. The first final result of a
 request id is its result (a crash between a final result and its "done"
@@ -26,14 +30,18 @@ protocol timeout once started.
 
 Latency: the root nudges the owning session (``CommandsPending`` over the
 bulkhead's control channel, ``wake``) right after logging a request; without
-a nudge (a request logged while the session was down) the runner looks every
-``IDLE_POLL_S``.
+a nudge (a request logged while the session was down, a nudge lost in a
+restart) the runner looks every ``IDLE_POLL_S``: each look is a fetch in a
+worker thread, and a bulkhead runs one runner per device, so that safety net
+is kept coarse. A successful write is logged at DEBUG (the root's audit line
+and ``commands.results`` already tell it); every other outcome at INFO.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,7 +61,8 @@ log = logging.getLogger("otgate.protocols.commands")
 
 REQUESTS, RESULTS = "commands.requests", "commands.results"
 CONNECT_POLL_S = 0.05
-IDLE_POLL_S = 0.5
+IDLE_POLL_S = 2.0
+ACCEPTED_AFTER_S = 0.1
 COMMIT_EVERY_S = 60.0
 SEEN_MAX = 10_000
 FETCH_MAX = 200
@@ -170,7 +179,9 @@ class CommandRunner:
                     await self.consumer.commit(uncommitted)
                     uncommitted = {}
                     committed_at = anyio.current_time()
-                with anyio.move_on_after(IDLE_POLL_S):
+                # jittered: the runners of a bulkhead start together and would
+                # otherwise look all at once (a burst of worker-thread fetches)
+                with anyio.move_on_after(IDLE_POLL_S * (0.75 + 0.5 * random.random())):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
@@ -208,12 +219,12 @@ class CommandRunner:
         if woken:
             self._marks.append(("nudge", woken))
         self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
-        durable = anyio.Event()
+        durable, finished = anyio.Event(), anyio.Event()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             # ``execute`` touches the device only once ``durable`` is set (the
             # ledger entry on disk); it may prepare meanwhile
-            tg.start_soon(self._take, req, partition, offset, durable)
+            tg.start_soon(self._take, req, partition, offset, durable, finished)
             try:
                 outcome = await self.execute(point, req.value, durable)
             except Exception as exc:  # the protocol's write raised what it does not classify
@@ -222,8 +233,9 @@ class CommandRunner:
                     CommandStatus.TIMED_OUT, detail=f"not confirmed: {type(exc).__name__}: {exc}"
                 )
             self.mark("execute_end")
-            await durable.wait()  # ACCEPTED is queued before the final result
-            await self._result(req, outcome)
+            finished.set()
+        # after ``_take``: the taken entry is on disk, a late ACCEPTED is logged
+        await self._result(req, outcome)
         self.mark("result_append")
         await self._progress(partition, offset, req, done=True)
         self.mark("ledger_done")
@@ -232,15 +244,19 @@ class CommandRunner:
             raise error
 
     async def _take(
-        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event
+        self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event,
+        finished: anyio.Event,
     ) -> None:
-        """Durably mark the request taken, then log ACCEPTED (informative: the
-        ledger is the durable mark) while the write goes out."""
+        """Durably mark the request taken; log ACCEPTED (informative: the ledger
+        is the durable mark) if the write is still running ``ACCEPTED_AFTER_S`` later."""
         t0 = now_ns()
         await self._progress(partition, offset, req, done=False)
         self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
         durable.set()
-        await self._result(req, Outcome(CommandStatus.ACCEPTED))
+        with anyio.move_on_after(ACCEPTED_AFTER_S):
+            await finished.wait()
+        if not finished.is_set():
+            await self._result(req, Outcome(CommandStatus.ACCEPTED))
 
     def _sum_steps(self) -> None:
         marks, self._marks = self._marks, []
@@ -250,8 +266,11 @@ class CommandRunner:
         self.steps["count"] = self.steps.get("count", 0.0) + 1
 
     async def _progress(self, partition: int, offset: int, req: CommandRequest, *, done: bool) -> None:
+        if done:  # no fsync (see command_ledger): a page-cache write, no thread hop
+            self.ledger.write(partition, offset, req, done=True)
+            return
         await anyio.to_thread.run_sync(
-            lambda: self.ledger.write(partition, offset, req, done=done)
+            lambda: self.ledger.write(partition, offset, req, done=False)
         )
 
     async def _wait_reachable(self, point: WritablePoint, deadline: int) -> bool:
@@ -305,7 +324,8 @@ class CommandRunner:
         await self.ctx.log.append(RESULTS, [(self.key, self.codec.encode(RESULTS, rec))])
         self.counters[outcome.status.value.lower()] += 1
         if outcome.status is not CommandStatus.ACCEPTED:
-            log.info(
+            log.log(
+                logging.DEBUG if outcome.status is CommandStatus.WRITTEN else logging.INFO,
                 "command_result adapter_id=%s request_id=%s point=%s/%s status=%s code=%s "
                 "latency_ms=%.1f detail=%s",
                 self.adapter_id, req.request_id, req.asset_id, req.parameter,

@@ -11,7 +11,12 @@ Every surface (HTTP, the CLI through HTTP) writes through ``WriteService``:
   ``commands.results``.
 * ``run`` tails both topics from their oldest record (they are small and
   never evicted), so after a restart the root knows every request and result
-  again. ``wait`` returns a request's first final result.
+  again. ``wait`` returns a request's first final result. The tail looks
+  every ``TAIL_GAP_S`` while a request logged here awaits its result, else
+  every ``TAIL_IDLE_S`` (for a result nobody here waits for: one reported
+  after a restart). It does not follow the log's change signal: that fires on
+  every commit of any writer (telemetry too, hundreds a second at full rate),
+  and each look is a fetch in a worker thread.
 * The shadow (IoTSphere's reported / desired / delta) of an asset covers its
   writable points only: ``desired`` is the last requested value with its
   status; ``reported`` is the newest of (a) the value the device read back
@@ -60,6 +65,10 @@ DEFAULT_DEADLINE_S = 30.0
 MAX_DEADLINE_S = 3600.0
 MAX_KNOWN = 10_000
 SHADOW_SCAN = 2000
+TAIL_GAP_S = 0.025
+TAIL_IDLE_S = 1.0
+TAIL_BATCH = 1000
+OUTSTANDING_GRACE_NS = 5_000_000_000  # past its deadline, a request's result is no longer awaited
 
 
 class WriteRefused(Exception):
@@ -111,6 +120,8 @@ class WriteService:
         self._index: dict[tuple[str, str], tuple[str, WriteSpec]] = {}
         self._bulkhead_of: dict[str, str] = {}
         self._news = anyio.Event()
+        self._submitted = anyio.Event()
+        self._outstanding: dict[str, int] = {}  # request id -> deadline (ns), until its result
         self.tail_error: str | None = None
 
     def index(self) -> dict[tuple[str, str], tuple[str, WriteSpec]]:
@@ -180,6 +191,8 @@ class WriteService:
         except BaseException:
             self.known.pop(rid, None)
             raise
+        self._outstanding[rid] = req.deadline
+        self._submitted.set()  # the tail follows the log closely until the result came
         bulkhead = self._bulkhead_of.get(adapter_id)
         if bulkhead is not None:
             await self.gateway.nudge(bulkhead, CommandsPending(adapter_id=adapter_id))
@@ -230,7 +243,7 @@ class WriteService:
         consumer = backend.consumer(f"otgate-root-{uuid.uuid4().hex[:12]}", [REQUESTS, RESULTS])
         try:
             while True:
-                records = await consumer.fetch(max_records=1000, timeout=1.0)
+                records = await consumer.fetch(TAIL_BATCH, timeout=0)
                 self.tail_error = None
                 for rec in records:
                     obj = await decoder.decode_async(rec.topic, rec.value)
@@ -241,9 +254,25 @@ class WriteService:
                 if records:
                     self._news.set()
                     self._news = anyio.Event()
+                if len(records) == TAIL_BATCH:
+                    continue  # catching up
+                if self._awaiting_results():
+                    await anyio.sleep(TAIL_GAP_S)  # one look per gap, not one per commit
+                else:
+                    with anyio.move_on_after(TAIL_IDLE_S):
+                        await self._submitted.wait()
+                    self._submitted = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.close()
+
+    def _awaiting_results(self) -> bool:
+        """Whether a request logged here still awaits its final result."""
+        if self._outstanding:
+            late = now_ns() - OUTSTANDING_GRACE_NS
+            for rid in [r for r, deadline in self._outstanding.items() if deadline < late]:
+                del self._outstanding[rid]  # its session never answered (e.g. removed by a reload)
+        return bool(self._outstanding)
 
     def _learn_request(self, req: CommandRequest) -> None:
         if req.request_id in self.known:
@@ -258,6 +287,8 @@ class WriteService:
         if known is None:
             return  # its request is older than what the root remembers
         known.steps.append(res)
+        if res.status is not CommandStatus.ACCEPTED:
+            self._outstanding.pop(res.request_id, None)
         if res.read_back is not None and res.status in (
             CommandStatus.WRITTEN, CommandStatus.MISMATCH
         ):

@@ -299,6 +299,10 @@ async def test_a_restart_mid_write_reports_and_never_writes_twice(
             await Collector().wait_for(
                 lambda: len(store.writes) == 1, deadline=10, what="the write"
             )
+            # a write still running after ACCEPTED_AFTER_S says so on the results topic
+            with anyio.fail_after(5):
+                while not await cl.results(rid):
+                    await anyio.sleep(0.02)
             tg.cancel_scope.cancel()  # like a kill: no result, the in-flight note stays
         assert [r.status for r in await cl.results(rid)] == [CommandStatus.ACCEPTED]
         store.faults.slow_probability = 0.0

@@ -73,7 +73,9 @@ def writable_points(cfg: Any) -> list[WritablePoint]:
     return out
 
 
-def _frames(point: Point, value: Value, max_regs: int) -> tuple[list[tuple[str, dict]], Value]:
+def _frames(
+    point: Point, value: Value, max_regs: int, decode: Any
+) -> tuple[list[tuple[str, dict]], Value]:
     """The client calls that write ``value`` and the value a read-back must decode to."""
     mode = point.write.mode if point.write else WriteMode.AUTO
     if point.table is Table.COIL:
@@ -90,7 +92,7 @@ def _frames(point: Point, value: Value, max_regs: int) -> tuple[list[tuple[str, 
         call = {"address": point.address, "and_mask": 0xFFFF ^ mask, "or_mask": mask if on else 0}
         return [("mask_write_register", call)], on
     regs = encode_value(point, value)
-    expected = register_decoder(point, 0)(registers_to_bytes(regs))
+    expected = decode(registers_to_bytes(regs))
     if len(regs) == 1 and mode is not WriteMode.MULTIPLE:
         return [("write_register", {"address": point.address, "value": regs[0]})], expected
     frames = [
@@ -105,6 +107,14 @@ class ModbusWriter:
 
     def __init__(self, session: ModbusSession) -> None:
         self.session = session
+        self._decoders: dict[int, tuple[Point, Any]] = {}  # id(point) -> (point, its decoder)
+
+    def _decoder(self, point: Point) -> Any:
+        """The point's register decoder, built once (the read-back and the expected value)."""
+        hit = self._decoders.get(id(point))
+        if hit is None or hit[0] is not point:
+            hit = self._decoders[id(point)] = (point, register_decoder(point, 0))
+        return hit[1]
 
     def reachable(self, wp: WritablePoint) -> bool:
         """Connected, and the point's unit is not on probation (it stopped answering)."""
@@ -141,7 +151,9 @@ class ModbusWriter:
     async def _under_bus(
         self, wp: WritablePoint, point: Point, unit: int, timeout: float, value: Value
     ) -> Outcome:
-        frames, expected = _frames(point, value, self.session.cfg.max_registers_per_write)
+        frames, expected = _frames(
+            point, value, self.session.cfg.max_registers_per_write, self._decoder(point)
+        )
         client = self.session.client
         if not client.connected:
             return Outcome(
@@ -205,7 +217,7 @@ class ModbusWriter:
             client, "read_holding_registers", {"address": point.address, "count": point.width},
             unit, "",
         )
-        return register_decoder(point, 0)(rr.raw)
+        return self._decoder(point)(rr.raw)
 
 
 def _not_confirmed(failure: Failure, exc: BaseException, part: str) -> Outcome:
