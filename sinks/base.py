@@ -360,12 +360,15 @@ class LogSink(Actor):
             if watermarks is None or position is None:
                 await anyio.sleep(1.0)
                 continue
+            # position first: the ends read after it are at least as new, so the
+            # lag is never negative (it was -1 when a fetch landed between the reads)
+            pos = position()
+            taken = sum(pos.values()) - self.pending - self.ahead
             high = 0
             for topic in self.topics:
                 high += sum(n for _, n in (await watermarks(topic)).values())
-            pos = position()
             if pos:
-                self.lag = float(high - sum(pos.values()) + self.pending + self.ahead)
+                self.lag = float(max(0, high - taken))
             await anyio.sleep(1.0)
 
     def metrics(self) -> dict[str, float]:
