@@ -23,15 +23,16 @@ from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
 from otgate.actors.records import Aggregate, Classification, Quality, Reading
 from otgate.actors.stage_codec import LogCodec
+from otgate.sinks.columns import COLUMN_ERRORS, column_decoder, current_header
 from otgate.sinks.s3 import S3Sink
 from otgate.sinks.s3.actor import S3SinkActor
 from otgate.sinks.s3.client import ArchiveClient
 from otgate.sinks.s3.parquet import (
-    ROW_HELPERS,
+    COLUMN_HELPERS,
+    column_expressions,
     columns,
-    row_expression,
     table,
-    table_from_rows,
+    table_from_columns,
     to_parquet,
 )
 
@@ -138,9 +139,11 @@ def test_parquet_schema_from_the_record_types():
 
 
 @pytest.mark.anyio
-async def test_rows_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
-    """The sink's fast path (``row_expression`` rows decoded from the Avro bytes)
-    builds exactly the table the object path builds, for both record kinds."""
+async def test_columns_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
+    """The sink's fast path (``column_expressions`` columns decoded from the Avro
+    bytes in one loop) builds exactly the table the object path builds, for both
+    record kinds; a value with another schema header, or a truncated one, is not
+    taken by it."""
     lg = await open_log(tmp_path)
     try:
         codec = LogCodec(EmbeddedSchemaStore(lg))
@@ -156,16 +159,21 @@ async def test_rows_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
                           quality=Quality.GOOD, gateway_time=T0) for i in range(3)]
         for topic, objs in (("telemetry.clean", readings), ("telemetry.1s", aggs)):
             tp = type(objs[0])
-            expr = row_expression(tp)
-            assert expr is not None
+            exprs = column_expressions(tp)
+            assert exprs is not None
             recs = [LogRecord(topic=topic, partition=1, offset=i, key=None,
                               value=codec.encode(topic, o), timestamp_ns=T0 + i)
                     for i, o in enumerate(objs)]
-            rows = [codec.row_decoder(topic, r.value, expr, ROW_HELPERS)(r.value, 5)
-                    for r in recs]
-            fast = table_from_rows(recs, rows, tp)
+            header = current_header(codec, topic, recs[0].value)
+            assert header == recs[0].value[:5]
+            decode = column_decoder(tp, exprs, COLUMN_HELPERS)
+            fast = table_from_columns(topic, 1, recs, decode([r.value for r in recs], header), tp)
             assert fast.equals(table(list(zip(recs, objs, strict=True))))
             assert fast.num_rows == len(objs)
+            values = [r.value for r in recs]
+            assert decode([*values, b"\x00\x00\x00\x00\x63" + values[0][5:]], header) is None
+            with pytest.raises(COLUMN_ERRORS):
+                decode([*values, values[0][:-3]], header)
     finally:
         await lg.close()
 
