@@ -142,7 +142,7 @@ class S3SinkActor(LogSink):
             return None  # not the current schema, or not loaded yet
         try:  # None when some value has another schema
             return column_decoder(tp, exprs, COLUMN_HELPERS)([r.value for r in recs], header)
-        except COLUMN_ERRORS:
+        except (*COLUMN_ERRORS, TypeError):  # TypeError: a schema it does not handle
             return None  # the object path says which records are at fault
 
     def _encode_columns(self, topic: str, partition: int, recs: list[LogRecord],
