@@ -173,5 +173,6 @@ class S3SinkActor(LogSink):
     def metrics(self) -> dict[str, float]:
         m = super().metrics()
         m.update({"uploads_total": float(self.client.uploads),
-                  "uploaded_bytes_total": float(self.client.uploaded_bytes)})
+                  "uploaded_bytes_total": float(self.client.uploaded_bytes),
+                  "upload_seconds_total": self.client.upload_s})
         return m
