@@ -117,6 +117,7 @@ def _long(var: str, ind: str) -> list[str]:
     ]
 
 
+@cache
 def field_names(tp: type) -> tuple[str, ...]:
     """``f_<attribute>`` of each field of ``tp``, in order: the raw values as columns."""
     return tuple(f"f_{f.name}" for f in mi.type_info(tp).fields)  # type: ignore[union-attr]
