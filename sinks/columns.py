@@ -1,31 +1,28 @@
 """A batch of log values → one Python list per column, in one generated loop.
 
-The sinks that lay records out by field (S3's Arrow columns, the HTTP sink's
-JSON) decode a whole batch at once: ``column_decoder(type, exprs)`` generates a
-function ``decode(values, header) -> [column, ...]`` whose loop decodes each Avro value
-(the codec's generated field code, ``stage_codec._gen``) into locals
-``f_<attribute>`` and appends each expression of ``exprs`` to its column.
+A sink that lays records out by field (S3's Arrow columns) decodes a whole
+batch at once: ``column_decoder(type, exprs)`` generates a function
+``decode(values, header) -> [column, ...]`` whose loop decodes each Avro
+value (the codec's generated field code, ``stage_codec._gen``, with its own
+longs: ``_long``) into locals ``f_<attribute>`` and appends each expression
+of ``exprs`` to its column.
 Against one row decoder call per record it saves the call, a tuple per record
 and the transposition of the rows into columns afterwards.
 
-The HTTP sink turns the raw columns (``field_names``) into ``json_struct``
-instances, which encode to the same JSON as the decoded records.
-
 Only for values written with the topic's current schema: ``header`` is
 ``current_header`` (the codec's own condition for its fast path) and
-``decode`` returns None as soon as a value carries another one. A malformed value raises (IndexError,
-ValueError, UnicodeDecodeError, struct.error: ``COLUMN_ERRORS``); the caller
-then takes the per-record path, which names the records at fault.
+``decode`` returns None as soon as a value carries another one. A malformed
+value raises (IndexError, ValueError, UnicodeDecodeError, struct.error:
+``COLUMN_ERRORS``); the caller then takes the per-record path, which names
+the records at fault.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
-import msgspec
 from msgspec import inspect as mi
 
 from otgate.actors.log import avro
@@ -117,12 +114,6 @@ def _long(var: str, ind: str) -> list[str]:
     ]
 
 
-@cache
-def field_names(tp: type) -> tuple[str, ...]:
-    """``f_<attribute>`` of each field of ``tp``, in order: the raw values as columns."""
-    return tuple(f"f_{f.name}" for f in mi.type_info(tp).fields)  # type: ignore[union-attr]
-
-
 def current_header(codec: Any, topic: str, value: bytes) -> bytes | None:
     """``value``'s 5-byte header when it names ``topic``'s current schema (the
     codec's fast-path condition; the codec must have ``row_decoder``), else None."""
@@ -131,22 +122,3 @@ def current_header(codec: Any, topic: str, value: bytes) -> bytes | None:
         return None
     return value[:5]
 
-
-@cache
-def json_struct(tp: type) -> type | None:
-    """A positional Struct with ``tp``'s JSON field names, built from the raw columns
-    (``field_names``) with ``map``, that JSON-encodes exactly as a decoded ``tp``
-    (enums as their value strings); None where that could differ (omit_defaults,
-    tagged or array-like structs, enums whose values are not strings)."""
-    cfg = tp.__struct_config__  # type: ignore[attr-defined]
-    if cfg.omit_defaults or cfg.tag is not None or cfg.array_like:
-        return None
-    fields = mi.type_info(tp).fields  # type: ignore[union-attr]
-    for f in fields:
-        for t in f.type.types if isinstance(f.type, mi.UnionType) else (f.type,):
-            if isinstance(t, mi.EnumType) and not all(isinstance(m.value, str) for m in t.cls):
-                return None
-    if not all(f.encode_name.isidentifier() for f in fields):
-        return None
-    return msgspec.defstruct(f"{tp.__name__}Json", [(f.encode_name, Any) for f in fields],
-                             gc=False)

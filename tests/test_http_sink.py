@@ -16,10 +16,9 @@ from peers.tansu import free_port
 from stage_log import open_log, read_all, wait_until
 
 from otgate.actors.breaker import BreakerState
-from otgate.actors.log.base import LogRecord
 from otgate.actors.log.schemas import EmbeddedSchemaStore
 from otgate.actors.messages import State
-from otgate.actors.records import Aggregate, Classification, Quality, Reading
+from otgate.actors.records import Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.http import HttpSink
 from otgate.sinks.http.actor import HttpSinkActor
@@ -98,46 +97,6 @@ async def run_until(sink, cond, deadline_s: float = 15.0) -> None:
         await tg.start(sink.run)
         await wait_until(cond, deadline_s)
         tg.cancel_scope.cancel()
-
-
-@pytest.mark.anyio
-async def test_column_decoded_bodies_are_the_bodies_of_the_decoded_records(tmp_path):
-    """The column-wise decode (JSON-only Structs) lays out exactly the JSON and
-    NDJSON of the records decoded one by one, across a batch of two topics; a
-    value whose header names another schema sends its run record by record."""
-    lg = await open_log(tmp_path)
-    try:
-        codec = LogCodec(EmbeddedSchemaStore(lg))
-        await codec.prepare(["telemetry.clean", "telemetry.1s"])
-        readings = [Reading(asset_id=f"a{i % 3}", parameter="p\u00e9\"x", value=v, unit="bar",
-                            quality=Quality.SUSPECT if i % 2 else Quality.GOOD,
-                            classification=Classification.EVENT, device_time=None if i else T0,
-                            gateway_time=T0 + i, clock_skew_ms=i or None, seq=i,
-                            adapter_id="x", adapter_version="1")
-                    for i, v in enumerate([1.5, 7, True, False, "open", None, -2**40, 1e300])]
-        aggs = [Aggregate(asset_id="a", parameter="p", window="1s", window_start=T0 + i * S,
-                          window_end=T0 + (i + 1) * S, count=3, min=1.0, max=2.0, mean=1.5,
-                          quality=Quality.GOOD, gateway_time=T0) for i in range(3)]
-        batch = [LogRecord(topic=t, partition=0, offset=i, key=o.asset_id.encode(),
-                           value=codec.encode(t, o), timestamp_ns=T0)
-                 for i, (t, o) in enumerate([*(("telemetry.clean", r) for r in readings),
-                                             *(("telemetry.1s", a) for a in aggs)])]
-        objs = [*readings, *aggs]
-        for fmt in ("json", "ndjson"):
-            sink = HttpSinkActor("sink.cloud", config("http://127.0.0.1:9/x", format=fmt),
-                                 lg, codec, gateway_id="gw")
-            items, dead, key, body = await sink.prepare(batch)
-            assert not dead and [type(o).__name__ for _, o in items] == \
-                ["ReadingJson"] * 8 + ["AggregateJson"] * 3
-            assert body == sink.body(key, list(zip(batch, objs, strict=True)))
-            other = LogRecord(topic="telemetry.1s", partition=0, offset=99, key=None,
-                              value=b"\x00\x00\x00\x03\xe7" + batch[-1].value[5:],
-                              timestamp_ns=T0)
-            items, dead, _, _ = await sink.prepare([*batch, other])
-            assert len(dead) == 1 and dead[0].source_offset == 99  # unknown schema id
-            assert [type(o).__name__ for _, o in items[-3:]] == ["Aggregate"] * 3
-    finally:
-        await lg.close()
 
 
 @pytest.mark.anyio

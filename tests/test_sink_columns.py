@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import random
 
-import msgspec
 import pytest
 
 from otgate.actors.log import avro
 from otgate.actors.records import Classification, Quality, Reading
 from otgate.actors.stage_codec import compile_decoder
-from otgate.sinks.columns import column_decoder, field_names, json_struct
+from otgate.sinks.columns import column_decoder
 
 HEADER = b"\x00\x00\x00\x00\x07"
+FIELDS = tuple(f"f_{name}" for name in Reading.__struct_fields__)  # the raw values
 
 
 def test_columns_hold_the_decoded_fields_for_longs_of_every_length():
@@ -29,7 +29,7 @@ def test_columns_hold_the_decoded_fields_for_longs_of_every_length():
             for i, n in enumerate(longs)]
     enc = avro.compile_encoder(Reading)
     values = [enc(o, HEADER) for o in objs]
-    cols = column_decoder(Reading, field_names(Reading))(values, HEADER)
+    cols = column_decoder(Reading, FIELDS)(values, HEADER)
     assert cols is not None
     dec = compile_decoder(Reading)
     for i, v in enumerate(values):
@@ -39,14 +39,12 @@ def test_columns_hold_the_decoded_fields_for_longs_of_every_length():
         want = [getattr(o, f) for f in Reading.__struct_fields__]
         assert got == [w.value if isinstance(w, (Quality, Classification)) else w for w in want]
         assert type(got[2]) is type(o.value)  # a bool stays a bool, an int an int
-    mirror = json_struct(Reading)
-    assert msgspec.json.encode(list(map(mirror, *cols))) == msgspec.json.encode(objs)
 
 
 def test_values_of_another_schema_or_malformed_are_not_taken():
     enc = avro.compile_encoder(Reading)
     good = enc(Reading(asset_id="a", parameter="p", value=1.0, gateway_time=2**61), HEADER)
-    decode = column_decoder(Reading, field_names(Reading))
+    decode = column_decoder(Reading, FIELDS)
     assert decode([good, b"\x00\x00\x00\x00\x08" + good[5:]], HEADER) is None
     for bad in (good[:-1], good + b"\x00", good[:20]):
         with pytest.raises((IndexError, ValueError)):

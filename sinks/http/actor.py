@@ -14,38 +14,21 @@ about some records only, the batch is split in halves until the refused
 records are alone (a few more requests, each with its own key); any other
 4xx (401, 403, 404 ...) refuses the whole batch. Undecodable records are
 dead-lettered (``undecodable``) and the rest is sent.
-
-Decoding: a run of records of one topic written with its current schema is
-decoded column-wise from the Avro bytes (``sinks.columns``) into JSON-only
-Structs that encode exactly as the decoded records; anything else (another
-schema, a malformed value) is decoded record by record. A record refused by
-the server is decoded again for its DLQ entry.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import itertools
 import time
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 import anyio
 import msgspec
 
 from otgate.actors.log.base import LogBackend, LogRecord
-from otgate.actors.log.topics import record_type
-from otgate.actors.records import DeadLetter
 from otgate.sinks.base import LogSink
-from otgate.sinks.columns import (
-    COLUMN_ERRORS,
-    column_decoder,
-    current_header,
-    field_names,
-    json_struct,
-)
 from otgate.sinks.http.client import SPLIT_STATUS, HttpClient, HttpError, is_retriable
 from otgate.sinks.http.config import BodyFormat, HttpSink
 from otgate.sinks.outcome import Outcome
@@ -76,9 +59,6 @@ def batch_id(gateway_id: str, sink_id: str, batch: list[LogRecord]) -> str:
     text = ";".join(f"{t}/{p}/{first[(t, p)]}-{b}" for (t, p), b in sorted(last.items()))
     digest = hashlib.blake2b(f"{gateway_id}|{text}".encode(), digest_size=12).hexdigest()
     return f"{sink_id}-{digest}"
-
-
-_TOPIC = attrgetter("topic")
 
 
 class HttpSinkActor(LogSink):
@@ -120,34 +100,11 @@ class HttpSinkActor(LogSink):
     async def prepare(self, batch: list[LogRecord]) -> tuple[list, list, str, bytes]:
         """Decoded items, undecodable records (DLQ), idempotency key and body of
         ``batch`` (done ahead with prefetch, while the previous POST is out)."""
-        items: list[tuple[LogRecord, Any]] = []
-        dead: list[DeadLetter] = []
-        for topic, run in itertools.groupby(batch, _TOPIC):
-            recs = list(run)
-            objs = self._columns(topic, recs)
-            if objs is not None:
-                items += zip(recs, objs, strict=True)
-                continue
-            decoded, undecodable = await self.decode_batch(recs)
-            items += decoded
-            dead += undecodable
+        items, dead = await self.decode_batch(batch)
         if not items:
             return items, dead, "", b""
         key = batch_id(self.gateway_id, self.sink_id, [rec for rec, _ in items])
         return items, dead, key, self.body(key, items)
-
-    def _columns(self, topic: str, recs: list[LogRecord]) -> list[Any] | None:
-        """``recs`` as ``json_struct`` objects decoded column-wise, or None (decode them)."""
-        tp = record_type(topic)
-        mirror = json_struct(tp) if tp is not None else None
-        header = current_header(self.codec, topic, recs[0].value) if mirror else None
-        if header is None:
-            return None
-        try:
-            cols = column_decoder(tp, field_names(tp))([r.value for r in recs], header)
-        except (*COLUMN_ERRORS, TypeError):  # TypeError: a schema it does not handle
-            return None
-        return None if cols is None else list(map(mirror, *cols))
 
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """POST one batch; DELIVERED (refused records dead-lettered) or ERRORED."""
@@ -158,18 +115,13 @@ class HttpSinkActor(LogSink):
         except HttpError as exc:
             self._retry_after = exc.retry_after
             return Outcome.ERRORED, exc.reason
-        if refused:  # decoded again: the DLQ holds the record itself
-            why = {(r.topic, r.partition, r.offset): e for r, e in refused}
-            decoded, undecodable = await self.decode_batch([rec for rec, _ in refused])
-            dead += undecodable
-            dead += [self.dead_record(rec, obj, "rejected_by_destination",
-                                      why[(rec.topic, rec.partition, rec.offset)])
-                     for rec, obj in decoded]
+        dead += [self.dead_record(rec, obj, "rejected_by_destination", why)
+                 for rec, obj, why in refused]
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
 
     async def _post(self, items: list[tuple[LogRecord, Any]], key: str = "",
-                    body: bytes = b"") -> list[tuple[LogRecord, str]]:
+                    body: bytes = b"") -> list[tuple[LogRecord, Any, str]]:
         """POST ``items`` (``key`` and ``body`` when already built); the records refused
         for good with the reason. A refusal that may be about some records only (400,
         413, 422) is split in halves until the refused records are alone; raises
@@ -183,7 +135,7 @@ class HttpSinkActor(LogSink):
             if is_retriable(exc):
                 raise
             if exc.status not in SPLIT_STATUS or len(items) == 1:
-                return [(rec, exc.reason) for rec, _ in items]
+                return [(rec, obj, exc.reason) for rec, obj in items]
             mid = len(items) // 2
             return await self._post(items[:mid]) + await self._post(items[mid:])
         self.body_bytes += len(body)
