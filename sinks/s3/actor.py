@@ -23,6 +23,7 @@ the file schema (``unconvertible``) are dead-lettered with the reason.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,16 +33,16 @@ import anyio
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.topics import record_type
 from otgate.actors.records import DeadLetter
+from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.sinks.base import LogSink, describe_error
-from otgate.sinks.columns import COLUMN_ERRORS, column_decoder, current_header
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.s3.client import ArchiveClient, is_retriable
 from otgate.sinks.s3.config import S3Sink
 from otgate.sinks.s3.parquet import (
-    COLUMN_HELPERS,
     CONVERT_ERRORS,
-    column_expressions,
-    table_from_columns,
+    ROW_HELPERS,
+    row_expression,
+    table_from_rows,
     to_parquet,
     write,
 )
@@ -87,11 +88,10 @@ class S3SinkActor(LogSink):
         """The batch's objects ``(key, Parquet bytes)`` and its refused records (DLQ);
         done ahead with prefetch, while the previous batch uploads.
 
-        Fast path: each part's columns come straight from the Avro bytes
-        (``column_decoder`` with ``column_expressions``) when the values carry
-        their topic's current schema; any other value, or a part whose values do
-        not decode or convert, takes the object path (decode, then ``to_parquet``
-        / ``_encode``)."""
+        Fast path: each part's rows come straight from the Avro bytes
+        (``row_expression``) when the values carry their topic's current schema;
+        any other value, or a part whose rows do not convert, takes the object path
+        (decode, then ``to_parquet`` / ``_encode``)."""
         parts: dict[tuple[str, int, int], list[LogRecord]] = {}
         for rec in batch:
             parts.setdefault((rec.topic, rec.partition, rec.timestamp_ns // HOUR_NS),
@@ -100,10 +100,10 @@ class S3SinkActor(LogSink):
         dead: list[DeadLetter] = []
         for (topic, partition, hour), recs in parts.items():
             data = None
-            cols = self._columns(topic, recs)
-            if cols is not None:
-                data = await anyio.to_thread.run_sync(self._encode_columns, topic, partition,
-                                                      recs, cols)
+            rows = self._rows(topic, recs)
+            if rows is not None:
+                data = await anyio.to_thread.run_sync(self._encode_rows, topic, partition, recs,
+                                                      rows)
             if data is None:
                 items, undecodable = await self.decode_batch(recs)
                 dead += undecodable
@@ -131,25 +131,34 @@ class S3SinkActor(LogSink):
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
 
-    def _columns(self, topic: str, recs: list[LogRecord]) -> list[list] | None:
-        """Data columns of ``recs`` straight from the bytes, or None (object path)."""
+    def _rows(self, topic: str, recs: list[LogRecord]) -> list[tuple] | None:
+        """Data rows of ``recs`` straight from the bytes, or None (object path)."""
+        row_decoder = getattr(self.codec, "row_decoder", None)
         tp = record_type(topic)
-        exprs = column_expressions(tp) if tp is not None else None
-        if exprs is None or not recs:
+        expr = row_expression(tp) if tp is not None and row_decoder is not None else None
+        if expr is None:
             return None
-        header = current_header(self.codec, topic, recs[0].value)
-        if header is None:
-            return None  # not the current schema, or not loaded yet
-        try:  # None when some value has another schema
-            return column_decoder(tp, exprs, COLUMN_HELPERS)([r.value for r in recs], header)
-        except (*COLUMN_ERRORS, TypeError):  # TypeError: a schema it does not handle
-            return None  # the object path says which records are at fault
-
-    def _encode_columns(self, topic: str, partition: int, recs: list[LogRecord],
-                        cols: list[list]) -> bytes | None:
-        """The file of columns from ``_columns``; None when a value does not fit (object path)."""
+        rows = []
+        fn = None
+        header = b""
         try:
-            return write(table_from_columns(topic, partition, recs, cols, record_type(topic)),
+            for rec in recs:
+                value = rec.value
+                if value[:5] != header:
+                    fn = row_decoder(topic, value, expr, ROW_HELPERS)
+                    if fn is None:
+                        return None  # not the current schema (or not loaded yet)
+                    header = value[:5]
+                rows.append(fn(value, 5))
+        except (*DECODE_ERRORS, struct.error):
+            return None  # the object path says which records are at fault
+        return rows
+
+    def _encode_rows(self, topic: str, partition: int, recs: list[LogRecord],
+                     rows: list[tuple]) -> bytes | None:
+        """The file of rows from ``_rows``; None when a value does not fit (object path)."""
+        try:
+            return write(table_from_rows(topic, partition, recs, rows, record_type(topic)),
                          self.config.compression.value)
         except CONVERT_ERRORS:
             return None

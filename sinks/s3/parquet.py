@@ -29,6 +29,8 @@ NUMERIC = (mi.FloatType, mi.IntType, mi.BoolType)
 _json = msgspec.json.Encoder()
 
 Column = tuple[str, pa.DataType, Callable[[Any], Any]]
+ROW_HELPERS = {"_num": lambda v: float(v) if not isinstance(v, str) else None}
+"""Names ``row_expression`` uses (a row decoder's helpers)."""
 CONVERT_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
 
 
@@ -44,10 +46,6 @@ def _getter(name: str, convert: Callable[[Any], Any] | None) -> Callable[[Any], 
 
 def _number(v: Any) -> Any:
     return float(v) if not isinstance(v, str) else None
-
-
-COLUMN_HELPERS = {"_num": _number}
-"""Names ``column_expressions`` use (the column decoder's helpers)."""
 
 
 def _text(v: Any) -> Any:
@@ -82,7 +80,7 @@ def _field_columns(f: mi.Field) -> list[Column]:
 
 
 def _field_expressions(f: mi.Field) -> list[str] | None:
-    """``_field_columns`` as column-decoder expressions over ``f_<name>`` (enums come as
+    """``_field_columns`` as row-decoder expressions over ``f_<name>`` (enums come as
     their value strings); None for a field only the object path handles."""
     t = f.type
     members = list(t.types) if isinstance(t, mi.UnionType) else [t]
@@ -103,24 +101,25 @@ def _field_expressions(f: mi.Field) -> list[str] | None:
 
 
 @cache
-def column_expressions(record_type: type) -> tuple[str, ...] | None:
-    """The data columns of a record as expressions over its decoded fields
-    (``sinks.columns.column_decoder``), in ``columns`` order; None when some
-    field needs the object path."""
+def row_expression(record_type: type) -> str | None:
+    """The data columns of one record as a row decoder's return expression (a tuple
+    in ``columns`` order, straight from the Avro bytes; ``LogCodec.row_decoder`` with
+    ``ROW_HELPERS``); None when some field needs the object path."""
     exprs: list[str] = []
     for f in mi.type_info(record_type).fields:
         e = _field_expressions(f)
         if e is None:
             return None
         exprs += e
-    return tuple(exprs)
+    return f"({', '.join(exprs)},)"
 
 
-def table_from_columns(topic: str, partition: int, recs: list[LogRecord],
-                       data: list[list[Any]], record_type: type) -> pa.Table:
+def table_from_rows(topic: str, partition: int, recs: list[LogRecord], rows: list[tuple],
+                    record_type: type) -> pa.Table:
     """``table`` of records of one topic and log partition whose data columns come
-    from ``column_decoder`` with ``column_expressions``."""
+    as ``row_expression`` tuples."""
     cols, schema = columns(record_type)
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
     n = len(recs)
     arrays = [
         pa.repeat(pa.scalar(topic, pa.string()), n),
