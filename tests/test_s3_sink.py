@@ -163,7 +163,7 @@ async def test_rows_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
                     for i, o in enumerate(objs)]
             rows = [codec.row_decoder(topic, r.value, expr, ROW_HELPERS)(r.value, 5)
                     for r in recs]
-            fast = table_from_rows(recs, rows, tp)
+            fast = table_from_rows(topic, 1, recs, rows, tp)
             assert fast.equals(table(list(zip(recs, objs, strict=True))))
             assert fast.num_rows == len(objs)
     finally:

@@ -54,11 +54,9 @@ class Body(msgspec.Struct, gc=False):
 
 def batch_id(gateway_id: str, sink_id: str, batch: list[LogRecord]) -> str:
     """The same for the same offsets: ``<sink>-<hash of the per-partition ranges>``."""
-    ranges: dict[tuple[str, int], list[int]] = {}
-    for rec in batch:
-        r = ranges.setdefault((rec.topic, rec.partition), [rec.offset, rec.offset])
-        r[1] = rec.offset
-    text = ";".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+    last = {(rec.topic, rec.partition): rec.offset for rec in batch}
+    first = {(rec.topic, rec.partition): rec.offset for rec in reversed(batch)}
+    text = ";".join(f"{t}/{p}/{first[(t, p)]}-{b}" for (t, p), b in sorted(last.items()))
     digest = hashlib.blake2b(f"{gateway_id}|{text}".encode(), digest_size=12).hexdigest()
     return f"{sink_id}-{digest}"
 

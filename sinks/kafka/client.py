@@ -91,7 +91,7 @@ class ReplicaClient:
         self.producer: AIOKafkaProducer | None = None
         self.topics: dict[str, str] = {}  # local -> remote name
         self.partitions: dict[str, list[int]] = {}  # remote topic -> its partitions
-        self.key_partition: dict[tuple[str, bytes], int] = {}
+        self.key_partition: dict[str, dict[bytes, int]] = {}  # remote topic -> key -> partition
         self.connects = 0
         self.producer_batches = 0
         self.generation = 0  # bumped by reset(): batches built before are stale
@@ -122,14 +122,10 @@ class ReplicaClient:
             parts = self.partitions[topic] = sorted(await producer.partitions_for(topic))
         return topic, parts
 
-    def _partition(self, topic: str, parts: list[int], rec: LogRecord) -> int:
-        if rec.key is None:
-            return parts[rec.partition % len(parts)]
-        part = self.key_partition.get((topic, rec.key))
-        if part is None:
-            part = parts[(murmur2(rec.key) & 0x7FFFFFFF) % len(parts)]
-            self.key_partition[(topic, rec.key)] = part
-        return part
+    @staticmethod
+    def _groups(groups: dict[tuple[str, int], Any], topic: str) -> dict[int, Any]:
+        """``groups``' producer batch lists of remote ``topic`` by partition."""
+        return {part: bs for (t, part), bs in groups.items() if t == topic}
 
     async def send(self, records: list[LogRecord],
                    built: Built | None = None) -> list[tuple[LogRecord, str]]:
@@ -182,23 +178,28 @@ class ReplicaClient:
         refused: list[tuple[LogRecord, str]] = []
         limit = self.config.max_batch_bytes
         gateway = ("otgate-gateway", self.gateway)
-        key_partition = self.key_partition
-        sources: dict[tuple[str, int], bytes] = {}
-        for rec in records:
+        source = ""  # (local topic, partition) of the records in hand, and their ...
+        src = b""  # ... header prefix, remote topic, partitions, key -> partition and
+        for rec in records:  # remote partition -> producer batches
+            if (rec.topic, rec.partition) != source:
+                source = (rec.topic, rec.partition)
+                src = f"{rec.topic}/{rec.partition}/".encode()
+                topic, parts = routes[rec.topic]
+                keys = self.key_partition.setdefault(topic, {})
+                out = self._groups(groups, topic)
             key, value = rec.key, rec.value
             if len(value) + (len(key) if key is not None else 0) > limit:
                 refused.append((rec, f"RecordTooLarge: over max_batch_bytes={limit}"))
                 continue
-            topic, parts = routes[rec.topic]
-            part = key_partition.get((topic, key)) if key is not None else None
-            if part is None:
-                part = self._partition(topic, parts, rec)
-            builders = groups.get((topic, part))
+            if key is None:
+                part = parts[rec.partition % len(parts)]
+            else:
+                part = keys.get(key)
+                if part is None:
+                    part = keys[key] = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+            builders = out.get(part)
             if builders is None:
-                builders = groups[(topic, part)] = []
-            src = sources.get((rec.topic, rec.partition))
-            if src is None:
-                src = sources[(rec.topic, rec.partition)] = f"{rec.topic}/{rec.partition}/".encode()
+                builders = out[part] = groups[(topic, part)] = []
             ts = rec.timestamp_ns // 1_000_000
             headers = [gateway, ("otgate-source", b"%s%d" % (src, rec.offset))]
             if builders and builders[-1][0].append(timestamp=ts, key=key, value=value,

@@ -102,7 +102,8 @@ class S3SinkActor(LogSink):
             data = None
             rows = self._rows(topic, recs)
             if rows is not None:
-                data = await anyio.to_thread.run_sync(self._encode_rows, topic, recs, rows)
+                data = await anyio.to_thread.run_sync(self._encode_rows, topic, partition, recs,
+                                                      rows)
             if data is None:
                 items, undecodable = await self.decode_batch(recs)
                 dead += undecodable
@@ -153,10 +154,11 @@ class S3SinkActor(LogSink):
             return None  # the object path says which records are at fault
         return rows
 
-    def _encode_rows(self, topic: str, recs: list[LogRecord], rows: list[tuple]) -> bytes | None:
+    def _encode_rows(self, topic: str, partition: int, recs: list[LogRecord],
+                     rows: list[tuple]) -> bytes | None:
         """The file of rows from ``_rows``; None when a value does not fit (object path)."""
         try:
-            return write(table_from_rows(recs, rows, record_type(topic)),
+            return write(table_from_rows(topic, partition, recs, rows, record_type(topic)),
                          self.config.compression.value)
         except CONVERT_ERRORS:
             return None
@@ -180,5 +182,6 @@ class S3SinkActor(LogSink):
     def metrics(self) -> dict[str, float]:
         m = super().metrics()
         m.update({"uploads_total": float(self.client.uploads),
-                  "uploaded_bytes_total": float(self.client.uploaded_bytes)})
+                  "uploaded_bytes_total": float(self.client.uploaded_bytes),
+                  "upload_seconds_total": self.client.upload_s})
         return m

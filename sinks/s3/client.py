@@ -14,6 +14,7 @@ problem: it fails the actor, and the log keeps the data.
 from __future__ import annotations
 
 import datetime
+import time
 
 import obstore
 from obstore.exceptions import GenericError
@@ -34,6 +35,7 @@ class ArchiveClient:
         self.store: S3Store | None = None
         self.uploads = 0
         self.uploaded_bytes = 0
+        self.upload_s = 0.0  # wall seconds spent in PUTs (the store's share of a batch)
         self.uploading = False
 
     def _store(self) -> S3Store:
@@ -56,9 +58,11 @@ class ArchiveClient:
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` in one PUT; returns once the store confirmed it."""
         self.uploading = True
+        t0 = time.perf_counter()
         try:
             await obstore.put_async(self._store(), key, data, use_multipart=False)
         finally:
             self.uploading = False
+            self.upload_s += time.perf_counter() - t0
         self.uploads += 1
         self.uploaded_bytes += len(data)

@@ -114,13 +114,16 @@ def row_expression(record_type: type) -> str | None:
     return f"({', '.join(exprs)},)"
 
 
-def table_from_rows(recs: list[LogRecord], rows: list[tuple], record_type: type) -> pa.Table:
-    """``table`` of records whose data columns come as ``row_expression`` tuples."""
+def table_from_rows(topic: str, partition: int, recs: list[LogRecord], rows: list[tuple],
+                    record_type: type) -> pa.Table:
+    """``table`` of records of one topic and log partition whose data columns come
+    as ``row_expression`` tuples."""
     cols, schema = columns(record_type)
     data = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
+    n = len(recs)
     arrays = [
-        pa.array([r.topic for r in recs], pa.string()),
-        pa.array([r.partition for r in recs], pa.int32()),
+        pa.repeat(pa.scalar(topic, pa.string()), n),
+        pa.repeat(pa.scalar(partition, pa.int32()), n),
         pa.array([r.offset for r in recs], pa.int64()),
         pa.array([r.timestamp_ns for r in recs], pa.timestamp("ns", tz="UTC")),
         *[pa.array(values, tp) for values, (_, tp, _) in zip(data, cols, strict=True)],
