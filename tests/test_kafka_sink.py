@@ -63,7 +63,7 @@ def test_config_and_producer_settings():
     cfg = config("h:9092", security_protocol="SASL_SSL", sasl_username="edge",
                  sasl_password="pw", topic_map={"telemetry.clean": "plant.telemetry"})
     kw = producer_kwargs(cfg)
-    assert kw["acks"] == "all" and kw["compression_type"] == "gzip"
+    assert kw["acks"] == "all" and kw["compression_type"] == "zstd"
     assert kw["sasl_mechanism"] == "SCRAM-SHA-512" and kw["sasl_plain_password"] == "pw"
     assert kw["security_protocol"] == "SASL_SSL" and kw["ssl_context"] is not None
     assert cfg.remote_topic("telemetry.clean") == "plant.telemetry"

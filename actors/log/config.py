@@ -102,8 +102,8 @@ class LogConfig(StrictStruct):
     """Kafka backend: idempotent producer (no duplicates on retry). Must be off
     against brokers without InitProducerId v1+ (tansu 0.6)."""
     compression: Compression = Compression.NONE
-    """Kafka backend: batch compression. ``gzip`` needs nothing else; ``snappy``,
-    ``lz4`` and ``zstd`` need the python-snappy / lz4 / zstandard packages."""
+    """Kafka backend: batch compression (``snappy``, ``lz4`` and ``zstd`` through
+    cramjam, a dependency of otgate)."""
     linger_ms: NonNegativeInt = 5
     """Kafka backend: how long the producer waits to fill a batch."""
     max_batch_bytes: PositiveInt = 256 * 1024
