@@ -1,10 +1,12 @@
 """Reading operator topics from the root without a consumer group.
 
 ``TopicTail`` follows one topic: the first ``poll`` reads every partition from
-offset 0, later ones only what was appended since (both backends implement
-``read(topic, partition, offset, limit)``). ``scan`` reads a topic once, start
-to end. Records that cannot be decoded are skipped with a warning: one bad
-record never hides the others.
+offset 0, later ones only what was appended since. On the embedded log it reads
+with the backend's ``read(topic, partition, offset, limit)``; on Kafka, whose
+``read`` connects a consumer and waits a second for a fetch that brings nothing,
+each tail keeps one group-less consumer between polls (``KafkaTailReader``).
+``scan`` reads a topic once, start to end. Records that cannot be decoded are
+skipped with a warning: one bad record never hides the others.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from otgate.actors.log.base import LogRecord
+from otgate.actors.log.kafka import KafkaLog, _stop_client
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.supervisors.oplog import OperatorLog
@@ -64,8 +68,22 @@ async def scan(
     offset order per partition."""
     backend = await oplog.backend()
     parts = [partition] if partition is not None else range(await partitions(oplog, topic))
+    first = start if partition is not None else 0
+    if isinstance(backend, KafkaLog):
+        reader = KafkaTailReader(backend, topic, list(parts))
+        at = dict.fromkeys(parts, first)
+        try:
+            while recs := await reader.read(at):
+                for rec in recs:
+                    at[rec.partition] = rec.offset + 1
+                    obj = await _decode(oplog, rec)
+                    if obj is not None:
+                        yield rec, obj
+        finally:
+            await reader.close()
+        return
     for p in parts:
-        offset = start if partition is not None else 0
+        offset = first
         while True:
             recs = await backend.read(topic, p, offset, PAGE)
             if not recs:
@@ -77,14 +95,103 @@ async def scan(
             offset = recs[-1].offset + 1
 
 
+class KafkaTailReader:
+    """One group-less consumer for a tail, kept between polls (connected on first
+    use, dropped on an error and connected again by the next poll).
+
+    A read seeks only where the consumer is not already, then takes what the
+    consumer fetched until every partition is at or past the broker's end offset.
+    That offset is a lower bound on tansu (the last batch's base offset + 1), but
+    a batch is fetched whole: once a partition is past it, nothing appended
+    before the read began is left behind. A read that waits ``idle_s`` for a
+    fetch and gets nothing returns what it has (the next poll goes on from there).
+    """
+
+    def __init__(
+        self, backend: KafkaLog, topic: str, partitions: list[int], idle_s: float = 1.0
+    ) -> None:
+        self.backend = backend
+        self.tps = [TopicPartition(topic, p) for p in partitions]
+        self.idle_s = idle_s
+        self.consumer: AIOKafkaConsumer | None = None
+        self.connects = 0  # consumers started: one per tail unless an error dropped it
+        self._at: dict[int, int] | None = None  # where the consumer stands, by partition
+
+    async def read(self, start: dict[int, int], limit: int = PAGE) -> list[LogRecord]:
+        """Up to ``limit`` records from ``start`` (partition -> offset), in
+        offset order per partition."""
+        try:
+            return await self._read(start, limit)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _read(self, start: dict[int, int], limit: int) -> list[LogRecord]:
+        c = await self._consumer()
+        if self._at != start:
+            for tp in self.tps:
+                c.seek(tp, start[tp.partition])
+            self._at = dict(start)
+        at = self._at
+        ends = await c.end_offsets(self.tps)
+        out: list[LogRecord] = []
+        while len(out) < limit:
+            behind = any(at[tp.partition] < ends[tp] for tp in self.tps)
+            wait_ms = int(self.idle_s * 1000) if behind else 0
+            got = await c.getmany(*self.tps, timeout_ms=wait_ms, max_records=limit - len(out))
+            if not any(got.values()):
+                break
+            for tp, recs in got.items():
+                out += [_record(tp, r) for r in recs]
+                at[tp.partition] = recs[-1].offset + 1
+        return out
+
+    async def _consumer(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            c = AIOKafkaConsumer(
+                bootstrap_servers=self.backend.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # an offset retention removed: the oldest kept
+                client_id=self.backend.client_id,
+            )
+            try:
+                await c.start()
+            except BaseException:
+                await _stop_client(c)
+                raise
+            c.assign(self.tps)
+            self.consumer, self._at = c, None
+            self.connects += 1
+        return self.consumer
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            c, self.consumer = self.consumer, None
+            await _stop_client(c)
+
+
+def _record(tp: TopicPartition, r: Any) -> LogRecord:
+    return LogRecord(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=r.offset,
+        key=r.key,
+        value=r.value,
+        timestamp_ns=r.timestamp * 1_000_000,
+    )
+
+
 class TopicTail:
     """Follows one topic from its start (see module doc)."""
 
     def __init__(self, oplog: OperatorLog, topic: str) -> None:
         self.oplog = oplog
         self.topic = topic
+        self.kafka: KafkaTailReader | None = None
         self._next: list[int] | None = None
         self._lock = anyio.Lock()
+        oplog.on_close(self.close)
 
     async def poll(self) -> list[tuple[LogRecord, Any]]:
         """The records appended since the last poll (all of them the first time)."""
@@ -93,14 +200,35 @@ class TopicTail:
             if self._next is None:
                 self._next = [0] * await partitions(self.oplog, self.topic)
             out: list[tuple[LogRecord, Any]] = []
-            for p, offset in enumerate(self._next):
-                while recs := await backend.read(self.topic, p, offset, PAGE):
-                    for rec in recs:
-                        obj = await _decode(self.oplog, rec)
-                        if obj is not None:
-                            out.append((rec, obj))
-                    offset = recs[-1].offset + 1
-                    if len(recs) < PAGE:
-                        break
-                self._next[p] = offset
-            return out
+            while True:
+                if isinstance(backend, KafkaLog):
+                    reader = await self._kafka(backend)
+                    recs = await reader.read(dict(enumerate(self._next)), PAGE)
+                else:
+                    recs = await self._embedded(backend)
+                for rec in recs:
+                    self._next[rec.partition] = rec.offset + 1
+                    obj = await _decode(self.oplog, rec)
+                    if obj is not None:
+                        out.append((rec, obj))
+                if len(recs) < PAGE:
+                    return out
+
+    async def _embedded(self, backend: Any) -> list[LogRecord]:
+        """Up to PAGE records of each partition from where the tail stands."""
+        assert self._next is not None
+        out: list[LogRecord] = []
+        for p, offset in enumerate(self._next):
+            out += await backend.read(self.topic, p, offset, PAGE)
+        return out
+
+    async def _kafka(self, backend: KafkaLog) -> KafkaTailReader:
+        if self.kafka is None or self.kafka.backend is not backend:  # the log was reopened
+            await self.close()
+            self.kafka = KafkaTailReader(backend, self.topic, list(range(len(self._next or []))))
+        return self.kafka
+
+    async def close(self) -> None:
+        """Stop the Kafka consumer, if any (the operator log calls it as it closes)."""
+        if self.kafka is not None:
+            await self.kafka.close()
