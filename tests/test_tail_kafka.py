@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from peers.tansu import tansu_fixture  # noqa: F401
 
@@ -16,7 +17,7 @@ from otgate.actors.log.config import Backend, LogConfig, TopicOverride
 from otgate.actors.records import AlarmAction, AlarmCommand, now_ns
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service import tail
-from otgate.supervisors.service.tail import TopicTail
+from otgate.supervisors.service.tail import TopicTail, scan
 
 TOPIC = "alarms.commands"
 
@@ -74,6 +75,29 @@ async def test_one_consumer_follows_the_topic(tansu, tmp_path: Path, monkeypatch
         got, _, _ = await polled(t)
         assert got == ["r53"] and reader.connects == 2
         assert reader.consumer is not None and reader.consumer is not consumer
+
+        # A topic written faster than it is read: a poll and a scan still end, and
+        # the tail goes on where it stopped (nothing skipped, nothing twice).
+        seen = [*got]
+        written = 54
+
+        async def write_until_cancelled() -> None:
+            nonlocal written
+            while True:
+                await oplog.append_many(TOPIC, [command(written + i) for i in range(5)])
+                written += 5
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_until_cancelled)
+            await anyio.sleep(0.5)
+            with anyio.fail_after(20):
+                seen += (await polled(t))[0]
+                scanned = [rec async for rec in scan(oplog, TOPIC)]
+            tg.cancel_scope.cancel()
+        assert len(scanned) >= 54
+        seen += (await polled(t))[0]
+        nums = sorted(int(r[1:]) for r in seen)  # the append cancelled last may have landed
+        assert nums == list(range(53, nums[-1] + 1)) and nums[-1] >= written - 1
     finally:
         await oplog.close()
     assert t.kafka is not None and t.kafka.consumer is None  # stopped with the log

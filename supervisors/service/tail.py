@@ -12,6 +12,7 @@ skipped with a warning: one bad record never hides the others.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,13 +73,16 @@ async def scan(
     if isinstance(backend, KafkaLog):
         reader = KafkaTailReader(backend, topic, list(parts))
         at = dict.fromkeys(parts, first)
+        began_ms = time.time() * 1000
         try:
-            while recs := await reader.read(at):
-                for rec in recs:
+            while True:
+                for rec in await reader.read(at, PAGE, began_ms):
                     at[rec.partition] = rec.offset + 1
                     obj = await _decode(oplog, rec)
                     if obj is not None:
                         yield rec, obj
+                if reader.caught_up:
+                    break
         finally:
             await reader.close()
         return
@@ -103,8 +107,12 @@ class KafkaTailReader:
     consumer fetched until every partition is at or past the broker's end offset.
     That offset is a lower bound on tansu (the last batch's base offset + 1), but
     a batch is fetched whole: once a partition is past it, nothing appended
-    before the read began is left behind. A read that waits ``idle_s`` for a
-    fetch and gets nothing returns what it has (the next poll goes on from there).
+    before the read began is left behind. A partition is also done once it reached
+    records appended after ``began_ms`` (a topic written faster than it is read
+    would otherwise be read for ever). With every partition done, the read takes
+    what the consumer already fetched and ends (``caught_up``); so does a fetch
+    that brings nothing for ``idle_s`` (the next read goes on from there). Only
+    ``limit`` ends a read that is not caught up.
     """
 
     def __init__(
@@ -116,17 +124,23 @@ class KafkaTailReader:
         self.consumer: AIOKafkaConsumer | None = None
         self.connects = 0  # consumers started: one per tail unless an error dropped it
         self._at: dict[int, int] | None = None  # where the consumer stands, by partition
+        self.caught_up = False  # the last read ended for lack of records, not for its limit
+        self._fresh: set[int] = set()  # partitions at records appended after _fresh_since
+        self._fresh_since = 0.0
 
-    async def read(self, start: dict[int, int], limit: int = PAGE) -> list[LogRecord]:
+    async def read(
+        self, start: dict[int, int], limit: int = PAGE, began_ms: float | None = None
+    ) -> list[LogRecord]:
         """Up to ``limit`` records from ``start`` (partition -> offset), in
-        offset order per partition."""
+        offset order per partition; ``began_ms``: when the caller began (now)."""
+        began_ms = time.time() * 1000 if began_ms is None else began_ms
         try:
-            return await self._read(start, limit)
+            return await self._read(start, limit, began_ms)
         except BaseException:
             await self.close()
             raise
 
-    async def _read(self, start: dict[int, int], limit: int) -> list[LogRecord]:
+    async def _read(self, start: dict[int, int], limit: int, began_ms: float) -> list[LogRecord]:
         c = await self._consumer()
         if self._at != start:
             for tp in self.tps:
@@ -134,17 +148,44 @@ class KafkaTailReader:
             self._at = dict(start)
         at = self._at
         ends = await c.end_offsets(self.tps)
+        if self._fresh_since != began_ms:  # a new pass: no partition is at newer records yet
+            self._fresh_since, self._fresh = began_ms, set()
+        fresh = self._fresh
         out: list[LogRecord] = []
-        while len(out) < limit:
-            behind = any(at[tp.partition] < ends[tp] for tp in self.tps)
-            wait_ms = int(self.idle_s * 1000) if behind else 0
-            got = await c.getmany(*self.tps, timeout_ms=wait_ms, max_records=limit - len(out))
-            if not any(got.values()):
+        self.caught_up = False
+        while True:
+            behind = [
+                tp for tp in self.tps if at[tp.partition] < ends[tp] and tp.partition not in fresh
+            ]
+            if not behind:  # what is fetched already: the rest of a batch, maybe newer ones
+                self._take(await c.getmany(*self.tps, timeout_ms=0), out, at, began_ms, fresh)
+                self.caught_up = True
                 break
-            for tp, recs in got.items():
+            if len(out) >= limit:
+                break
+            got = await c.getmany(
+                *behind, timeout_ms=int(self.idle_s * 1000), max_records=limit - len(out)
+            )
+            if not any(got.values()):
+                self.caught_up = True  # idle: the next read goes on from here
+                break
+            self._take(got, out, at, began_ms, fresh)
+        return out
+
+    @staticmethod
+    def _take(
+        got: dict[TopicPartition, list[Any]],
+        out: list[LogRecord],
+        at: dict[int, int],
+        began_ms: float,
+        fresh: set[int],
+    ) -> None:
+        for tp, recs in got.items():
+            if recs:
                 out += [_record(tp, r) for r in recs]
                 at[tp.partition] = recs[-1].offset + 1
-        return out
+                if recs[-1].timestamp >= began_ms:
+                    fresh.add(tp.partition)
 
     async def _consumer(self) -> AIOKafkaConsumer:
         if self.consumer is None:
@@ -200,18 +241,21 @@ class TopicTail:
             if self._next is None:
                 self._next = [0] * await partitions(self.oplog, self.topic)
             out: list[tuple[LogRecord, Any]] = []
+            began_ms = time.time() * 1000
             while True:
                 if isinstance(backend, KafkaLog):
                     reader = await self._kafka(backend)
-                    recs = await reader.read(dict(enumerate(self._next)), PAGE)
+                    recs = await reader.read(dict(enumerate(self._next)), PAGE, began_ms)
+                    done = reader.caught_up
                 else:
                     recs = await self._embedded(backend)
+                    done = len(recs) < PAGE
                 for rec in recs:
                     self._next[rec.partition] = rec.offset + 1
                     obj = await _decode(self.oplog, rec)
                     if obj is not None:
                         out.append((rec, obj))
-                if len(recs) < PAGE:
+                if done:
                     return out
 
     async def _embedded(self, backend: Any) -> list[LogRecord]:
