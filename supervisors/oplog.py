@@ -10,7 +10,7 @@ closes it at stop. Appends are durable when they return, like every append.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class OperatorLog:
         self.decoder: Decoder | None = None
         self._prepared: set[str] = set()
         self._lock = anyio.Lock()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     async def _ready(self, topic: str) -> Codec:
         async with self._lock:
@@ -95,7 +96,13 @@ class OperatorLog:
         )
         await self.append("logs.audit", caller.name, rec)
 
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have ``close()`` call ``close`` first (e.g. a reader's own consumer)."""
+        self._closers.append(close)
+
     async def close(self) -> None:
+        for close in self._closers:
+            await close()
         if self.log is not None:
             await self.log.close()
             self.log = None

@@ -10,6 +10,8 @@ import psutil
 import pytest
 from peers.gateway import gateway_fixture, synthetic, wait_for  # noqa: F401
 
+from otgate.simulations.gateway_process import GatewayProcess
+
 TOKEN = "t0ken-for-tests"
 HEADER = f"""
 [gateway]
@@ -21,6 +23,19 @@ tokens = [{{ token = "{TOKEN}", role = "admin" }}, {{ token = "viewer-token", ro
 heartbeat_interval = 0.5
 heartbeat_timeout = 2.0
 """
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory):
+    """One gateway with bulkheads a and b, shared by the checks that only look at it."""
+    path = tmp_path_factory.mktemp("pair") / "gateway.toml"
+    path.write_text(HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2"))
+    gw = GatewayProcess(path).start()
+    try:
+        wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
+        yield gw
+    finally:
+        assert gw.stop() == 0
 
 
 def published(gw, cid: str) -> float:
@@ -168,9 +183,8 @@ def _listening(pids: list[int]) -> list[tuple[str, int, str]]:
     return found
 
 
-def test_no_socket_listens_beyond_loopback(gateway) -> None:
-    gw = gateway(HEADER + synthetic("a", "pump-1") + synthetic("b", "pump-2"))
-    wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
+def test_no_socket_listens_beyond_loopback(pair) -> None:
+    gw = pair
     pids = [gw.proc.pid, *(p.pid for p in gw.descendants())]
     sockets = _listening(pids)
     assert sockets, "the status endpoint should be listening"
@@ -180,13 +194,12 @@ def test_no_socket_listens_beyond_loopback(gateway) -> None:
     assert {p for p in pids if _listening([p])} == {gw.proc.pid}
 
 
-def test_health_and_metrics_show_the_tree(gateway) -> None:
-    gw = gateway(HEADER + synthetic("a", "pump-1"))
-    wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
+def test_health_and_metrics_show_the_tree(pair) -> None:
+    gw = pair
     assert gw.get("/health/live") == (200, {"live": True})
     doc = gw.health()
     assert doc["gateway"] == "gw-test" and doc["status"] == "HEALTHY"
-    assert [c["id"] for c in doc["components"]] == ["a", "log"]  # log = retention bulkhead
+    assert [c["id"] for c in doc["components"]] == ["a", "b", "log"]  # log = retention bulkhead
     bulkhead = doc["components"][0]
     assert {"id", "kind", "state", "pid", "restarts", "last_error", "children"} <= bulkhead.keys()
     kinds = {c["id"]: c["kind"] for c in bulkhead["children"]}

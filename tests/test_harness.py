@@ -3,8 +3,10 @@ nothing, and the checker does call a loss a loss."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,37 +15,100 @@ from otgate.simulations.harness.checker import Stream, settled
 from otgate.simulations.harness.cmd import load_scenario, summary, verdict
 from otgate.simulations.harness.run import Outcome
 
+ALONE = ("reload-storm", "slow-flapping")
+"""Scenarios whose verdict counts on timing (every SIGHUP handled before the next
+file; healthy devices polled on time): they run with no other scenario beside."""
 SCENARIOS = sorted(
-    p
-    for p in (Path(__file__).resolve().parent.parent / "simulations" / "scenarios").glob("*.toml")
-    if p.stem != "soak"  # a long run: `otgate simulate --scenario soak.toml --duration 1h`
+    (
+        p
+        for p in (Path(__file__).resolve().parent.parent / "simulations" / "scenarios").glob("*.toml")
+        if p.stem != "soak"  # a long run: `otgate simulate --scenario soak.toml --duration 1h`
+    ),
+    key=lambda p: (p.stem not in ALONE, p.stem),  # the lone ones first, then the overlapped
 )
+
+
+class Runs:
+    """``otgate simulate`` runs of the selected scenarios, one started ahead: while
+    a test waits for its scenario, the next one already runs (two at a time on
+    the CI's two cores: most of a run is its timeline and drain, not CPU). The
+    next starts once this one's gateway is ready: two start-ups (imports,
+    initdb, every bulkhead at once) never compete. ``ALONE`` ones overlap none."""
+
+    def __init__(self, tmp: pytest.TempPathFactory, order: list[Path]) -> None:
+        self.tmp = tmp
+        self.order = order
+        self.procs: dict[Path, tuple[subprocess.Popen[str], Path]] = {}
+
+    def start(self, scenario: Path) -> None:
+        if scenario in self.procs:
+            return
+        workdir = self.tmp.mktemp(scenario.stem)
+        with (workdir / "stdout").open("w") as out, (workdir / "stderr").open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "otgate.supervisors.cli", "simulate",
+                 "--scenario", str(scenario), "--workdir", str(workdir)],
+                stdout=out, stderr=err, text=True,
+            )
+        self.procs[scenario] = (proc, workdir)
+
+    def result(self, scenario: Path) -> tuple[int, str, str]:
+        """Exit code, stdout and stderr of ``scenario``'s run (and the next one started)."""
+        self.start(scenario)
+        at = self.order.index(scenario)
+        after = self.order[at + 1] if at + 1 < len(self.order) else None
+        if after and after not in self.procs and not {scenario.stem, after.stem} & set(ALONE):
+            self.ready(scenario)
+            self.start(after)
+        proc, workdir = self.procs[scenario]
+        rc = proc.wait(600)
+        return rc, (workdir / "stdout").read_text(), (workdir / "stderr").read_text()
+
+    def ready(self, scenario: Path, timeout: float = 120.0) -> None:
+        """Wait until ``scenario``'s gateway is ready (or its run ended)."""
+        proc, workdir = self.procs[scenario]
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if " producing for " in (workdir / "stderr").read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Interrupt runs no test waited for (they stop their gateway and peers)."""
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc, _ in self.procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    order = [
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_scenario_loses_nothing"
+        and not item.get_closest_marker("skip")
+    ]
+    r = Runs(tmp_path_factory, order)
+    yield r
+    r.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
-def test_scenario_loses_nothing(scenario: Path, tmp_path: Path) -> None:
+def test_scenario_loses_nothing(scenario: Path, runs: Runs) -> None:
     load_scenario(scenario)  # valid before we spend time on it
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otgate.supervisors.cli",
-            "simulate",
-            "--scenario",
-            str(scenario),
-            "--workdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIP ")]
-    if skipped and result.returncode == 0:
+    rc, stdout, stderr = runs.result(scenario)
+    skipped = [line for line in stdout.splitlines() if line.startswith("SKIP ")]
+    if skipped and rc == 0:
         pytest.skip(skipped[0])  # e.g. disk-full where no tmpfs can be mounted
-    verdict = [line for line in result.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    verdict = [line for line in stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert rc == 0, stdout + stderr[-3000:]
     assert verdict and verdict[0].startswith("PASS ")
     assert " lost=0 " in verdict[0] and " duplicates=0 " in verdict[0]
     assert "delivered=0 " not in verdict[0]
@@ -65,17 +130,13 @@ def test_checker_counts_losses_duplicates_and_not_read() -> None:
     assert (total["lost"], total["duplicates"], total["not_read"]) == (2, 1, 7)
 
 
-def test_scenario_errors_name_the_path(tmp_path: Path) -> None:
+def test_scenario_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from otgate.supervisors.cli import main
+
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[[faults]]\nat_s = 1.0\nkind = "kill_bulkhead"\n')
-    res = subprocess.run(
-        [sys.executable, "-m", "otgate.supervisors.cli", "simulate", "--scenario", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 2
-    assert "faults[0]: kill_bulkhead needs a target bulkhead" in res.stderr
+    assert main(["simulate", "--scenario", str(bad)]) == 2
+    assert "faults[0]: kill_bulkhead needs a target bulkhead" in capsys.readouterr().err
 
 
 def test_verdict_fails_dead_devices_unclean_stops_and_failed_parts() -> None:

@@ -24,8 +24,10 @@ def test_confirmation_is_one_time_bound_to_arguments_session_and_time() -> None:
     clock = Clock()
     book = Confirmations(ttl_s=60, max_pending=2, clock=clock)
     args = {"alarm_ids": ["a", "b"], "note": ""}
-    tok = book.issue("ack_alarm", args, "s1")
-    book.redeem(tok, "ack_alarm", {"note": "", "alarm_ids": ["a", "b"]}, "s1")  # key order
+    tok = book.issue("ack_alarm", args, "s1", {"a": "a#3"})  # what the preview bound it to
+    assert book.redeem(tok, "ack_alarm", {"note": "", "alarm_ids": ["a", "b"]}, "s1") == {
+        "a": "a#3"
+    }  # key order does not matter
     with pytest.raises(ConfirmationRefused, match="already used"):
         book.redeem(tok, "ack_alarm", args, "s1")
 

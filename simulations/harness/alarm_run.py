@@ -22,6 +22,7 @@ from otgate.simulations.harness.alarm_peers import (
     HarnessWebhook,
     alarm_id,
 )
+from otgate.simulations.harness.devices import mqtt_adapter_toml
 from otgate.simulations.harness.scenario import Alarms, Fault, FaultKind
 from otgate.simulations.report import Report
 
@@ -38,6 +39,7 @@ def alarms_toml(cfg: Alarms, broker_port: int, hook_url: str) -> str:
     """The alarm devices' MQTT adapter, the ``high`` alarm on their ``temp``, and
     the alert router to the webhook: every transition notifies (``dedupe_window
     = "0s"``), retries and the breaker recover within a second or two."""
+    fields = f'{{ path = "seq", parameter = "seq" }}, {{ path = "temp", parameter = "{PARAMETER}" }}'
     return f"""
 [processing.alarms]
 tick_s = 0.1
@@ -59,21 +61,7 @@ type = "webhook"
 id = "control-room"
 url = "{hook_url}/control-room"
 timeout_s = {cfg.webhook_timeout_s}
-[[adapters]]
-type = "mqtt"
-id = "alarm-devices"
-host = "127.0.0.1"
-port = {broker_port}
-client_id = "harness-alarms"
-clean_session = false
-[[adapters.subscriptions]]
-topic = "harness/+/alarm"
-qos = 1
-asset_from_topic = 1
-time_path = "ts"
-time_format = "epoch_ms"
-fields = [{{ path = "seq", parameter = "seq" }}, {{ path = "temp", parameter = "{PARAMETER}" }}]
-"""
+""" + mqtt_adapter_toml("alarm-devices", "harness-alarms", broker_port, "alarm", fields)
 
 
 @dataclass

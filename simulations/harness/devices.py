@@ -25,6 +25,31 @@ log = logging.getLogger("otgate.harness")
 COUNTER_ADDRESS = 1
 
 
+def mqtt_adapter_toml(
+    adapter_id: str, client_id: str, broker_port: int, suffix: str, fields: str
+) -> str:
+    """The gateway's MQTT adapter for harness devices that publish JSON with
+    ``seq`` and ``ts`` (epoch ms) at QoS 1 to ``harness/<device>/<suffix>``: a
+    persistent session, the device as the asset, ``fields`` the TOML inline
+    tables of its ``fields`` array."""
+    return f"""
+[[adapters]]
+type = "mqtt"
+id = "{adapter_id}"
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "{client_id}"
+clean_session = false
+[[adapters.subscriptions]]
+topic = "harness/+/{suffix}"
+qos = 1
+asset_from_topic = 1
+time_path = "ts"
+time_format = "epoch_ms"
+fields = [{fields}]
+"""
+
+
 class MqttCounter:
     """Publishes ``{"seq": n, "ts": epoch_ms}`` at QoS 1 to ``harness/<id>/seq``.
 

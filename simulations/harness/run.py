@@ -19,7 +19,7 @@ from otgate.simulations.harness.alarm_check import AlarmReport
 from otgate.simulations.harness.alarm_run import AlarmParts, alarms_toml
 from otgate.simulations.harness.broker import broker_kill, local_broker, log_config, log_toml
 from otgate.simulations.harness.checker import Stream, read_from_log, read_from_postgres, settled
-from otgate.simulations.harness.devices import ModbusCounter, MqttCounter
+from otgate.simulations.harness.devices import ModbusCounter, MqttCounter, mqtt_adapter_toml
 from otgate.simulations.harness.disk import (
     DiskUnavailable,
     DiskWatch,
@@ -98,22 +98,8 @@ check_interval_s = 0.5
             if sc.disk_mib is not None
             else ""
         )
-        out.append(f"""
-[[adapters]]
-type = "mqtt"
-id = "mqtt-devices"
-host = "127.0.0.1"
-port = {broker_port}
-client_id = "harness-gateway"
-clean_session = false
-[[adapters.subscriptions]]
-topic = "harness/+/seq"
-qos = 1
-asset_from_topic = 1
-time_path = "ts"
-time_format = "epoch_ms"
-fields = [{{ path = "seq", parameter = "seq" }}{alarm}]
-""")
+        fields = '{ path = "seq", parameter = "seq" }' + alarm
+        out.append(mqtt_adapter_toml("mqtt-devices", "harness-gateway", broker_port, "seq", fields))
     for dev in modbus:
         out.append(f"""
 [[adapters]]

@@ -37,6 +37,7 @@ class Pending(msgspec.Struct, frozen=True):
     arguments: str
     session: str
     expires_at: float
+    bound: Any = None
 
 
 def canonical(arguments: dict[str, Any]) -> str:
@@ -58,19 +59,22 @@ class Confirmations:
         self._clock = clock
         self._pending: collections.OrderedDict[str, Pending] = collections.OrderedDict()
 
-    def issue(self, tool: str, arguments: dict[str, Any], session: str) -> str:
-        """A new token for ``tool(arguments)`` proposed in ``session``."""
+    def issue(
+        self, tool: str, arguments: dict[str, Any], session: str, bound: Any = None
+    ) -> str:
+        """A new token for ``tool(arguments)`` proposed in ``session``, carrying ``bound``."""
         token = secrets.token_urlsafe(12)
         self._pending[token] = Pending(
-            tool, canonical(arguments), session, self._clock() + self.ttl_s
+            tool, canonical(arguments), session, self._clock() + self.ttl_s, bound
         )
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
         return token
 
-    def redeem(self, token: str, tool: str, arguments: dict[str, Any], session: str) -> None:
-        """Spend ``token`` for ``tool(arguments)`` in ``session``; raises
-        ConfirmationRefused (with the reason) when it does not confirm it."""
+    def redeem(self, token: str, tool: str, arguments: dict[str, Any], session: str) -> Any:
+        """Spend ``token`` for ``tool(arguments)`` in ``session`` and return what
+        it was issued with (``bound``); raises ConfirmationRefused (with the
+        reason) when it does not confirm it."""
         found = None
         for known in list(self._pending):  # constant-time compare, like bearer tokens
             if hmac.compare_digest(known.encode(), token.encode()):
@@ -86,3 +90,4 @@ class Confirmations:
             raise ConfirmationRefused(
                 "confirmation token was issued for another action or other arguments"
             )
+        return pending.bound

@@ -31,6 +31,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
+from otgate.supervisors.cmd_alarms import split_occurrences
 from otgate.supervisors.mcptools import analysis, views
 from otgate.supervisors.mcptools.config_diff import BadChange, suggest
 from otgate.supervisors.mcptools.confirm import Confirmations
@@ -198,7 +199,7 @@ def build(
             {"component": component},
             confirmation,
             lambda api: views.component(api, component),
-            lambda api: api.post(f"/components/{quote(component, safe='')}/restart", {}),
+            lambda api, _: api.post(f"/components/{quote(component, safe='')}/restart", {}),
         )
 
     @tool(annotations=ACTION)
@@ -206,20 +207,31 @@ def build(
         alarm_ids: list[str], ctx: Context, note: str = "", confirmation: str = ""
     ) -> str:
         """Acknowledge alarms. Needs an operator token and a confirmation: the first
-        call only previews the alarms and returns the token."""
-        body = {"alarm_ids": alarm_ids, "note": note}
+        call only previews the alarms and returns the token. The ack is for the
+        activations that preview showed (or ``ALARM_ID#N``, as the alarm's
+        ``occurrence_id`` names one): an alarm raised again since is refused."""
+        ids, named = split_occurrences(alarm_ids)
 
         async def preview(api: CallerApi) -> list[Any]:
-            return [(await api.get(f"/alarms/{quote(a, safe='')}"))["alarm"] for a in alarm_ids]
+            return [(await api.get(f"/alarms/{quote(a, safe='')}"))["alarm"] for a in ids]
+
+        def activations(shown: list[Any]) -> dict[str, str]:
+            seen = {a["alarm_id"]: a["occurrence_id"] for a in shown if a.get("occurrence_id")}
+            return {**seen, **named}
+
+        async def ack(api: CallerApi, bound: dict[str, str]) -> Any:
+            body = {"alarm_ids": ids, "note": note, "occurrence_ids": bound, "wait_s": 2.0}
+            return await api.post("/alarms/ack", body)
 
         return await t.act(
             ctx,
             "ack_alarm",
             ",".join(alarm_ids),
-            body,
+            {"alarm_ids": alarm_ids, "note": note},
             confirmation,
             preview,
-            lambda api: api.post("/alarms/ack", {**body, "wait_s": 2.0}),
+            ack,
+            bind=activations,
         )
 
     @tool(annotations=ACTION)
@@ -240,7 +252,7 @@ def build(
             body,
             confirmation,
             preview,
-            lambda api: api.post("/dlq/reprocess", body),
+            lambda api, _: api.post("/dlq/reprocess", body),
         )
 
     @tool(annotations=ACTION)
@@ -264,7 +276,7 @@ def build(
             {"asset": asset, "parameter": parameter, "value": value},
             confirmation,
             lambda api: views.write_preview(api, asset, parameter, value),
-            lambda api: views.write(api, asset, parameter, value),
+            lambda api, _: views.write(api, asset, parameter, value),
         )
 
     return server

@@ -27,6 +27,8 @@ from otgate.supervisors.mcptools.confirm import ConfirmationRefused, Confirmatio
 from otgate.supervisors.mcptools.gateway_api import CallerApi, GatewayApi
 
 Fetch = Callable[[CallerApi], Awaitable[Any]]
+Execute = Callable[[CallerApi, Any], Awaitable[Any]]
+"""An action: the caller's gateway calls and what the proposal's preview bound it to."""
 
 
 class PersonConfirms(BaseModel):
@@ -84,47 +86,58 @@ class Tools:
         arguments: dict[str, Any],
         confirmation: str,
         preview: Fetch,
-        execute: Fetch,
+        execute: Execute,
+        bind: Callable[[Any], Any] | None = None,
     ) -> str:
-        """Preview and issue a token (no ``confirmation``), or redeem it and execute."""
+        """Preview and issue a token (no ``confirmation``), or redeem it and execute.
+        ``bind(preview)``: what the proposal commits the action to (kept with the
+        token, given to ``execute`` as its second argument; None without ``bind``)."""
         api = self.caller(ctx)
         session = _session_of(ctx, api)
         if not confirmation:
             shown = await _noted(api, tool, target, preview)
-            token = self.book.issue(tool, arguments, session)
+            bound = bind(shown) if bind else None
+            token = self.book.issue(tool, arguments, session, bound)
             await _note(api, tool, target, "preview", "confirmation token issued")
-            return self.answer(
-                api,
-                {
-                    "status": "needs_confirmation",
-                    "done": False,
-                    "preview": shown,
-                    "confirmation": token,
-                    "expires_in_s": self.book.ttl_s,
-                    "next": "show the preview to the person; if they agree, call "
-                    f"{tool} again with the same arguments and this confirmation",
-                },
-            )
+            answer = {
+                "status": "needs_confirmation",
+                "done": False,
+                "preview": shown,
+                "confirmation": token,
+                "expires_in_s": self.book.ttl_s,
+                "next": "show the preview to the person; if they agree, call "
+                f"{tool} again with the same arguments and this confirmation",
+            }
+            if bound:
+                answer["bound_to"] = bound
+            return self.answer(api, answer)
         try:
-            self.book.redeem(confirmation, tool, arguments, session)
+            bound = self.book.redeem(confirmation, tool, arguments, session)
             if self.ask_person:
                 shown = await _noted(api, tool, target, preview)  # the state now
-                await self._person_confirms(ctx, api, tool, arguments, shown)
+                await self._person_confirms(ctx, api, tool, arguments, shown, bound)
         except ConfirmationRefused as exc:
             await _note(api, tool, target, "refused", str(exc))
             raise ToolError(f"not done: {exc}; call without confirmation for a new one") from None
         try:  # the gateway's service layer checks the role and writes the audit
-            result = await execute(api)
+            result = await execute(api, bound)
         except ApiError as exc:
             raise ToolError(_failed(exc)) from None
         return self.answer(api, {"status": "done", "done": True, "result": result})
 
     async def _person_confirms(
-        self, ctx: Context, api: CallerApi, tool: str, arguments: dict[str, Any], shown: Any
+        self,
+        ctx: Context,
+        api: CallerApi,
+        tool: str,
+        arguments: dict[str, Any],
+        shown: Any,
+        bound: Any,
     ) -> None:
         """Ask the person, through the MCP client (elicitation), whether to do it
-        given the current state ``shown``; raises ConfirmationRefused unless they
-        accept. The model never sees this exchange, so it cannot answer it."""
+        given the current state ``shown`` (and what the proposal ``bound`` it to);
+        raises ConfirmationRefused unless they accept. The model never sees this
+        exchange, so it cannot answer it."""
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
             raise ConfirmationRefused(
@@ -133,7 +146,10 @@ class Tools:
                 "with --confirm token"
             )
         state = self.answer(api, shown)[:2000]
-        message = f"otgate: do {tool} {json.dumps(arguments)}?\nCurrent state:\n{state}"
+        message = f"otgate: do {tool} {json.dumps(arguments)}?"
+        if bound:
+            message += f"\nAs proposed, for: {self.answer(api, bound)[:500]}"
+        message += f"\nCurrent state:\n{state}"
         try:
             answer = await ctx.elicit(message, PersonConfirms)
         except (ValueError, MCPError) as exc:
