@@ -20,6 +20,7 @@ from otgate.simulations.report import Report
 
 # One valid change that restarts one bulkhead (the sink's): a real reload, not a no-op.
 CHANGE = ("breaker_cooldown_s = 1.0", "breaker_cooldown_s = 1.5")
+ANSWER_WAIT_S = 10.0
 OUTCOMES = ("reload_refused", "config_reloaded", "reload_failed", "reload_rolled_back")
 
 
@@ -64,19 +65,35 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)  # the gateway never reads half a file
 
 
+async def _answered(gw: GatewayProcess, before: Counter[str], n: int, pace_s: float) -> None:
+    """Wait ``pace_s``, and until the gateway answered ``n`` reloads (at most
+    ``ANSWER_WAIT_S``). A reload reads the file when it gets the reload lock, so a
+    file replaced before the previous SIGHUP's reload read it would be counted
+    against the wrong version: the storm goes as fast as the gateway answers,
+    never faster than ``pace_s`` per SIGHUP."""
+    start = time.monotonic()
+    while time.monotonic() - start < ANSWER_WAIT_S:
+        if sum((outcomes(gw.log()) - before).values()) >= n:
+            break
+        await anyio.sleep(0.05)
+    await anyio.sleep(max(0.0, pace_s - (time.monotonic() - start)))
+
+
 async def reload_storm(fault: Fault, gw: GatewayProcess, report: Report) -> list[str]:
     """Run the storm; return what went wrong (empty when every reload was handled)."""
     original = gw.config.read_text()
     files = versions(original, fault.count)
     before = outcomes(gw.log())
+    began = time.monotonic()
     try:
-        for text, _ in files:
+        for i, (text, _) in enumerate(files, 1):
             _write(gw.config, text)
             assert gw.proc is not None
             gw.proc.send_signal(signal.SIGHUP)
-            await anyio.sleep(fault.duration_s / fault.count)
+            await _answered(gw, before, i, fault.duration_s / fault.count)
     finally:
         _write(gw.config, original)
+    took = time.monotonic() - began
     broken = sum(1 for _, ok in files if not ok)
     want = {"reload_refused": broken, "config_reloaded": len(files) - broken}
     deadline = time.monotonic() + 60
@@ -86,7 +103,7 @@ async def reload_storm(fault: Fault, gw: GatewayProcess, report: Report) -> list
             break
         await anyio.sleep(0.2)
     report.progress(
-        f"reload storm: {len(files)} SIGHUPs; "
+        f"reload storm: {len(files)} SIGHUPs in {took:.1f} s; "
         + " ".join(f"{k}={seen.get(k, 0)}" for k in OUTCOMES)
     )
     problems = [
