@@ -176,6 +176,10 @@ class Supervisor:
             snap = Snapshot(id=c.spec.id, kind=c.kind, state=c.state)
         if c.state in (State.STARTING, State.RESTARTING, State.FAILED, State.STOPPED):
             snap.state = c.state
+        elif snap.state is State.FAILED:
+            # the child crashed and its exit is on its way to this supervisor: FAILED
+            # is the supervisor's verdict (restarts exhausted), not the child's own
+            snap.state = State.RESTARTING
         snap.restarts = c.restarts
         if c.last_error is not None and (snap.last_error_at or 0) < (c.last_error_at or 0):
             # the record's (the child's exit) is more recent than the child's own
