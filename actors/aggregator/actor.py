@@ -209,7 +209,9 @@ class AggregatorActor(Actor):
         self.restored_windows = self.windows.import_state(restored.windows)
         if restored.positions:
             self.windows.checkpointed = restored.position_map()
-        checkpoint.save(self.ckpt_path, hw, restored.windows, self.windows.checkpointed)
+        await anyio.to_thread.run_sync(
+            checkpoint.save, self.ckpt_path, hw, restored.windows, self.windows.checkpointed
+        )
         if positions:
             await self.emitted_consumer.commit(positions)
         self._restored = checkpoint.Checkpoint()  # the decoded file (~2x its size): now in windows
@@ -274,9 +276,11 @@ class AggregatorActor(Actor):
             for rec in records:
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
         here = dict(self.position)
+        # Encoded and written in a worker thread straight from the windows: this task
+        # is the only one that changes them (or the marks), and it waits here.
         self.checkpoint_bytes = await anyio.to_thread.run_sync(
-            checkpoint.save, self.ckpt_path, dict(self.windows.high_water),
-            self.windows.export_state(), here,
+            checkpoint.save_windows, self.ckpt_path, self.windows.high_water,
+            self.windows.persisted_windows(), here,
         )
         if positions:
             await self.emitted_consumer.commit(positions)
