@@ -51,7 +51,7 @@ from typing import Any
 import anyio
 
 from otgate.actors.actor import Actor
-from otgate.actors.aggregator import checkpoint
+from otgate.actors.aggregator import checkpoint, heap
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.aggregator.windows import RESOLUTIONS_NS, Window, Windows
 from otgate.actors.log.base import LogBackend, LogRecord
@@ -154,6 +154,8 @@ class AggregatorActor(Actor):
         self.recovered_marks = 0
         self.checkpoints = 0
         self.checkpoint_bytes = 0
+        self.checkpoint_s = 0.0
+        self.heap_trimmed = 0
         self.restored_windows = 0
         self._restored = checkpoint.Checkpoint()
         self.busy_s = 0.0
@@ -276,17 +278,23 @@ class AggregatorActor(Actor):
             for rec in records:
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
         here = dict(self.position)
-        # Encoded and written in a worker thread straight from the windows: this task
-        # is the only one that changes them (or the marks), and it waits here.
-        self.checkpoint_bytes = await anyio.to_thread.run_sync(
-            checkpoint.save_windows, self.ckpt_path, self.windows.high_water,
-            self.windows.persisted_windows(), here,
-        )
+        t0 = time.perf_counter()
+        self.checkpoint_bytes = await anyio.to_thread.run_sync(self._save, here)
+        self.checkpoint_s = time.perf_counter() - t0
         if positions:
             await self.emitted_consumer.commit(positions)
         if self.windows.persisted:
             self.windows.checkpointed = here
         self.checkpoints += 1
+
+    def _save(self, here: dict[tuple[str, int], int]) -> int:
+        """In a worker thread, straight from the windows: this actor's task is the only
+        one that changes them (or the marks), and it waits for this to return."""
+        size = checkpoint.save_windows(
+            self.ckpt_path, self.windows.high_water, self.windows.persisted_windows(), here
+        )
+        self.heap_trimmed += heap.trim()
+        return size
 
     def metrics(self) -> dict[str, float]:
         w = self.windows
@@ -299,6 +307,8 @@ class AggregatorActor(Actor):
             "replayed_into_emitted_total": float(w.already_emitted),
             "checkpoints_total": float(self.checkpoints),
             "checkpoint_bytes": float(self.checkpoint_bytes),
+            "checkpoint_seconds": round(self.checkpoint_s, 3),
+            "heap_trimmed_bytes_total": float(self.heap_trimmed),
             "restored_windows": float(self.restored_windows),
             "replayed_into_restored_total": float(w.replayed_into_restored),
             "busy_seconds_total": self.busy_s,
