@@ -281,6 +281,10 @@ class AggregatorActor(Actor):
         t0 = time.perf_counter()
         self.checkpoint_bytes = await anyio.to_thread.run_sync(self._save, here)
         self.checkpoint_s = time.perf_counter() - t0
+        log.info(
+            "aggregator_checkpoint aggregator_id=%s bytes=%d seconds=%.3f heap_trimmed_mib=%.1f",
+            self.id, self.checkpoint_bytes, self.checkpoint_s, self.heap_trimmed / 2**20,
+        )
         if positions:
             await self.emitted_consumer.commit(positions)
         if self.windows.persisted:
