@@ -1,5 +1,6 @@
-"""The aggregator's checkpoint file: written in pieces, the same bytes as one encode,
-and the event loop keeps running while a large one is written."""
+"""The aggregator with a large state: the checkpoint file is written in pieces (the
+same bytes as one encode), and the event loop keeps running while a large one is
+written or while an hour's windows of every stream are emitted at once."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from stage_codec import MsgpackCodec
+from stage_log import open_log, read_all
 
 from otgate.actors.aggregator import checkpoint
+from otgate.actors.aggregator.actor import AggregatorActor
+from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.aggregator.stats import WindowStats
 from otgate.actors.aggregator.windows import Windows
 
@@ -103,3 +108,21 @@ async def test_a_large_checkpoint_does_not_stall_the_loop(tmp_path: Path) -> Non
     # of the stall of building and encoding the whole state at once
     assert stall < before / 3, (stall, before, took)
     assert stall < took / 3, (stall, before, took)
+
+
+@pytest.mark.anyio
+async def test_an_hour_of_windows_closing_at_once_does_not_stall_the_loop(tmp_path: Path) -> None:
+    lg = await open_log(tmp_path)
+    try:
+        codec = MsgpackCodec()
+        agg = AggregatorActor("agg", AggregatorConfig(), lg, codec, tmp_path)
+        agg.windows = w = filled(2000)
+        for a in w._assets.values():  # the hour is over: every window closes
+            w._close(a, T0 + 3600 * S)
+        stall, took = await _longest_stall(agg.emit_and_commit)
+        assert len(await read_all(lg, codec, "telemetry.1h")) == 2000
+        assert len(await read_all(lg, codec, "telemetry.1min")) == 2000
+        assert w.open_count == 0
+        assert stall < took / 3, (stall, took)
+    finally:
+        await lg.close()

@@ -61,6 +61,8 @@ from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 log = logging.getLogger("otgate.aggregator")
+EMIT_PART = 250
+"""Closed windows turned into aggregates and appended at a time."""
 
 
 def persisted_resolutions(config: AggregatorConfig) -> frozenset[str]:
@@ -253,10 +255,13 @@ class AggregatorActor(Actor):
 
     async def emit_and_commit(self) -> None:
         closed = self.windows.closed()
-        if closed:
-            gw = now_ns()
+        gw = now_ns()
+        # In parts: at an hour boundary every stream's 1 h window closes at once (2,000
+        # windows of 2,048 values: 0.35 s of CPU for their percentiles alone), and the
+        # bulkhead's loop runs between the parts (each append awaits the log).
+        for i in range(0, len(closed), EMIT_PART):
             by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-            for w in closed:
+            for w in closed[i : i + EMIT_PART]:
                 topic = self.outputs[w.resolution]
                 by_topic.setdefault(topic, []).append(
                     (w.asset_id.encode(), self.codec.encode(topic, to_aggregate(w, gw)))
