@@ -8,15 +8,26 @@ never half of one.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
 def write_atomic(path: Path, body: bytes) -> int:
     """Replace ``path`` with ``body`` durably; returns the size in bytes."""
+    return write_atomic_parts(path, (body,))
+
+
+def write_atomic_parts(path: Path, parts: Iterable[bytes]) -> int:
+    """Replace ``path`` with the concatenated ``parts`` durably (each part is
+    written as it comes, so the whole body is never in memory at once);
+    returns the size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(body)
+    size = 0
+    with open(tmp, "wb", buffering=1 << 20) as fh:
+        for part in parts:
+            fh.write(part)
+            size += len(part)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -25,4 +36,4 @@ def write_atomic(path: Path, body: bytes) -> int:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return len(body)
+    return size

@@ -4,7 +4,7 @@ Workload: the soak's processing load replayed into the aggregator's windows
 (``Windows``, resolutions 1 s / 1 min / 1 h, max_samples 2048, 1 min and 1 h
 persisted) in this process: 20 assets x 100 parameters at 2.5 Hz of device
 time (5k readings/s), a checkpoint every 30 s of device time encoded and
-written in a worker thread while readings keep coming, as the actor does.
+written in a worker thread, as the actor does.
 Device time starts 40 min into an hour, so the 1 h windows fill (2,048 values
 after 13.7 min), run past max_samples, close at 20 min and new ones fill again.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from otgate.actors.aggregator import checkpoint
@@ -51,7 +51,6 @@ async def run(report, args: argparse.Namespace) -> None:
     step = int(S / hz)
     t0 = HOUR0 + 40 * 60 * S
     off = 0
-    pending: Future[int] | None = None
     report.progress(f"{len(assets) * len(params)} streams, {minutes} min of device time")
     with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(1) as pool:
         path = Path(d) / "aggregator.ckpt"
@@ -65,14 +64,11 @@ async def run(report, args: argparse.Namespace) -> None:
             w.closed()
             w.commit_offsets({tp: off})
             if k and k % int(30 * hz) == 0:
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(checkpoint.save, path, dict(w.high_water),
-                                      w.export_state(), {tp: off})
+                # in a worker thread, as the actor; the windows left alone until it returns
+                pool.submit(checkpoint.save_windows, path, w.high_water,
+                            w.persisted_windows(), {tp: off}).result()
                 w.checkpointed = {tp: off}
             if k % int(60 * hz) == int(30 * hz):
                 report.add(device_min=round(k * step / 60 / S, 1),
                            rss_mib=round(_status_mib("VmRSS"), 1),
                            peak_mib=round(_status_mib("VmHWM"), 1), open_windows=w.open_count)
-        if pending is not None:
-            pending.result()

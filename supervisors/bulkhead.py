@@ -37,6 +37,7 @@ from otgate.actors.messages import (
     Stop,
     Stopped,
 )
+from otgate.supervisors.bulkhead_silence import Silence, run_delay
 from otgate.supervisors.channel import Channel, ChannelClosed
 from otgate.supervisors.health import walk
 from otgate.supervisors.plan import BulkheadPlan
@@ -113,7 +114,7 @@ class Bulkhead:
         self.shutdown_timeout = shutdown_timeout
         self.state = State.STARTING
         self.pid: int | None = None
-        self.last_beat = time.monotonic()
+        self.silence = Silence(heartbeat_timeout)
         self.tree: Snapshot | None = None
         self.rss = 0
         self.last_error: str | None = None
@@ -150,17 +151,18 @@ class Bulkhead:
             await anyio.to_thread.run_sync(self._proc.start)
         finally:
             child_sock.close()
-        self.pid = self._proc.pid
-        self._psutil = psutil.Process(self.pid)
+        pid = self.pid = self._proc.pid
+        self._psutil = psutil.Process(pid)
+        self.silence = Silence(self.heartbeat_timeout, lambda: run_delay(pid))
         channel = self._channel = await Channel.from_socket(parent_sock)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_exit)
+                tg.start_soon(self._watchdog)
                 await self._await_started(channel)
                 self.state = State.RUNNING
-                self.last_beat = time.monotonic()
+                self.silence.beat()
                 task_status.started()
-                tg.start_soon(self._watchdog)
                 await self._read(channel)
                 tg.cancel_scope.cancel()
         finally:
@@ -168,16 +170,13 @@ class Bulkhead:
                 await self._ensure_stopped()
 
     async def _await_started(self, channel: Channel) -> None:
-        """Wait for Started. Heartbeats flow during the start too, so a loop that
-        blocks while starting is caught after ``heartbeat_timeout``, not at the end
-        of ``start_timeout``."""
+        """Wait for Started. Heartbeats flow during the start too, so the watchdog
+        catches a loop that blocks while starting as it would later, not at the
+        end of ``start_timeout``."""
         with anyio.fail_after(self.start_timeout):
             while True:
-                with anyio.move_on_after(self.heartbeat_timeout) as silent:
-                    msg = await self._receive(channel)
-                if silent.cancelled_caught:
-                    self._kill()
-                    raise BulkheadHung(f"silent for {self.heartbeat_timeout:g}s while starting")
+                msg = await self._receive(channel)
+                self.silence.beat()
                 if isinstance(msg, Heartbeat):
                     self.tree = msg.tree
                 elif isinstance(msg, Started):
@@ -196,7 +195,7 @@ class Bulkhead:
         while True:
             msg = await self._receive(channel)
             if isinstance(msg, Heartbeat):
-                self.last_beat = time.monotonic()
+                self.silence.beat()
                 self.tree = msg.tree
             elif isinstance(msg, Stopped):
                 if msg.error:
@@ -218,14 +217,12 @@ class Bulkhead:
             if now - tick > WATCH_INTERVAL + 0.5:
                 # The gateway itself stalled: heartbeats may sit unread in the
                 # socket. Let the reader catch up before judging anyone.
-                self.last_beat = max(self.last_beat, now - WATCH_INTERVAL)
+                self.silence.excuse_until(now - WATCH_INTERVAL)
             tick = now
-            age = now - self.last_beat
-            if age > self.heartbeat_timeout:
+            why = self.silence.hung()  # less the time it waited for a CPU: bulkhead_silence.py
+            if why:
                 self._kill()
-                raise BulkheadHung(
-                    f"no heartbeat for {age:.1f}s (limit {self.heartbeat_timeout:g}s)"
-                )
+                raise BulkheadHung(why if self.state is State.RUNNING else f"{why} while starting")
             try:
                 self.rss = self._psutil.memory_info().rss if self._psutil else 0
             except psutil.Error:
@@ -305,7 +302,7 @@ class Bulkhead:
             kind=self.kind,
             state=state,
             pid=self.pid,
-            heartbeat_age_s=round(time.monotonic() - self.last_beat, 3),
+            heartbeat_age_s=round(self.silence.age(), 3),
             metrics={"rss_bytes": float(self.rss)},
             last_error=self.last_error,
             children=children,

@@ -59,7 +59,7 @@ def test_load_and_retention_make_a_valid_gateway_config(tmp_path: Path) -> None:
     from otgate.simulations.harness.run import gateway_toml, modbus_devices
 
     sc = load_scenario(SOAK)
-    assert sc.load.points_per_s == 5_000
+    assert round(sc.load.points_per_s) == 14_286  # half the pipeline bench
     devices = modbus_devices(sc.devices)
     for d in devices:
         d.port = 15020

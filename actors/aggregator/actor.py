@@ -51,7 +51,7 @@ from typing import Any
 import anyio
 
 from otgate.actors.actor import Actor
-from otgate.actors.aggregator import checkpoint
+from otgate.actors.aggregator import checkpoint, heap
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.aggregator.windows import RESOLUTIONS_NS, Window, Windows
 from otgate.actors.log.base import LogBackend, LogRecord
@@ -61,6 +61,8 @@ from otgate.actors.stage_codec import decode, prepare
 from otgate.actors.validator.actor import DECODE_ERRORS
 
 log = logging.getLogger("otgate.aggregator")
+EMIT_PART = 250
+"""Closed windows turned into aggregates and appended at a time."""
 
 
 def persisted_resolutions(config: AggregatorConfig) -> frozenset[str]:
@@ -154,6 +156,8 @@ class AggregatorActor(Actor):
         self.recovered_marks = 0
         self.checkpoints = 0
         self.checkpoint_bytes = 0
+        self.checkpoint_s = 0.0
+        self.heap_trimmed = 0
         self.restored_windows = 0
         self._restored = checkpoint.Checkpoint()
         self.busy_s = 0.0
@@ -209,7 +213,9 @@ class AggregatorActor(Actor):
         self.restored_windows = self.windows.import_state(restored.windows)
         if restored.positions:
             self.windows.checkpointed = restored.position_map()
-        checkpoint.save(self.ckpt_path, hw, restored.windows, self.windows.checkpointed)
+        await anyio.to_thread.run_sync(
+            checkpoint.save, self.ckpt_path, hw, restored.windows, self.windows.checkpointed
+        )
         if positions:
             await self.emitted_consumer.commit(positions)
         self._restored = checkpoint.Checkpoint()  # the decoded file (~2x its size): now in windows
@@ -249,10 +255,13 @@ class AggregatorActor(Actor):
 
     async def emit_and_commit(self) -> None:
         closed = self.windows.closed()
-        if closed:
-            gw = now_ns()
+        gw = now_ns()
+        # In parts: at an hour boundary every stream's 1 h window closes at once (2,000
+        # windows of 2,048 values: 0.35 s of CPU for their percentiles alone), and the
+        # bulkhead's loop runs between the parts (each append awaits the log).
+        for i in range(0, len(closed), EMIT_PART):
             by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-            for w in closed:
+            for w in closed[i : i + EMIT_PART]:
                 topic = self.outputs[w.resolution]
                 by_topic.setdefault(topic, []).append(
                     (w.asset_id.encode(), self.codec.encode(topic, to_aggregate(w, gw)))
@@ -274,15 +283,27 @@ class AggregatorActor(Actor):
             for rec in records:
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
         here = dict(self.position)
-        self.checkpoint_bytes = await anyio.to_thread.run_sync(
-            checkpoint.save, self.ckpt_path, dict(self.windows.high_water),
-            self.windows.export_state(), here,
+        t0 = time.perf_counter()
+        self.checkpoint_bytes = await anyio.to_thread.run_sync(self._save, here)
+        self.checkpoint_s = time.perf_counter() - t0
+        log.info(
+            "aggregator_checkpoint aggregator_id=%s bytes=%d seconds=%.3f heap_trimmed_mib=%.1f",
+            self.id, self.checkpoint_bytes, self.checkpoint_s, self.heap_trimmed / 2**20,
         )
         if positions:
             await self.emitted_consumer.commit(positions)
         if self.windows.persisted:
             self.windows.checkpointed = here
         self.checkpoints += 1
+
+    def _save(self, here: dict[tuple[str, int], int]) -> int:
+        """In a worker thread, straight from the windows: this actor's task is the only
+        one that changes them (or the marks), and it waits for this to return."""
+        size = checkpoint.save_windows(
+            self.ckpt_path, self.windows.high_water, self.windows.persisted_windows(), here
+        )
+        self.heap_trimmed += heap.trim()
+        return size
 
     def metrics(self) -> dict[str, float]:
         w = self.windows
@@ -295,6 +316,8 @@ class AggregatorActor(Actor):
             "replayed_into_emitted_total": float(w.already_emitted),
             "checkpoints_total": float(self.checkpoints),
             "checkpoint_bytes": float(self.checkpoint_bytes),
+            "checkpoint_seconds": round(self.checkpoint_s, 3),
+            "heap_trimmed_bytes_total": float(self.heap_trimmed),
             "restored_windows": float(self.restored_windows),
             "replayed_into_restored_total": float(w.replayed_into_restored),
             "busy_seconds_total": self.busy_s,

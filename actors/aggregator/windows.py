@@ -299,19 +299,15 @@ class Windows:
         return out
 
     # -- persisted state ------------------------------------------------------
+    def persisted_windows(self) -> list[Window]:
+        """The open persisted windows (what a checkpoint saves)."""
+        return [
+            w for a in self._assets.values() for w in a.windows.values() if w.through is not None
+        ]
+
     def export_state(self) -> list[list[Any]]:
         """The open persisted windows with their statistics (msgpack-able)."""
-        return [
-            [
-                w.asset_id, w.parameter, w.resolution, w.start, w.end, w.unit,
-                [[t, p, o] for (t, p), o in w.first_offsets.items()],
-                [[t, p, o] for (t, p), o in w.through.items()],
-                w.stats.state(),
-            ]
-            for a in self._assets.values()
-            for w in a.windows.values()
-            if w.through is not None
-        ]
+        return [window_state(w) for w in self.persisted_windows()]
 
     def import_state(self, windows: list[list[Any]]) -> int:
         """Restore ``export_state`` output, skipping windows already emitted.
@@ -342,3 +338,14 @@ class Windows:
             a.next_close = min(a.next_close, end)
             n += 1
         return n
+
+
+def window_state(w: Window) -> list[Any]:
+    """One persisted window with its statistics, as ``Windows.import_state`` takes it."""
+    assert w.through is not None
+    return [
+        w.asset_id, w.parameter, w.resolution, w.start, w.end, w.unit,
+        [[t, p, o] for (t, p), o in w.first_offsets.items()],
+        [[t, p, o] for (t, p), o in w.through.items()],
+        w.stats.state(),
+    ]
