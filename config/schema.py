@@ -91,7 +91,9 @@ class SupervisionSection(StrictStruct):
     heartbeat_interval: PositiveSeconds = 1.0
     """Seconds between a bulkhead's heartbeats."""
     heartbeat_timeout: PositiveSeconds = 3.0
-    """A bulkhead silent this long is hung: it is killed and restarted."""
+    """A bulkhead silent this long is hung: it is killed and restarted. Time its
+    loop spent waiting for a CPU (a loaded machine) does not count, up to 5x this
+    of plain silence (``supervisors/bulkhead_silence.py``)."""
     start_timeout: PositiveSeconds = 30.0
     """A bulkhead must report started within this many seconds."""
     reload_grace_s: PositiveSeconds = 45.0

@@ -95,6 +95,32 @@ async def test_time_retention_never_touches_alarms_or_dlq(tmp_path) -> None:
 
 
 @pytest.mark.anyio
+async def test_retention_keeps_what_a_group_has_not_read(tmp_path, caplog) -> None:
+    cfg, clock = LogConfig(), Clock()
+    lg, codec, _ = await setup(tmp_path, cfg, clock)
+    try:
+        await fill(lg, "telemetry.raw", 5)
+        slow = lg.consumer("validator", ["telemetry.raw"])
+        await slow.commit({("telemetry.raw", 0): 150})  # read 150 of 500
+        clock.now += 8 * DAY  # all of it past telemetry.raw's 7 days
+        r = Retention(lg, cfg, usage=lambda: 10.0, emit=event_writer(lg, codec), clock=clock)
+        (e,) = await r.step()
+        assert await starts(lg, "telemetry.raw") == (100, 500)  # the batch holding 150 stays
+        assert e.fields["up_to_offset"] == "150" and e.fields["records"] == "100"
+        assert r.held_back == 350
+        assert "retention_held_back topic=telemetry.raw partition=0 group=validator" in caplog.text
+        await r.step()
+        assert caplog.text.count("retention_held_back") == 1  # said once, not every pass
+        await slow.commit({("telemetry.raw", 0): 500})  # caught up
+        await r.step()
+        assert await starts(lg, "telemetry.raw") == (500, 500)
+        assert r.held_back == 0
+        await slow.close()
+    finally:
+        await lg.close()
+
+
+@pytest.mark.anyio
 async def test_size_retention_keeps_newest_bytes(tmp_path) -> None:
     cfg = msgspec.convert({"topics": {"events.raw": {"retention_bytes": 5000}}}, LogConfig)
     lg, codec, dec = await setup(tmp_path, cfg, Clock())

@@ -8,7 +8,7 @@ backend the actor idles (the broker applies retention).
 
 State: RUNNING; DEGRADED while the disk is at the evict tier or worse (the
 log is deleting data or producers are blocked). ``metrics()``: tier (0-4),
-evicted records, passes, blocked (0/1).
+evicted records, passes, records kept for a group behind, blocked (0/1).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class LogMaintenance(Actor):
             out["log_disk_tier"] = float(self.retention.tier)
             out["log_evicted_records"] = float(self.retention.evicted)
             out["log_retention_passes"] = float(self.retention.runs)
+            out["held_back_records"] = float(self.retention.held_back)
         if isinstance(self.log, EmbeddedLog):
             out["log_producers_blocked"] = 1.0 if self.log.blocked else 0.0
         return out

@@ -3,7 +3,12 @@
 ``Retention.run_once`` (every ``retention_interval_s`` / ``check_interval_s``):
 
 1. time and size retention per topic (``retention_s``, ``retention_bytes``);
-   alarms.* and dlq.* have neither and are never touched;
+   alarms.* and dlq.* have neither and are never touched. Unlike Kafka's,
+   retention never deletes what a consumer group has not committed past: a
+   validator or sink that fell behind (load, a destination down for days) finds
+   its records still there, and the log grows instead, up to the disk tiers
+   below. A group held back is logged (``retention_held_back`` names it, once
+   until it catches up) and counted (``held_back_records``);
 2. the disk tier of the log's filesystem (``DiskTiers``), worst first:
    * ``block`` (95 %): appends wait (``EmbeddedLog.set_blocked``) and a
      CRITICAL ``disk_block`` event is written; released below the tier;
@@ -127,6 +132,8 @@ class Retention:
         self.tier = Tier.OK
         self.evicted = 0
         self.runs = 0
+        self.held_back = 0  # records retention kept for a group behind (last pass)
+        self._held: set[tuple[int, int]] = set()
 
     # -- SQL (worker thread) ----------------------------------------------------
     def _partitions(self, con: sqlite3.Connection) -> list[Partition]:
@@ -249,25 +256,41 @@ class Retention:
         con = connect(self.log.path, self.log.busy_timeout_s)
         try:
             now = self.clock()
+            self.held_back = 0
             for p in self._partitions(con):
                 if never_evicted(p.topic):
                     continue
+                cuts = []
                 if p.retention_s is not None:
-                    cut = self._cut_by_time(con, p, now - int(p.retention_s * 1e9))
-                    events += self._evict(con, p, cut, "retention_time")
+                    cuts.append(self._cut_by_time(con, p, now - int(p.retention_s * 1e9)))
                 if p.retention_bytes is not None:
-                    p = next(
-                        x
-                        for x in self._partitions(con)
-                        if (x.tid, x.partition) == (p.tid, p.partition)
-                    )
-                    cut = self._cut_by_size(con, p, p.retention_bytes)
-                    events += self._evict(con, p, cut, "retention_bytes")
+                    cuts.append(self._cut_by_size(con, p, p.retention_bytes))
+                if cuts:
+                    reason = "retention_time" if cuts[0] == max(cuts) and p.retention_s \
+                        is not None else "retention_bytes"
+                    events += self._evict(con, p, self._unread_kept(con, p, max(cuts)), reason)
             events += self._tiers(con, now)
         finally:
             con.close()
         self.runs += 1
         return events
+
+    def _unread_kept(self, con: sqlite3.Connection, p: Partition, cut: int) -> int:
+        """``cut`` moved back to the first record some group has not committed past."""
+        row = con.execute(
+            "SELECT grp, offset FROM group_offsets WHERE tid=? AND partition=? ORDER BY offset"
+            " LIMIT 1", (p.tid, p.partition)).fetchone()
+        key = (p.tid, p.partition)
+        if row is None or row[1] >= cut:
+            self._held.discard(key)
+            return cut
+        self.held_back += cut - max(row[1], p.start)
+        if key not in self._held:
+            self._held.add(key)
+            log.warning("retention_held_back topic=%s partition=%d group=%s group_offset=%d"
+                        " retention_cut=%d (kept until the group reads them)",
+                        p.topic, p.partition, row[0], row[1], cut)
+        return row[1]
 
     def _evict(self, con: sqlite3.Connection, p: Partition, cut: int, reason: str) -> list:
         if cut <= p.start or never_evicted(p.topic):
