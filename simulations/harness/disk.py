@@ -82,7 +82,8 @@ class DiskWatch:
 
 async def fill_through(fault: Fault, state_dir: Path, report: Report, watch: DiskWatch) -> None:
     """disk_fill: fill to each of ``fault.fill_pct`` in turn, holding each for
-    ``duration_s``; then delete the ballast (space freed)."""
+    ``duration_s`` (topped up as the log frees space); then delete the ballast
+    (space freed)."""
     log_cfg = LogConfig()
     try:
         for pct in fault.fill_pct:
@@ -92,6 +93,9 @@ async def fill_through(fault: Fault, state_dir: Path, report: Report, watch: Dis
             settle = time.monotonic() + min(1.0, fault.duration_s / 2)  # guards notice
             before = None
             while time.monotonic() < end:
+                # another writer keeps the disk this full: what the log evicts is taken
+                # again, so the tier above is reached whatever the log could free
+                await anyio.to_thread.run_sync(grow_ballast, state_dir, pct)
                 await _watch_events(log_cfg, state_dir, watch)
                 if pct >= log_cfg.disk_tiers.block_pct and before is None:
                     if time.monotonic() >= settle:
