@@ -111,7 +111,9 @@ async def test_retention_keeps_what_a_group_has_not_read(tmp_path, caplog) -> No
         assert "retention_held_back topic=telemetry.raw partition=0 group=validator" in caplog.text
         await r.step()
         assert caplog.text.count("retention_held_back") == 1  # said once, not every pass
-        await slow.commit({("telemetry.raw", 0): 500})  # caught up
+        assert await lg.groups() == [("validator", "telemetry.raw", 0, 150, 500)]
+        assert await lg.drop_group("validator") == 1  # an operator forgets a removed group
+        assert await lg.drop_group("validator") == 0
         await r.step()
         assert await starts(lg, "telemetry.raw") == (500, 500)
         assert r.held_back == 0

@@ -1,9 +1,12 @@
-"""``otgate log topics`` and ``otgate log read``: operator access to the log.
+"""``otgate log topics|read|groups|drop-group``: operator access to the log.
 
-Both work on either backend, while the gateway runs and after it died: they
-only read (embedded: a separate SQLite connection, which sees every committed
+``topics`` and ``read`` work on either backend, while the gateway runs and
+after it died: they only read (embedded: a separate SQLite connection, which sees every committed
 record; kafka: a group-less consumer, so no offsets are committed and no group
 is left behind). Values are decoded with the schema table / registry cache.
+``groups`` and ``drop-group`` (embedded log) show and forget consumer groups'
+committed offsets: retention never deletes past a group's offset, so a group
+that no longer runs (a removed sink) would hold its topics for ever.
 
 The command functions take a ``LogConfig`` and a state dir
 (``topics_rows``, ``read_rows``) so tests and other tools can call them
@@ -52,6 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="one JSON object per record and line")
     r.set_defaults(func=_read_cmd)
 
+    g = lsub.add_parser("groups", help="consumer groups: committed offset and lag per partition")
+    g.add_argument("--config", required=True, help="gateway config file (TOML)")
+    g.add_argument("--json", action="store_true", help="one JSON object per partition and line")
+    g.set_defaults(func=_groups_cmd)
+
+    d = lsub.add_parser(
+        "drop-group",
+        help="forget a consumer group's offsets (a removed sink's group holds its topics)",
+    )
+    d.add_argument("group")
+    d.add_argument("--config", required=True, help="gateway config file (TOML)")
+    d.set_defaults(func=_drop_group_cmd)
+
 
 def _load(path: str) -> tuple[LogConfig, Path]:
     from otgate.config.load import ConfigError, load_config  # imported lazily
@@ -77,6 +93,35 @@ def _read_cmd(args: argparse.Namespace) -> int:
         read_rows, cfg, state_dir, args.topic, args.from_offset, args.limit, args.partition
     )
     _print(rows, args.json)
+    return 0
+
+
+def _embedded(cfg: LogConfig, state_dir: Path) -> EmbeddedLog:
+    log = _reader(cfg, state_dir)
+    if not isinstance(log, EmbeddedLog):
+        raise SystemExit("otgate log: groups live in the broker on the Kafka backend; use its"
+                         " tools (rpk group list / delete)")
+    return log
+
+
+def _groups_cmd(args: argparse.Namespace) -> int:
+    cfg, state_dir = _load(args.config)
+    rows = [
+        {"group": g, "topic": t, "partition": p, "committed": c, "lag": n - c}
+        for g, t, p, c, n in anyio.run(_embedded(cfg, state_dir).groups)
+    ]
+    _print(rows, args.json)
+    return 0
+
+
+def _drop_group_cmd(args: argparse.Namespace) -> int:
+    cfg, state_dir = _load(args.config)
+    n = anyio.run(_embedded(cfg, state_dir).drop_group, args.group)
+    if not n:
+        print(f"otgate log: no group {args.group!r}", file=sys.stderr)
+        return 1
+    print(f"dropped group {args.group} ({n} partition offsets); retention may now delete"
+          " what it held")
     return 0
 
 

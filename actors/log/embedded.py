@@ -427,6 +427,30 @@ class EmbeddedLog:
     def blocked(self) -> bool:
         return not self._unblocked.is_set()
 
+    # -- consumer groups (operator) -----------------------------------------------
+    async def groups(self) -> list[tuple[str, str, int, int, int]]:
+        """``(group, topic, partition, committed offset, next offset)`` of every
+        group that committed, by group."""
+        return await self._read(
+            "SELECT g.grp, t.name, g.partition, g.offset, p.next_offset FROM group_offsets g"
+            " JOIN topics t ON t.tid = g.tid JOIN partitions p ON p.tid = g.tid AND"
+            " p.partition = g.partition ORDER BY g.grp, t.name, g.partition"
+        )
+
+    async def drop_group(self, group: str) -> int:
+        """Forget a group's committed offsets (a removed sink's group holds its
+        topics from retention); returns the partitions it had."""
+
+        def run() -> int:
+            con = connect(self.path, self.busy_timeout_s)
+            try:
+                with self.gate.hold(), con:
+                    return con.execute("DELETE FROM group_offsets WHERE grp=?", (group,)).rowcount
+            finally:
+                con.close()
+
+        return await anyio.to_thread.run_sync(run)
+
     # -- consume ----------------------------------------------------------------
     def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
         from otgate.actors.log.embedded_consumer import EmbeddedConsumer

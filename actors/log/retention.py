@@ -20,7 +20,7 @@
      group has not processed yet is never deleted for space. With nothing
      processed left to delete, usage climbs to ``block`` and producers wait,
      so nothing acknowledged is lost (a group that no longer runs, e.g. a
-     removed sink's, pins its topics until its offsets are removed);
+     removed sink's, pins its topics until `otgate log drop-group` forgets it);
    * ``alert`` (70 %): a WARNING ``disk_tier`` event, nothing deleted.
 
 Every deletion is written to ``logs.gateway`` as a ``log_overflow`` event
