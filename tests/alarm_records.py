@@ -1,14 +1,26 @@
 """Alarm transitions for the alert router tests, as H2's evaluator writes them to
-``alarms.clean``: one ``Alarm`` per transition, ``seq`` counting per alarm."""
+``alarms.clean``: one ``Alarm`` per transition, ``seq`` counting per alarm; and
+``send_command``, an operator's alarm command as the status endpoint writes it."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import anyio
 import msgspec
 
-from otgate.actors.records import Alarm, AlarmSeverity, AlarmState
+from otgate.actors.log.config import LogConfig
+from otgate.actors.records import (
+    Alarm,
+    AlarmAction,
+    AlarmCommand,
+    AlarmSeverity,
+    AlarmState,
+    now_ns,
+)
+from otgate.supervisors.oplog import OperatorLog
 
 S = 1_000_000_000
 
@@ -74,3 +86,20 @@ def router_config(**kw) -> msgspec.Struct:
     from otgate.sinks.alert_router import AlertRouter
 
     return msgspec.convert({"type": "alert_router", **kw}, AlertRouter)
+
+
+def send_command(state: Path, action: AlarmAction, alarm_id: str, request_id: str,
+                 cfg: LogConfig | None = None, key: str = "press-1") -> None:
+    """Append an alarm command to ``alarms.commands`` of the log in ``state``
+    (``cfg``: the gateway's log config; the embedded log by default)."""
+
+    async def go() -> None:
+        ol = OperatorLog(cfg or LogConfig(), state)
+        try:
+            await ol.append("alarms.commands", key, AlarmCommand(
+                request_id=request_id, action=action, alarm_ids=[alarm_id], by="ana",
+                role="operator", source="test", gateway_time=now_ns()))
+        finally:
+            await ol.close()
+
+    anyio.run(go)

@@ -14,14 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import msgspec
+from alarm_records import send_command
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
 from peers.tansu import tansu_fixture  # noqa: F401
 
 from otgate.actors.log.config import LogConfig
-from otgate.actors.records import AlarmAction, AlarmCommand, now_ns
-from otgate.supervisors.oplog import OperatorLog
+from otgate.actors.records import AlarmAction
 
 CONFIG = """
 [gateway]
@@ -78,17 +77,7 @@ def ack(config: Path, state: Path) -> None:
     """The evaluator's input, written as the status endpoint writes it."""
     cfg = msgspec.convert({"backend": "kafka", "bootstrap_servers": [BOOTSTRAP[config]],
                            "idempotence": False}, LogConfig)
-
-    async def go() -> None:
-        ol = OperatorLog(cfg, state)
-        try:
-            await ol.append("alarms.commands", "press-1", AlarmCommand(
-                request_id="ack-1", action=AlarmAction.ACK, alarm_ids=[STANDING], by="olga",
-                role="operator", source="test", gateway_time=now_ns()))
-        finally:
-            await ol.close()
-
-    anyio.run(go)
+    send_command(state, AlarmAction.ACK, STANDING, "ack-1", cfg)
 
 
 def test_evaluator_rebuilds_from_the_journal_on_kafka(gateway, tansu, tmp_path) -> None:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import anyio
 import psutil
+from alarm_records import send_command
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
 
-from otgate.actors.log.config import LogConfig
 from otgate.actors.log.embedded import EmbeddedLog, UnknownTopic
 from otgate.actors.log.schemas import EmbeddedSchemaStore
-from otgate.actors.records import AlarmAction, AlarmCommand, AlarmState, now_ns
+from otgate.actors.records import AlarmAction, AlarmState
 from otgate.actors.stage_codec import LogCodec, decode
-from otgate.supervisors.oplog import OperatorLog
 
 CONFIG = """
 [gateway]
@@ -86,19 +85,6 @@ def read_topic(state: Path, topic: str) -> list:
     return anyio.run(go)
 
 
-def command(state: Path, action: AlarmAction, alarm_id: str, request_id: str) -> None:
-    async def go() -> None:
-        ol = OperatorLog(LogConfig(), state)
-        try:
-            await ol.append("alarms.commands", "press-1", AlarmCommand(
-                request_id=request_id, action=action, alarm_ids=[alarm_id], by="ana",
-                role="operator", source="test", gateway_time=now_ns()))
-        finally:
-            await ol.close()
-
-    anyio.run(go)
-
-
 def find(node: dict, cid: str) -> dict | None:
     if node["id"] == cid:
         return node
@@ -142,7 +128,7 @@ def count(state: Path, aid: str = "press-1:trip:trip") -> int:
 def ack_the_standing_alarm(state: Path) -> None:
     wait_for(lambda: count(state) >= 4, 40, "trip transitions")
     wait_for(lambda: any(r.alarm_id == STANDING for r in journal(state)), 10, "standing alarm")
-    command(state, AlarmAction.ACK, STANDING, "ack-1")
+    send_command(state, AlarmAction.ACK, STANDING, "ack-1")
     wait_for(lambda: any(r.request_id == "ack-1" for r in journal(state)), 10, "the ack")
 
 
@@ -177,7 +163,7 @@ def test_evaluator_killed_mid_stream_loses_and_repeats_nothing(gateway, tmp_path
         wait_for(lambda pid=pid: gw.component("processing")["pid"] not in (None, pid), 30,
                  "the processing bulkhead back")
         if kill == 0:
-            command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
+            send_command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
         wait_for(lambda before=before: count(state) >= before + 4, 30,
                  "transitions after the restart")
     assert gw.component("processing")["restarts"] >= 2
@@ -207,7 +193,7 @@ def test_gateway_killed_and_restarted_keeps_the_alarm_table(gateway, tmp_path) -
     processing.wait(10)
     rewind(state, 40)
     gw.start()
-    command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
+    send_command(state, AlarmAction.ACK, STANDING, "ack-1")  # a retried request
     wait_for(lambda: count(state) >= before + 4, 40, "transitions after the restart")
     gw.stop()
     check_journal(state)
