@@ -28,8 +28,9 @@ Every deletion is written to ``logs.gateway`` as a ``log_overflow`` event
 pages inside the file, which later appends reuse; under a disk tier
 ``PRAGMA incremental_vacuum`` and a truncating WAL checkpoint also give them
 back to the filesystem (not after routine retention: both hold the write lock
-while they work, which every append would wait for). Deletion only cuts a prefix of a partition (whole batches), so
-offsets stay dense; a consumer behind the new start continues at it.
+while they work, which every append would wait for). Deletion only cuts a
+prefix of a partition (whole batches), so offsets stay dense; a consumer
+behind the new start continues at it.
 
 Only one process should run ``Retention``; every other writer process runs a
 ``DiskGuard`` (block tier only) so its appends wait too. The Kafka backend
@@ -260,15 +261,16 @@ class Retention:
             for p in self._partitions(con):
                 if never_evicted(p.topic):
                     continue
-                cuts = []
+                if p.retention_s is None and p.retention_bytes is None:
+                    continue
+                by_time = by_size = p.start
                 if p.retention_s is not None:
-                    cuts.append(self._cut_by_time(con, p, now - int(p.retention_s * 1e9)))
+                    by_time = self._cut_by_time(con, p, now - int(p.retention_s * 1e9))
                 if p.retention_bytes is not None:
-                    cuts.append(self._cut_by_size(con, p, p.retention_bytes))
-                if cuts:
-                    reason = "retention_time" if cuts[0] == max(cuts) and p.retention_s \
-                        is not None else "retention_bytes"
-                    events += self._evict(con, p, self._unread_kept(con, p, max(cuts)), reason)
+                    by_size = self._cut_by_size(con, p, p.retention_bytes)
+                reason = "retention_time" if by_time >= by_size else "retention_bytes"
+                cut = self._unread_kept(con, p, max(by_time, by_size))
+                events += self._evict(con, p, cut, reason)
             events += self._tiers(con, now)
         finally:
             con.close()
