@@ -12,9 +12,9 @@ file's write lock) and reads each partition's next offset inside it, so offsets
 are dense and unique across processes. Writers queue for their turn on the
 log's write gate (``write_gate``: a kernel file lock, woken the moment the
 holder commits) rather than in SQLite's sleeping busy handler; ``busy_timeout``
-stays behind it for writers outside the gate. A writer killed mid-transaction leaves
-no trace (SQLite rolls the uncommitted WAL frames back), so there is never a
-torn record. Readers see committed data only, while writers write and after
+stays behind it for writers outside the gate. A writer killed mid-transaction
+leaves no trace (SQLite rolls the uncommitted WAL frames back), so there is
+never a torn record. Readers see committed data only, while writers write and after
 they died.
 
 Threads: every SQLite call runs in a worker thread (``anyio.to_thread``), never
