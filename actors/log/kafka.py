@@ -40,6 +40,12 @@ from otgate.actors.log.partition import partition_for
 log = logging.getLogger("otgate.log")
 
 
+def log_record(r: Any) -> LogRecord:
+    """An aiokafka ``ConsumerRecord`` as the log's ``LogRecord`` (ms → ns)."""
+    return LogRecord(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                     value=r.value, timestamp_ns=r.timestamp * 1_000_000)
+
+
 async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     """Stop an aiokafka client, shielded from cancellation. aiokafka's fetcher
     close awaits the fetch tasks it has just cancelled: stopped while a fetch
@@ -202,17 +208,7 @@ class KafkaLog:
                 recs = got.get(tp, [])
                 if not recs:
                     break
-                out += [
-                    LogRecord(
-                        topic=topic,
-                        partition=partition,
-                        offset=r.offset,
-                        key=r.key,
-                        value=r.value,
-                        timestamp_ns=r.timestamp * 1_000_000,
-                    )
-                    for r in recs
-                ]
+                out += [log_record(r) for r in recs]
                 if recs[-1].timestamp >= began_ms:  # now at records newer than the call
                     break
         finally:
@@ -339,18 +335,7 @@ class KafkaConsumer:
             got = await c.getmany(
                 timeout_ms=max(0, int(min(left, 0.2) * 1000)), max_records=max_records
             )
-            out = [
-                LogRecord(
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key,
-                    value=r.value,
-                    timestamp_ns=r.timestamp * 1_000_000,
-                )
-                for recs in got.values()
-                for r in recs
-            ]
+            out = [log_record(r) for recs in got.values() for r in recs]
             if out or anyio.current_time() >= deadline:
                 return out
 

@@ -20,7 +20,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from otgate.actors.log.base import LogRecord
-from otgate.actors.log.kafka import KafkaLog, _stop_client
+from otgate.actors.log.kafka import KafkaLog, _stop_client, log_record
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.validator.actor import DECODE_ERRORS
 from otgate.supervisors.oplog import OperatorLog
@@ -182,7 +182,7 @@ class KafkaTailReader:
     ) -> None:
         for tp, recs in got.items():
             if recs:
-                out += [_record(tp, r) for r in recs]
+                out += [log_record(r) for r in recs]
                 at[tp.partition] = recs[-1].offset + 1
                 if recs[-1].timestamp >= began_ms:
                     fresh.add(tp.partition)
@@ -210,17 +210,6 @@ class KafkaTailReader:
         if self.consumer is not None:
             c, self.consumer = self.consumer, None
             await _stop_client(c)
-
-
-def _record(tp: TopicPartition, r: Any) -> LogRecord:
-    return LogRecord(
-        topic=tp.topic,
-        partition=tp.partition,
-        offset=r.offset,
-        key=r.key,
-        value=r.value,
-        timestamp_ns=r.timestamp * 1_000_000,
-    )
 
 
 class TopicTail:
