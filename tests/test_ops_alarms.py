@@ -43,6 +43,12 @@ def alarm(alarm_id: str, seq: int, state: AlarmState, **kw: object) -> Alarm:
     )
 
 
+async def journal(oplog: OperatorLog, *alarms: Alarm) -> None:
+    """Write transitions to ``alarms.clean`` as the evaluator would."""
+    for a in alarms:
+        await oplog.append("alarms.clean", a.alarm_id, a)
+
+
 async def records(oplog: OperatorLog, topic: str) -> list:
     return [obj async for _rec, obj in scan(oplog, topic)]
 
@@ -76,13 +82,13 @@ async def evaluate_once(oplog: OperatorLog, seen: set[str]) -> None:
 async def test_table_filters_actions_idempotence_and_wait(tmp_path) -> None:
     oplog = OperatorLog(LogConfig(), tmp_path)
     try:
-        for a in [
+        await journal(
+            oplog,
             alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED, severity=AlarmSeverity.HIGH),
             alarm("pump-2:temp_high", 1, AlarmState.ACTIVE_UNACKED, area="hall-b"),
             alarm("fan-1:vib", 1, AlarmState.ACTIVE_UNACKED, latched=True),
             alarm("fan-1:vib", 2, AlarmState.ACTIVE_ACKED, latched=True),
-        ]:
-            await oplog.append("alarms.clean", a.alarm_id, a)
+        )
         svc = AlarmService(oplog, wait_s=0.3, poll_s=0.02)
 
         listed = await svc.list_alarms(VIEWER)
@@ -148,8 +154,7 @@ async def test_table_filters_actions_idempotence_and_wait(tmp_path) -> None:
 async def test_refused_and_unknown_calls_change_nothing_and_are_audited(tmp_path) -> None:
     oplog = OperatorLog(LogConfig(), tmp_path)
     try:
-        a = alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED)
-        await oplog.append("alarms.clean", a.alarm_id, a)
+        await journal(oplog, alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED))
         svc = AlarmService(oplog, wait_s=0.1, poll_s=0.02)
         with pytest.raises(Forbidden):
             await svc.act(VIEWER, AlarmAction.ACK, ["pump-1:temp_high"])
@@ -178,11 +183,11 @@ async def test_a_token_scoped_to_assets_sees_and_acts_on_those_only(tmp_path) ->
     assert sam.assets == ("fan-*",) and sam.in_scope("fan-3") and not sam.in_scope("pump-1")
     oplog = OperatorLog(LogConfig(), tmp_path)
     try:
-        for a in [
+        await journal(
+            oplog,
             alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED),
             alarm("fan-1:vib", 1, AlarmState.ACTIVE_UNACKED),
-        ]:
-            await oplog.append("alarms.clean", a.alarm_id, a)
+        )
         svc = AlarmService(oplog, wait_s=0.05, poll_s=0.02)
         assert [a.alarm_id for a in await svc.list_alarms(sam)] == ["fan-1:vib"]
         with pytest.raises(Forbidden, match="not scoped to asset 'pump-1'"):
@@ -202,11 +207,11 @@ async def test_a_token_scoped_to_assets_sees_and_acts_on_those_only(tmp_path) ->
 async def test_an_action_bound_to_activations_carries_them_on_the_command(tmp_path) -> None:
     oplog = OperatorLog(LogConfig(), tmp_path)
     try:
-        for a in [
+        await journal(
+            oplog,
             alarm("pump-1:temp_high", 1, AlarmState.ACTIVE_UNACKED),
             alarm("fan-1:vib", 1, AlarmState.ACTIVE_ACKED),
-        ]:
-            await oplog.append("alarms.clean", a.alarm_id, a)
+        )
         svc = AlarmService(oplog, wait_s=0.05, poll_s=0.02)
         with pytest.raises(BadRequest, match="occurrence_ids: 'nope' is not in alarm_ids"):
             await svc.act(OPERATOR, AlarmAction.ACK, ["pump-1:temp_high"],
