@@ -221,14 +221,17 @@ class Retention:
         ).fetchone()
         return p.start if row is None else row[0] + 1
 
+    def _slowest_group(self, con: sqlite3.Connection, p: Partition) -> tuple[str, int] | None:
+        """The group of ``p`` that committed least, with its offset (None: no group)."""
+        return con.execute(
+            "SELECT grp, offset FROM group_offsets WHERE tid=? AND partition=? ORDER BY offset"
+            " LIMIT 1", (p.tid, p.partition)).fetchone()
+
     def _processed(self, con: sqlite3.Connection, p: Partition) -> int:
         """First offset some consumer group of ``p`` has not committed past (the
         end when no group has committed on it)."""
-        (low,) = con.execute(
-            "SELECT MIN(offset) FROM group_offsets WHERE tid=? AND partition=?",
-            (p.tid, p.partition),
-        ).fetchone()
-        return p.next if low is None else low
+        slowest = self._slowest_group(con, p)
+        return p.next if slowest is None else slowest[1]
 
     def _newest_ts(self, con: sqlite3.Connection, topic: str) -> int | None:
         """Time of the newest batch of ``topic`` (the last one of each partition)."""
@@ -279,9 +282,7 @@ class Retention:
 
     def _unread_kept(self, con: sqlite3.Connection, p: Partition, cut: int) -> int:
         """``cut`` moved back to the first record some group has not committed past."""
-        row = con.execute(
-            "SELECT grp, offset FROM group_offsets WHERE tid=? AND partition=? ORDER BY offset"
-            " LIMIT 1", (p.tid, p.partition)).fetchone()
+        row = self._slowest_group(con, p)
         key = (p.tid, p.partition)
         if row is None or row[1] >= cut:
             self._held.discard(key)
