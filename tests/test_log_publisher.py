@@ -183,6 +183,29 @@ def test_cli_commands_print_table_and_json(tmp_path, monkeypatch, capsys) -> Non
     with pytest.raises(SystemExit, match="no topic 'nope'"):
         args.func(args)
 
+    async def commit() -> None:
+        log = await open_log(cfg, tmp_path)
+        c = log.consumer("sink.old", ["telemetry.raw"])
+        await c.commit({("telemetry.raw", 0): 4})
+        await c.close()
+        await log.close()
+
+    anyio.run(commit)
+    args = parser.parse_args(["log", "groups", "--config", "x.toml", "--json"])
+    assert args.func(args) == 0
+    (group,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert group == {"group": "sink.old", "topic": "telemetry.raw", "partition": 0,
+                     "committed": 4, "lag": raw - 4}
+    args = parser.parse_args(["log", "drop-group", "sink.old", "--config", "x.toml"])
+    assert args.func(args) == 0
+    assert "dropped group sink.old (1 partition offsets)" in capsys.readouterr().out
+    assert args.func(args) == 1  # gone: said so on stderr
+    assert "no group 'sink.old'" in capsys.readouterr().err
+    kafka = msgspec.convert({"backend": "kafka", "bootstrap_servers": ["127.0.0.1:9"]}, LogConfig)
+    monkeypatch.setattr(cmd, "_load", lambda path: (kafka, tmp_path))
+    with pytest.raises(SystemExit, match="groups live in the broker"):
+        args.func(args)
+
 
 PUBLISHER = r"""
 import sys, anyio
