@@ -16,6 +16,11 @@ belong to an open file, not a thread, so threads of one process queue on a
 mutex in front of it; a child process after ``fork`` opens its own file. Holding
 the gate again from the same thread (a write inside a write) is allowed.
 SQLite's busy timeout stays behind it for writers that do not use the gate.
+
+The wait has no time limit (SQLite's gave up after ``busy_timeout`` and the
+append was retried, which waited just as long): a holder makes progress, dies
+(the kernel frees the lock), or is a bulkhead its supervisor kills as hung;
+the operator's ``otgate log drop-group`` holds it for one DELETE.
 """
 
 from __future__ import annotations
