@@ -57,6 +57,7 @@ class Tansu:
     storage: str
     env: dict[str, str]
     log_path: Path | None = None
+    args: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str:
@@ -78,7 +79,8 @@ class Tansu:
 
     def restart(self) -> None:
         """Start again on the same port and storage (after kill/stop)."""
-        new = start_tansu(self.storage, env=self.env, port=self.port, log_path=self.log_path)
+        new = start_tansu(self.storage, env=self.env, port=self.port, log_path=self.log_path,
+                          args=self.args)
         self.proc = new.proc
 
 
@@ -89,15 +91,17 @@ def start_tansu(
     port: int | None = None,
     log_path: Path | None = None,
     advertised_port: int | None = None,
+    args: tuple[str, ...] = (),
 ) -> Tansu:
-    """``advertised_port``: the port metadata names (a proxy in front); default ``port``."""
+    """``advertised_port``: the port metadata names (a proxy in front); default ``port``.
+    ``args``: more broker flags (``--authentication``)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    args = ["broker", "--listener-url", url, "--advertised-listener-url", advertised]
+    cmd = ["broker", "--listener-url", url, "--advertised-listener-url", advertised, *args]
     proc = subprocess.Popen(
-        [str(tansu_binary()), *args, "--storage-engine", storage],
+        [str(tansu_binary()), *cmd, "--storage-engine", storage],
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=out,
@@ -108,7 +112,8 @@ def start_tansu(
         proc.kill()
         proc.wait()
         raise
-    return Tansu(port=port, proc=proc, storage=storage, env=env or {}, log_path=log_path)
+    return Tansu(port=port, proc=proc, storage=storage, env=env or {}, log_path=log_path,
+                 args=tuple(args))
 
 
 @dataclass

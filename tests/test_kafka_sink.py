@@ -277,3 +277,33 @@ async def test_replicates_over_tls_verified_with_the_ca_file(tmp_path):
         await proxy.stop()
         remote.stop()
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_a_refused_sasl_login_is_named_and_loses_nothing(tmp_path):
+    """tansu with --authentication runs the SCRAM exchange and refuses a user it does
+    not know (its user store does not survive a restart here, so no login can be
+    accepted): the sink says so, opens its breaker and commits nothing."""
+    remote = start_tansu(args=("--authentication",))
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        await codec.prepare(["telemetry.clean", "dlq.telemetry"])
+        await append(lg, codec, "telemetry.clean", range(30))
+        cfg = config(remote.bootstrap, security_protocol="SASL_PLAINTEXT", sasl_username="edge",
+                     sasl_password="not-the-password", breaker_failures=2, breaker_cooldown_s=30)
+        sink = KafkaSinkActor("sink.central", cfg, lg, codec)
+
+        async def opened() -> bool:
+            return sink.breaker.breaker_state is BreakerState.OPEN and sink.lag == 30
+
+        await run_until(sink, opened)
+        assert sink.last_error == (f"LoginRefused: SASL SCRAM-SHA-512 login as 'edge' refused by "
+                                   f"{remote.bootstrap} (unknown user or wrong password)")
+        assert "not-the-password" not in sink.last_error
+        c = lg.consumer(cfg.consumer_group, cfg.topics)
+        assert len(await c.fetch(1000, 0.05)) == 30
+        await c.close()
+    finally:
+        remote.stop()
+        await lg.close()

@@ -13,8 +13,10 @@ Retriable (whitelist): connection errors, timeouts (also waiting for
 metadata while the cluster is away) and broker errors aiokafka marks
 retriable (leader moves, unknown topic while it is being created). A record
 larger than a producer batch, or a batch the broker refuses as too large, is
-refused for good (dead-lettered). Anything else (authorization, bad config)
-fails the actor.
+refused for good (dead-lettered). A SASL login the remote refuses is
+retriable too (``LoginRefused``, named as such): the breaker opens and lag
+grows until the secret or the remote's user is fixed, nothing is lost.
+Anything else (authorization, bad config) fails the actor.
 """
 
 from __future__ import annotations
@@ -37,6 +39,30 @@ from otgate.actors.log.base import LogRecord
 from otgate.sinks.kafka.config import KafkaSink, SecurityProtocol
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+class LoginRefused(ConnectionError):
+    """The remote cluster refused the SASL login (unknown user, wrong password)."""
+
+
+def login_refused(config: KafkaSink, exc: BaseException) -> LoginRefused | None:
+    """What a failed producer start means, when it was the SCRAM exchange.
+
+    A broker that refuses a SCRAM login with a server error (RFC 5802 ``e=…``:
+    unknown user, bad proof) makes aiokafka's authenticator fail on the missing
+    signature: a bare ``KeyError('v')`` or ``ValueError`` out of
+    ``process_server_final_message``; name it for the operator instead.
+    """
+    if not config.security_protocol.value.startswith("SASL"):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name.startswith("process_server_"):
+            return LoginRefused(
+                f"SASL {config.sasl_mechanism.value} login as {config.sasl_username!r} refused "
+                f"by {','.join(config.bootstrap_servers)} (unknown user or wrong password)")
+        tb = tb.tb_next
+    return None
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -105,8 +131,11 @@ class ReplicaClient:
             p = AIOKafkaProducer(**producer_kwargs(self.config))
             try:
                 await p.start()
-            except BaseException:
+            except BaseException as exc:
                 await p.stop()
+                refused = login_refused(self.config, exc)
+                if refused is not None:
+                    raise refused from exc
                 raise
             self.producer = p
             self.connects += 1
