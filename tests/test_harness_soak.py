@@ -72,3 +72,19 @@ def test_load_and_retention_make_a_valid_gateway_config(tmp_path: Path) -> None:
     cfg = load_config(path, resolve=False).config
     assert sum(1 for a in cfg.adapters if a.id.startswith("load")) == 20
     assert load_toml(Scenario(name="x")) == ""
+
+
+def test_growth_fits_the_rss_read_between_full_samples() -> None:
+    # a flat process whose RSS is a 30.5 s sawtooth of 12 MiB (the processing bulkhead's
+    # heap between trims), over 30 min; full samples 60 s apart meet it at a drifting phase
+    def rss(t: float) -> float:
+        return 200 + 12 * (t % 30.5) / 30.5
+
+    s = Samples(warmup_s=0.0)
+    s.taken += [_sample(t, 1, rss(t)) for t in range(0, 1800, 60)]
+    minutes_only = growth(s, "pg")[0]
+    s.rss += [_sample(t, 1, rss(t)) for t in range(0, 1800, 2) if t % 60]
+    rate, _ = growth(s, "pg")
+    assert abs(minutes_only) > 5.0  # what the minute samples alone made of it
+    assert abs(rate) < 1.0
+    assert table(s)[0]["mib_start"] == 200.0  # the table's start and end: full samples

@@ -219,6 +219,9 @@ class AggregatorActor(Actor):
         if positions:
             await self.emitted_consumer.commit(positions)
         self._restored = checkpoint.Checkpoint()  # the decoded file (~2x its size): now in windows
+        # its freed pages, now rather than at the first checkpoint (a 46 MB checkpoint of the
+        # soak's 2,000 streams: 43 MiB resident for those 30 s; the trim takes ~7 ms of CPU)
+        self.heap_trimmed += await anyio.to_thread.run_sync(heap.trim)
         log.info(
             "aggregator_recovered aggregator_id=%s marks=%d folded=%d windows_restored=%d",
             self.id, len(hw), self.recovered_marks, self.restored_windows,

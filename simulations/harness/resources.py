@@ -5,6 +5,16 @@ Memory growth per hour is the slope of a least-squares line through the RSS
 samples after the warm-up, per process. A bulkhead a fault killed comes back
 as a new process with fresh memory; its growth is fitted over the longest-lived
 of its processes (its restarts are counted in the table).
+
+Between the full samples (every ``sample_interval_s``: the status endpoint
+for the pids, file descriptors, the log's size) the RSS of the known pids is
+read every ``RSS_EVERY_S`` too, and the fit uses those. A busy process's RSS
+is a sawtooth: the soak's processing bulkhead frees 10-16 MiB of heap pages
+and gives them back at each 30 s checkpoint. Sampled once a minute at a
+drifting phase, that alone moves the fit of a 20-30 min process by tens of
+MiB/h (measured on 20 min of that bulkhead at 14k points/s: RSS read every
+2-4 s fits -10 MiB/h; minute samples of the same run fit -29 .. +8 MiB/h,
+depending on their phase and on a spacing of 60 to 61 s).
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from otgate.simulations.gateway_process import GatewayProcess
 
 MIB = 2**20
 ROOT = "gateway (root)"
+RSS_EVERY_S = 2.0
+"""How often the RSS of the processes is read between full samples."""
 
 
 @dataclass
@@ -34,6 +46,9 @@ class Sample:
 class Samples:
     warmup_s: float
     taken: list[Sample] = field(default_factory=list)
+    rss: list[Sample] = field(default_factory=list)
+    """Between the full samples: the RSS of their processes (fds and log size as the
+    last full sample)."""
 
 
 def dir_bytes(path: Path) -> int:
@@ -67,6 +82,17 @@ def take(gw: GatewayProcess, state_dir: Path, t: float) -> Sample:
     return Sample(t, procs, dir_bytes(state_dir))
 
 
+def take_rss(last: Sample, t: float) -> Sample:
+    """The RSS of ``last``'s processes now (those still running)."""
+    procs = {}
+    for name, (pid, _, fds) in last.procs.items():
+        try:
+            procs[name] = (pid, psutil.Process(pid).memory_info().rss, fds)
+        except psutil.Error:
+            continue
+    return Sample(t, procs, last.log_bytes)
+
+
 async def sample_every(
     interval: float,
     gw: GatewayProcess,
@@ -76,7 +102,8 @@ async def sample_every(
     samples: Samples,
     progress: Callable[[str], None],
 ) -> None:
-    """Sample from now until ``end`` (monotonic), ``interval`` apart, and once at ``end``."""
+    """Sample from now until ``end`` (monotonic), ``interval`` apart, and once at ``end``;
+    the RSS alone every ``RSS_EVERY_S`` in between."""
     while True:
         now = time.monotonic()
         s = await anyio.to_thread.run_sync(take, gw, state_dir, min(now, end) - t0)
@@ -85,7 +112,11 @@ async def sample_every(
         progress(f"resources t={s.t:.0f}s RSS MiB {rss}; log {s.log_bytes / MIB:.1f} MiB")
         if now >= end:
             return
-        await anyio.sleep(max(0.0, min(end, now + interval) - time.monotonic()))
+        due = min(end, now + interval)
+        while (left := due - time.monotonic()) > RSS_EVERY_S:
+            await anyio.sleep(RSS_EVERY_S)
+            samples.rss.append(take_rss(s, time.monotonic() - t0))
+        await anyio.sleep(max(0.0, left))
 
 
 def slope_per_h(points: list[tuple[float, float]]) -> float | None:
@@ -107,12 +138,11 @@ def growth(samples: Samples, name: str) -> tuple[float | None, int]:
     runs: dict[int, list[tuple[float, float]]] = {}
     pids: list[int] = []
     for s in samples.taken:
-        if name not in s.procs:
-            continue
-        pid, rss, _ = s.procs[name]
-        if pid not in pids:
-            pids.append(pid)
-        if s.t >= samples.warmup_s:
+        if name in s.procs and s.procs[name][0] not in pids:
+            pids.append(s.procs[name][0])
+    for s in sorted(samples.taken + samples.rss, key=lambda s: s.t):
+        if name in s.procs and s.t >= samples.warmup_s:
+            pid, rss, _ = s.procs[name]
             runs.setdefault(pid, []).append((s.t, rss / MIB))
     longest = max(runs.values(), key=len, default=[])
     return slope_per_h(longest), max(0, len(pids) - 1)
