@@ -14,10 +14,13 @@ such transactions, never anything before a synced commit. The WAL is one
 sequential file of checksum-chained frames that recovery reads only up to the
 first bad frame, so the fsync of any later synced commit (any process: the
 input-offset commit of the stage that wrote them, a device's append) or
-``sync()`` makes every earlier transaction durable as well. Several OS processes (bulkheads) may
-append to the same file: every write transaction is ``BEGIN IMMEDIATE`` (the
-file's write lock) and reads each partition's next offset inside it, so offsets
-are dense and unique across processes. Writers queue for their turn on the
+``sync()`` makes every earlier transaction durable as well.
+
+Several OS processes (bulkheads) may append to the same file: every write
+transaction is ``BEGIN IMMEDIATE`` (the file's write lock) and reads each
+partition's next offset inside it, so offsets are dense and unique across
+processes (after a power cut took back unsynced records, the next ones get
+their offsets again). Writers queue for their turn on the
 log's write gate (``write_gate``: a kernel file lock, woken the moment the
 holder commits) rather than in SQLite's sleeping busy handler; ``busy_timeout``
 stays behind it for writers outside the gate. A writer killed mid-transaction
@@ -34,8 +37,9 @@ or while this process waits for its turn on the write gate, are written
 together in the next one (the batch is taken once the gate is held), so many
 small ``publish`` calls share one fsync, and the more the gate is contended
 the fewer transactions a process asks it for. A transaction is synced when
-any append in it asks for it. Cancellation: a cancelled ``append`` may still be written (its
-records may already be in the running transaction); it is never half-written.
+any append in it asks for it. Cancellation: a cancelled ``append`` may still
+be written (its records may already be in the running transaction); it is
+never half-written.
 
 Consumer groups: one consumer per group reads every partition of its topics
 (no rebalancing between group members in this backend); positions start at the
