@@ -30,7 +30,8 @@ class ProcessingPart:
     """The validator, aggregator and alarm evaluator under one rest_for_one
     supervisor: when the validator restarts, the stages behind it restart too.
     With ``aggregator_apart``, two parts: the aggregator alone (``aggregation``)
-    and the others."""
+    and the others; a validator restart then leaves the aggregator running (the
+    stages share nothing but the log, where it reads on from its own offsets)."""
 
     cfg: ProcessingConfig
     flags: SupervisorFlags
