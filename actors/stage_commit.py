@@ -11,6 +11,11 @@ the stage calls ``flush`` when it is caught up (an empty fetch) and when it
 stops. A kill -9 then replays at most ``interval_s`` more input than before;
 the stages already handle a replay (the sinks' upsert, the alarm evaluator's
 watermarks).
+
+The commit is a synced write (an fsync of the log): outputs a stage appended
+unsynced (``append(sync=False)``, the validator's) before ``add`` are durable
+once it returned, so an input offset is never durable before what was made
+from it.
 """
 
 from __future__ import annotations

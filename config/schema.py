@@ -130,6 +130,8 @@ class Defaults(StrictStruct):
 
 
 PROCESSING_ID = "processing"
+AGGREGATION_ID = "aggregation"
+"""The aggregator's part when ``[processing] aggregator_apart``."""
 LOG_ID = "log"
 
 
@@ -164,6 +166,8 @@ class GatewayConfig(StrictStruct):
         ids = [s.id for s in self.simulators] + [a.id for a in self.adapters]
         if self.processing is not None:
             ids.append(PROCESSING_ID)
+            if self.processing.apart():
+                ids.append(AGGREGATION_ID)
         return ids + [s.id for s in self.sinks]
 
     def __post_init__(self) -> None:
@@ -182,10 +186,12 @@ class GatewayConfig(StrictStruct):
                 if part.id in first:
                     raise ValueError(f"{where}: {part.id!r} is already used by {first[part.id]}")
                 first[part.id] = where
-        if self.processing is not None and PROCESSING_ID in first:
-            raise ValueError(
-                f"{first[PROCESSING_ID]}: {PROCESSING_ID!r} names the [processing] part"
-            )
+        if self.processing is not None:
+            names = {PROCESSING_ID: "the [processing] part",
+                     AGGREGATION_ID: "the aggregator's part ([processing] aggregator_apart)"}
+            for pid in ids:
+                if pid in names and pid in first:
+                    raise ValueError(f"{first[pid]}: {pid!r} names {names[pid]}")
         seen: dict[str, str] = {}
         bulkhead_ids: set[str] = set()
         for i, b in enumerate(self.bulkheads):

@@ -12,7 +12,7 @@ import msgspec
 from otgate.actors.context import BuildContext
 from otgate.actors.log.config import Backend, LogConfig
 from otgate.actors.processing import ProcessingConfig
-from otgate.config.schema import LOG_ID, PROCESSING_ID, GatewayConfig
+from otgate.config.schema import AGGREGATION_ID, LOG_ID, PROCESSING_ID, GatewayConfig
 from otgate.supervisors.spec import ChildSpec, Strategy, SupervisorFlags
 from otgate.supervisors.supervisor import Supervisor
 
@@ -28,7 +28,10 @@ def digest(*parts: Any) -> str:
 @dataclass(frozen=True)
 class ProcessingPart:
     """The validator, aggregator and alarm evaluator under one rest_for_one
-    supervisor: when the validator restarts, the stages behind it restart too."""
+    supervisor: when the validator restarts, the stages behind it restart too.
+    With ``aggregator_apart``, two parts: the aggregator alone (``aggregation``)
+    and the others; a validator restart then leaves the aggregator running (the
+    stages share nothing but the log, where it reads on from its own offsets)."""
 
     cfg: ProcessingConfig
     flags: SupervisorFlags
@@ -71,7 +74,10 @@ def parts(cfg: GatewayConfig) -> dict[str, Any]:
     simulated devices, sessions, processing, sinks, then the log's retention."""
     found: list[Any] = [*cfg.simulators, *cfg.adapters]
     if cfg.processing is not None:
-        found.append(ProcessingPart(cfg.processing, cfg.supervision.bulkhead))
+        stages, aggregation = cfg.processing.split()
+        found.append(ProcessingPart(stages, cfg.supervision.bulkhead))
+        if aggregation is not None:
+            found.append(ProcessingPart(aggregation, cfg.supervision.bulkhead, AGGREGATION_ID))
     found += cfg.sinks
     if cfg.log.backend is Backend.EMBEDDED:
         found.append(LogRetentionPart(cfg.log))

@@ -224,3 +224,32 @@ def test_sigint_is_a_clean_stop_too(gateway, sig) -> None:
     gw = gateway(HEADER + synthetic("a", "pump-1"))
     wait_for(lambda: gw.get("/health/ready")[0] == 200, what="ready")
     assert gw.stop(sig) == 0
+
+
+def test_aggregator_apart_runs_in_its_own_process(gateway) -> None:
+    """``[processing] aggregator_apart``: the aggregator in bulkhead ``aggregation``,
+    aggregating what the validator (bulkhead ``processing``) wrote through the log."""
+    gw = gateway(HEADER + synthetic("a", "pump-1") + """
+[processing]
+aggregator_apart = true
+[processing.validator]
+[processing.aggregator]
+resolutions = ["1s"]
+watermark_lateness_s = 0.2
+""")
+    wait_for(lambda: gw.health()["status"] == "HEALTHY", 60, "HEALTHY")  # four bulkheads
+    stages = {pid: [c["id"] for c in part(gw, pid)["children"]]
+              for pid in ("processing", "aggregation")}
+    assert stages == {"processing": ["validator", "alarms"], "aggregation": ["aggregator"]}
+    assert gw.component("processing")["pid"] != gw.component("aggregation")["pid"]
+
+    def emitted() -> bool:
+        aggregator = part(gw, "aggregation")["children"][0]
+        return aggregator["metrics"].get("windows_emitted_total", 0) > 0
+
+    wait_for(emitted, what="1 s windows emitted by the aggregator apart")
+
+
+def part(gw, pid: str) -> dict:
+    """The part's supervisor inside its bulkhead (beside the disk guard)."""
+    return next(c for c in gw.component(pid)["children"] if c["id"] == pid)

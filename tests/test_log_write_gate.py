@@ -99,3 +99,29 @@ async def test_appends_and_commits_queue_behind_the_gate(tmp_path) -> None:
             stop(proc)
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_appends_that_wait_for_the_gate_share_one_transaction(tmp_path) -> None:
+    """The batch is taken once the gate is held: appends that came while another
+    process held it go in one transaction (one fsync), in the order they came."""
+    log_path = tmp_path / "log.db"
+    lg = EmbeddedLog(log_path)
+    await lg.start()
+    try:
+        await lg.ensure_topics([TopicSpec(name="t")])
+        proc = start_holder(log_path, 0.5)
+        try:
+            before = lg.transactions
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(lg.append, "t", [(None, b"%d" % i)])
+                    await anyio.sleep(0.02)  # the first one's writer already waits
+            assert lg.transactions - before == 1
+        finally:
+            stop(proc)
+        c = lg.consumer("g", ["t"])
+        assert [r.value for r in await c.fetch(10, timeout=1)] == [b"0", b"1", b"2", b"3", b"4"]
+        await c.close()
+    finally:
+        await lg.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
-from otgate.config.load import decode
-from otgate.supervisors.plan import plan_bulkheads
+from otgate.config.load import ConfigError, decode
+from otgate.supervisors.plan import parts, plan_bulkheads
 
 BASE = {
     "adapters": [
@@ -42,3 +43,25 @@ def test_shared_settings_restart_every_bulkhead_and_status_none() -> None:
     assert all(changed[k] != before[k] for k in before)
     assert digests({**BASE, "defaults": {"memory_limit_mib": 100}}) != before
     assert digests({**BASE, "status": {"listen": "127.0.0.1:9999"}}) == before
+
+
+def test_aggregator_apart_is_a_part_of_its_own() -> None:
+    """``aggregator_apart``: the aggregator in bulkhead ``aggregation``, the other
+    stages in ``processing``; a bulkhead may name it; its id is reserved."""
+    tree = {**BASE, "processing": {"validator": {}, "aggregator": {}, "aggregator_apart": True}}
+    cfg = decode(tree)
+    assert [p.id for p in plan_bulkheads(cfg)] == ["a", "b", "processing", "aggregation", "log"]
+    stages = {pid: (part.cfg.validator.enabled, part.cfg.aggregator.enabled,
+                    part.cfg.alarms.enabled)
+              for pid, part in parts(cfg).items() if pid in ("processing", "aggregation")}
+    assert stages == {"processing": (True, False, True), "aggregation": (False, True, False)}
+    grouped = plan_bulkheads(decode({**tree, "bulkheads": [
+        {"id": "crunch", "members": ["aggregation", "a"]}]}))
+    assert [(p.id, p.members) for p in grouped][:3] == [
+        ("crunch", ("aggregation", "a")), ("b", ("b",)), ("processing", ("processing",))]
+    # a disabled aggregator leaves one part
+    off = {**tree, "processing": {**tree["processing"], "aggregator": {"enabled": False}}}
+    assert "aggregation" not in [p.id for p in plan_bulkheads(decode(off))]
+    with pytest.raises(ConfigError, match="'aggregation' names the aggregator's part"):
+        decode({**tree, "adapters": [*tree["adapters"], {**tree["adapters"][0],
+                                                         "id": "aggregation"}]})

@@ -287,6 +287,7 @@ class AggregatorActor(Actor):
                 positions[(rec.topic, rec.partition)] = rec.offset + 1
         here = dict(self.position)
         t0 = time.perf_counter()
+        await self.log.sync()  # the file may count no input a power cut could take back
         self.checkpoint_bytes = await anyio.to_thread.run_sync(self._save, here)
         self.checkpoint_s = time.perf_counter() - t0
         log.info(

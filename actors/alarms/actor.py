@@ -195,6 +195,7 @@ class AlarmEvaluator(Actor):
             applied=list(ev.applied), **self.health.export(),
         )
         self._dirty = False
+        await self.log.sync()  # the file may hold no input a power cut could take back
         self.checkpoint_bytes = await anyio.to_thread.run_sync(
             checkpoint.save, self.ckpt_path, body)
         if self._journal_pos:

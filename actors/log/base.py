@@ -1,7 +1,9 @@
 """The log interface both backends implement (contract: tests/test_log_contract.py).
 
 The log is the system of record. ``append`` returns only once the records are
-durable (SQLite: committed with synchronous=FULL; Kafka: acks=all). Offsets are
+durable (SQLite: committed with synchronous=FULL; Kafka: acks=all), or with
+``sync=False`` (records a stage can derive again from its durable input) at the
+latest once a later synced append, an offset commit or ``sync()`` returned. Offsets are
 per (topic, partition), start at 0 and grow by one per record. Keys pick the
 partition (same key, same partition, so one asset stays ordered).
 """
@@ -68,8 +70,14 @@ class LogBackend(Protocol):
         """Create missing topics (partitions, retention); leave existing ones alone."""
         ...
 
-    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        """Durably append (key, value) records; waits while the log pushes back."""
+    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]], *,
+                     sync: bool = True) -> None:
+        """Append (key, value) records, durably unless ``sync=False`` (see the module
+        doc); waits while the log pushes back."""
+        ...
+
+    async def sync(self) -> None:
+        """Make every record appended so far durable (``sync=False`` ones too)."""
         ...
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...

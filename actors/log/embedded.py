@@ -6,10 +6,21 @@ larger than ``MAX_BATCH_BYTES`` is split over several rows. Consumers unpack
 rows and skip to their exact offset, so offsets stay per record.
 
 Durability: WAL journal, ``synchronous=FULL``; ``append`` returns after its
-transaction committed (the WAL fsync'd). Several OS processes (bulkheads) may
-append to the same file: every write transaction is ``BEGIN IMMEDIATE`` (the
-file's write lock) and reads each partition's next offset inside it, so offsets
-are dense and unique across processes. Writers queue for their turn on the
+transaction committed (the WAL fsync'd). ``append(..., sync=False)`` (derived
+records a stage can write again from its durable input) commits without the
+fsync (``synchronous=NORMAL`` for that transaction): a kill -9 loses nothing
+(the frames are in the kernel's page cache), a power cut may lose a suffix of
+such transactions, never anything before a synced commit. The WAL is one
+sequential file of checksum-chained frames that recovery reads only up to the
+first bad frame, so the fsync of any later synced commit (any process: the
+input-offset commit of the stage that wrote them, a device's append) or
+``sync()`` makes every earlier transaction durable as well.
+
+Several OS processes (bulkheads) may append to the same file: every write
+transaction is ``BEGIN IMMEDIATE`` (the file's write lock) and reads each
+partition's next offset inside it, so offsets are dense and unique across
+processes (after a power cut took back unsynced records, the next ones get
+their offsets again). Writers queue for their turn on the
 log's write gate (``write_gate``: a kernel file lock, woken the moment the
 holder commits) rather than in SQLite's sleeping busy handler; ``busy_timeout``
 stays behind it for writers outside the gate. A writer killed mid-transaction
@@ -21,10 +32,14 @@ Threads: every SQLite call runs in a worker thread (``anyio.to_thread``), never
 on the event loop; one connection per backend for writes (used by one thread at
 a time, guarded by a lock) and one per consumer for reads.
 
-Batching (group commit): appends that arrive while a transaction is running
-are written together in the next one, so many small ``publish`` calls share
-one fsync. Cancellation: a cancelled ``append`` may still be written (its
-records may already be in the running transaction); it is never half-written.
+Batching (group commit): appends that arrive while a transaction is running,
+or while this process waits for its turn on the write gate, are written
+together in the next one (the batch is taken once the gate is held), so many
+small ``publish`` calls share one fsync, and the more the gate is contended
+the fewer transactions a process asks it for. A transaction is synced when
+any append in it asks for it. Cancellation: a cancelled ``append`` may still
+be written (its records may already be in the running transaction); it is
+never half-written.
 
 Consumer groups: one consumer per group reads every partition of its topics
 (no rebalancing between group members in this backend); positions start at the
@@ -33,7 +48,9 @@ group's committed offsets, else at the oldest retained record.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -180,11 +197,13 @@ def _payloads(recs: list[tuple[bytes | None, bytes]]) -> list[tuple[int, bytes]]
 
 
 class _Pending:
-    __slots__ = ("error", "records", "topic", "written")
+    __slots__ = ("error", "records", "sync", "topic", "written")
 
-    def __init__(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    def __init__(self, topic: str, records: Sequence[tuple[bytes | None, bytes]],
+                 sync: bool) -> None:
         self.topic = topic
         self.records = records
+        self.sync = sync
         self.written = False
         self.error: BaseException | None = None
 
@@ -206,7 +225,8 @@ class EmbeddedLog:
         self.busy_timeout_s = busy_timeout_s
         self._con: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
-        self._pending: list[_Pending] = []
+        self._pending: list[_Pending] = []  # taken by the writer thread once it holds the gate
+        self._pending_mutex = threading.Lock()
         self._topics: dict[str, tuple[int, int]] = {}  # name -> (tid, partitions)
         self._new_data = anyio.Event()
         self._unblocked = anyio.Event()
@@ -343,34 +363,70 @@ class EmbeddedLog:
         records: Sequence[tuple[bytes | None, bytes]],
         *,
         bypass_block: bool = False,
+        sync: bool = True,
     ) -> None:
-        """Durably append; returns after the commit. Waits while the disk tier blocks
-        (``bypass_block`` is for the gateway's own overflow/alarm events)."""
+        """Append; returns after the commit, durable unless ``sync=False`` (then
+        durable after the next synced commit or ``sync()``: see the module doc).
+        Waits while the disk tier blocks (``bypass_block`` is for the gateway's own
+        overflow/alarm events)."""
         if not records:
             return
         if not bypass_block and not self._unblocked.is_set():
             await self._unblocked.wait()
-        item = _Pending(topic, records)
-        self._pending.append(item)
+        item = _Pending(topic, records, sync)
+        with self._pending_mutex:
+            self._pending.append(item)
         async with self._lock:
-            if not item.written and item.error is None:
-                batch, self._pending = self._pending, []
-                await anyio.to_thread.run_sync(self._write, batch)
+            if not item.written and item.error is None:  # still pending: write it
+                await anyio.to_thread.run_sync(self._write)
                 self._new_data.set()
                 self._new_data = anyio.Event()
         if item.error is not None:
             raise item.error
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _write(self) -> None:
         with self.gate.hold():
+            with self._pending_mutex:
+                batch, self._pending = self._pending, []
             self._write_locked(batch)
         if any(item.written for item in batch):
             changes.touch(self.changed_path)  # wakes consumers in other processes
+
+    async def sync(self) -> None:
+        """Make every transaction committed so far (by any process) durable: the
+        fsync of the WAL a synced commit would do (after a checkpoint reset the
+        WAL, what it held is in the database file, synced by that checkpoint)."""
+
+        def run() -> None:
+            try:
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await anyio.to_thread.run_sync(run)
 
     def _write_locked(self, batch: list[_Pending]) -> None:
         con = self._db()
         ok: list[_Pending] = []
         now = self.clock()
+        unsynced = not any(item.sync for item in batch)
+        if unsynced:  # this transaction only; every other write stays FULL
+            con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._transaction(con, batch, ok, now)
+        finally:
+            if unsynced:
+                con.execute("PRAGMA synchronous=FULL")
+        for item in ok:
+            item.written = True
+            self.appended += len(item.records)
+
+    def _transaction(self, con: sqlite3.Connection, batch: list[_Pending], ok: list[_Pending],
+                     now: int) -> None:
         try:
             con.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -409,11 +465,9 @@ class EmbeddedLog:
                 con.execute("ROLLBACK")
             for item in batch:
                 item.error = item.error or e
+            ok.clear()
             return
         self.transactions += 1
-        for item in ok:
-            item.written = True
-            self.appended += len(item.records)
 
     # -- disk-full blocking (driven by otgate.actors.log.retention) ---------------
     def set_blocked(self, blocked: bool) -> None:

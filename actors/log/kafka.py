@@ -254,8 +254,10 @@ class KafkaLog:
             n = self._partitions[topic] = len(parts)
         return n
 
-    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        """Send and wait for acks=all of every record; raises on the first failure."""
+    async def append(self, topic: str, records: Sequence[tuple[bytes | None, bytes]], *,
+                     sync: bool = True) -> None:
+        """Send and wait for acks=all of every record (``sync=False`` too: the broker
+        decides when it flushes); raises on the first failure."""
         if not records:
             return
         prod = self._prod()
@@ -282,6 +284,9 @@ class KafkaLog:
         for f in futures:
             await f
         self.appended += len(records)
+
+    async def sync(self) -> None:
+        """Nothing to do: every append returned after acks=all."""
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, list(topics))
