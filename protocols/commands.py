@@ -28,12 +28,12 @@ connected; a Modbus unit on probation after timeouts) the runner waits for
 it until the deadline. The write itself runs under the session's
 protocol timeout once started.
 
-Latency: the root nudges the owning session (``CommandsPending`` over the
-bulkhead's control channel, ``wake``) right after logging a request; without
-a nudge (a request logged while the session was down, a nudge lost in a
-restart) the runner looks every ``IDLE_POLL_S``: each look is a fetch in a
-worker thread, and a bulkhead runs one runner per device, so that safety net
-is kept coarse. A successful write is logged at DEBUG (the root's audit line
+Latency: the root nudges the owning session right after logging a request
+(``CommandsPending`` over its bulkhead's control channel; the bulkhead calls
+the runner's ``wake``, no mailbox in between); without a nudge (a request
+logged while the session was down, a nudge lost in a restart) the runner
+looks every ``IDLE_POLL_S``: each look is a fetch in a worker thread, and a
+bulkhead runs one runner per device, so that safety net is kept coarse. A successful write is logged at DEBUG (the root's audit line
 and ``commands.results`` already tell it); every other outcome at INFO.
 """
 

@@ -12,15 +12,14 @@ from otgate.actors.context import BuildContext
 from otgate.actors.log.config import LogConfig
 from otgate.actors.log.open import decoder, open_log, schema_store
 from otgate.actors.log.publisher import Codec
-from otgate.actors.messages import CommandsPending
 from otgate.actors.records import CommandRequest, CommandResult, CommandStatus, now_ns
 
 
 class CommandLog:
     """An embedded log in ``state_dir`` with the request/result topics.
 
-    Set ``nudge`` to a session to send it ``CommandsPending`` after each
-    request, as the gateway root does (else it finds them by polling)."""
+    Set ``nudge`` to a session to wake its write runner after each request, as
+    the gateway root's nudge does (else it finds them by polling)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -58,7 +57,7 @@ class CommandLog:
         enc = self.codec.encode("commands.requests", req)
         await self.log.append("commands.requests", [(adapter_id.encode(), enc)])
         if self.nudge is not None:
-            await self.nudge.send(CommandsPending(adapter_id=adapter_id))
+            self.nudge.commands.wake()
         return rid
 
     async def results(self, request_id: str | None = None) -> list[CommandResult]:

@@ -106,6 +106,17 @@ def post(gw, path: str, body: dict, token: str | None) -> tuple[int, dict | str]
             return exc.code, text
 
 
+def session_metrics(gw) -> dict[str, float]:
+    """The metrics of the Modbus session ``plc1`` from ``/health``."""
+
+    def find(node: dict) -> dict | None:
+        if node.get("id") == "plc1" and node["kind"] == "modbus_tcp":
+            return node["metrics"]
+        return next(filter(None, map(find, node.get("children", []))), None)
+
+    return next(filter(None, map(find, gw.health()["components"])))
+
+
 def otgate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otgate.supervisors.cli", *args],
@@ -150,6 +161,9 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     cli = otgate("write", "press", "pump_on", "false", "--url", gw.url,
                  "--token", TOKENS["viewer"])
     assert cli.returncode == 1 and cli.stdout.startswith("REJECTED: role viewer")
+    # the root's nudge woke the session's runner through its bulkhead (a write found by
+    # the runner's idle look instead has no nudge step)
+    assert session_metrics(gw).get("writes_ms_nudge", 0) > 0
 
     shadow = wait_for(
         lambda: (d := gw.get("/assets/press/shadow", TOKENS["viewer"])[1])["reported"].get("setpoint") and d,

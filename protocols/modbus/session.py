@@ -44,7 +44,7 @@ from msgspec.structs import replace as _replace
 from otgate import __version__
 from otgate.actors.actor import Actor
 from otgate.actors.context import BuildContext
-from otgate.actors.messages import CommandsPending, State
+from otgate.actors.messages import State
 from otgate.actors.records import Quality, Reading, now_ns
 from otgate.protocols.commands import CommandRunner
 from otgate.protocols.modbus.config import Table
@@ -168,10 +168,6 @@ class ModbusSession(Actor):
     async def teardown(self) -> None:
         if self.client is not None:
             self.client.close()
-
-    async def handle(self, message: Any) -> None:
-        if isinstance(message, CommandsPending) and self.commands is not None:
-            self.commands.wake()
 
     def metrics(self) -> dict[str, float]:
         if self.commands is not None:

@@ -35,7 +35,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from otgate import __version__
 from otgate.actors.actor import Actor, StartupError
 from otgate.actors.context import BuildContext
-from otgate.actors.messages import CommandsPending, State
+from otgate.actors.messages import State
 from otgate.actors.records import Quality
 from otgate.protocols.commands import CommandRunner
 from otgate.protocols.opcua.client import (
@@ -117,10 +117,6 @@ class OpcUaSession(Actor):
             self.node_ids = [ua.NodeId.from_string(p.node_id) for p in self.cfg.points]
         except Exception as exc:  # asyncua raises several types for malformed ids
             raise StartupError(f"{self.id}: invalid node id: {exc}", retriable=False) from exc
-
-    async def handle(self, message: Any) -> None:
-        if isinstance(message, CommandsPending) and self.commands is not None:
-            self.commands.wake()
 
     def metrics(self) -> dict[str, float]:
         writes = self.commands.metrics() if self.commands is not None else {}
