@@ -117,7 +117,7 @@ def start_alocals3(tmp: Path, bucket: str) -> tuple[subprocess.Popen, str]:
          f"sqlite:///{tmp / 'alocals3.db'}", "--storage-root", str(tmp / "s3data"),
          "--log-level", "WARNING"], stdout=out, stderr=out, cwd=tmp)
     endpoint = f"http://127.0.0.1:{port}/s3"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # 30 s was too short on a machine at load ~20
     while True:  # the app answers a moment after the port opens
         try:
             req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
