@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from isal import igzip
 
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.sinks.base import LogSink
@@ -59,6 +60,15 @@ def batch_id(gateway_id: str, sink_id: str, batch: list[LogRecord]) -> str:
     text = ";".join(f"{t}/{p}/{first[(t, p)]}-{b}" for (t, p), b in sorted(last.items()))
     digest = hashlib.blake2b(f"{gateway_id}|{text}".encode(), digest_size=12).hexdigest()
     return f"{sink_id}-{digest}"
+
+
+def compress(raw: bytes, level: int) -> bytes:
+    """gzip of ``raw`` (no time stamp: a rebuilt body is the same bytes): levels 1-3
+    with ISA-L's igzip (~0.15 us per ~330 B record against zlib's 1.0 at level 1, and
+    smaller), 4-9 with zlib."""
+    if level <= 3:
+        return igzip.compress(raw, level, mtime=0)
+    return gzip.compress(raw, level, mtime=0)
 
 
 class HttpSinkActor(LogSink):
@@ -95,7 +105,7 @@ class HttpSinkActor(LogSink):
             raw = self.encoder.encode_lines(records)
         else:
             raw = self.encoder.encode(Body(self.gateway_id, key, records))
-        return gzip.compress(raw, self.config.gzip_level, mtime=0) if self.config.gzip else raw
+        return compress(raw, self.config.gzip_level) if self.config.gzip else raw
 
     async def prepare(self, batch: list[LogRecord]) -> tuple[list, list, str, bytes]:
         """Decoded items, undecodable records (DLQ), idempotency key and body of
