@@ -166,7 +166,7 @@ class KafkaLog:
         offset the broker does not have reads as the end (nothing)."""
         reader = KafkaReader(self, topic, [partition], idle_s, offset_reset="latest")
         try:
-            return await reader.read({partition: offset}, limit)
+            return (await reader.read({partition: offset}, limit))[:limit]
         finally:
             await reader.close()
 

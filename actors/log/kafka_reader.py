@@ -60,7 +60,8 @@ class KafkaReader:
     past that end offset: it is fetched all the same. With every partition done,
     the read takes what the consumer already fetched and ends (``caught_up``); so
     does a fetch that brings nothing for ``idle_s`` (the next read goes on from
-    there). Only ``limit`` ends a read that is not caught up.
+    there). Only ``limit`` ends a read that is not caught up; what the consumer
+    already fetched comes whole, so a caught-up read may return more.
 
     ``offset_reset`` is where an offset the broker no longer (or not yet) has
     leads: "earliest" (the oldest kept) or "latest" (nothing before new records).
@@ -101,22 +102,28 @@ class KafkaReader:
 
     async def _read(self, start: dict[int, int], limit: int, began_ms: float) -> list[LogRecord]:
         c = await self._consumer()
+        # Asked before the first assign: once assigned, the consumer keeps a fetch
+        # at the broker, which holds it up to fetch_max_wait_ms when there is
+        # nothing new, and the answer waits behind it on the connection.
+        ends = await c.end_offsets(self.tps)
+        if not c.assignment():
+            c.assign(self.tps)
         if self._at != start:
             for tp in self.tps:
                 c.seek(tp, start[tp.partition])
             self._at, self._sought = dict(start), {tp.partition for tp in self.tps}
         at = self._at
-        ends = await c.end_offsets(self.tps)
         if self._fresh_since != began_ms:  # a new pass: no partition is at newer records yet
             self._fresh_since, self._fresh = began_ms, set()
         out: list[LogRecord] = []
         self.caught_up = False
-        while len(out) < limit:
+        while True:
             behind = [tp for tp in self.tps if self._behind(tp, at[tp.partition], ends[tp])]
             if not behind:  # what is fetched already: the rest of a batch, maybe newer ones
-                self._take(await c.getmany(*self.tps, timeout_ms=0, max_records=limit - len(out)),
-                           out, began_ms)
-                self.caught_up = len(out) < limit
+                self._take(await c.getmany(*self.tps, timeout_ms=0), out, began_ms)
+                self.caught_up = True
+                break
+            if len(out) >= limit:
                 break
             got = await c.getmany(
                 *behind, timeout_ms=int(self.idle_s * 1000), max_records=limit - len(out)
@@ -158,7 +165,6 @@ class KafkaReader:
             except BaseException:
                 await stop_client(c)
                 raise
-            c.assign(self.tps)
             self.consumer, self._at = c, None
             self.connects += 1
         return self.consumer
