@@ -7,18 +7,17 @@ no transition is lost or repeated, and the acknowledgement is kept."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import anyio
 import msgspec
 from alarm_records import send_command
 from peers.gateway import gateway_fixture, wait_for  # noqa: F401
 from peers.tansu import tansu_fixture  # noqa: F401
 
+from otgate.actors.log.cmd import read_rows
 from otgate.actors.log.config import LogConfig
 from otgate.actors.records import AlarmAction
 
@@ -55,41 +54,43 @@ definitions = [
   {{ kind = "high", name = "overpressure", parameter = "pressure", limit = 8.0 }},
 ]
 """
-BOOTSTRAP: dict[Path, str] = {}
 TRIP = "press-1:trip:trip"
 STANDING = "press-1:pressure:overpressure"
 
 
-def read(config: Path, topic: str) -> list[dict]:
-    out = subprocess.run(
-        [sys.executable, "-m", "otgate.supervisors.cli", "log", "read", topic,
-         "--config", str(config), "--limit", "100000", "--json"],
-        capture_output=True, text=True, timeout=60,
-    )
-    return [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+class Journal:
+    """``alarms.clean`` on the broker, read in-process as ``otgate log read`` reads it."""
 
+    def __init__(self, bootstrap: str, state: Path) -> None:
+        self.cfg = msgspec.convert({"backend": "kafka", "bootstrap_servers": [bootstrap],
+                                    "idempotence": False}, LogConfig)
+        self.state = state
 
-def transitions(config: Path, aid: str = TRIP) -> list[dict]:
-    return [r for r in read(config, "alarms.clean") if r["alarm_id"] == aid]
+    def read(self) -> list[dict]:
+        try:
+            return anyio.run(read_rows, self.cfg, self.state, "alarms.clean", 0, 100_000)
+        except SystemExit:  # no topic yet: the gateway has not created it
+            return []
 
+    def transitions(self, aid: str = TRIP) -> list[dict]:
+        return [r for r in self.read() if r["alarm_id"] == aid]
 
-def ack(config: Path, state: Path) -> None:
-    """The evaluator's input, written as the status endpoint writes it."""
-    cfg = msgspec.convert({"backend": "kafka", "bootstrap_servers": [BOOTSTRAP[config]],
-                           "idempotence": False}, LogConfig)
-    send_command(state, AlarmAction.ACK, STANDING, "ack-1", cfg)
+    def ack(self) -> None:
+        """The evaluator's input, written as the status endpoint writes it."""
+        send_command(self.state, AlarmAction.ACK, STANDING, "ack-1", self.cfg)
 
 
 def test_evaluator_rebuilds_from_the_journal_on_kafka(gateway, tansu, tmp_path) -> None:
     state = tmp_path / "state"
     gw = gateway(CONFIG.format(state=state, bootstrap=tansu.bootstrap))
-    BOOTSTRAP[gw.config] = tansu.bootstrap
-    wait_for(lambda: len(transitions(gw.config)) >= 4, 90, "trip transitions on the broker")
-    wait_for(lambda: transitions(gw.config, STANDING), 30, "the standing alarm")
-    ack(gw.config, state)
-    wait_for(lambda: len(transitions(gw.config, STANDING)) == 2, 30, "the ack in the journal")
+    journal = Journal(tansu.bootstrap, state)
+    transitions = journal.transitions
+    wait_for(lambda: len(transitions()) >= 4, 90, "trip transitions on the broker")
+    wait_for(lambda: transitions(STANDING), 30, "the standing alarm")
+    journal.ack()
+    wait_for(lambda: len(transitions(STANDING)) == 2, 30, "the ack in the journal")
     for kill in range(2):
-        before = len(transitions(gw.config))
+        before = len(transitions())
         pid = gw.component("processing")["pid"]
         os.kill(pid, signal.SIGKILL)
         if kill == 0:  # no checkpoint: the table comes from the whole journal
@@ -97,12 +98,11 @@ def test_evaluator_rebuilds_from_the_journal_on_kafka(gateway, tansu, tmp_path) 
                 ckpt.unlink()
         wait_for(lambda pid=pid: gw.component("processing")["pid"] not in (None, pid), 30,
                  "the processing bulkhead back")
-        wait_for(lambda before=before: len(transitions(gw.config)) >= before + 4, 60,
+        wait_for(lambda before=before: len(transitions()) >= before + 4, 60,
                  "transitions after the restart")
     assert gw.stop() == 0
-    journal = read(gw.config, "alarms.clean")
     by_alarm: dict[str, list[dict]] = {}
-    for r in journal:
+    for r in journal.read():
         by_alarm.setdefault(r["alarm_id"], []).append(r)
     for aid, rs in by_alarm.items():  # one journal, in order, nothing twice or missing
         assert [r["seq"] for r in rs] == list(range(1, len(rs) + 1)), aid

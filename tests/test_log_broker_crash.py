@@ -96,7 +96,7 @@ class _StopRaisesCancelled:
 
 @pytest.mark.anyio
 async def test_a_client_stop_that_raises_cancelled_does_not_cancel_the_caller() -> None:
-    from otgate.actors.log.kafka import _stop_client
+    from otgate.actors.log.kafka_reader import stop_client
 
     ran_on = []
     async with anyio.create_task_group() as tg:
@@ -106,16 +106,16 @@ async def test_a_client_stop_that_raises_cancelled_does_not_cancel_the_caller() 
             ran_on.append("neighbour")
 
         tg.start_soon(neighbour)
-        await _stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
+        await stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
         ran_on.append("caller")
     assert ran_on == ["caller", "neighbour"]
 
 
 @pytest.mark.anyio
 async def test_a_real_cancellation_around_a_client_stop_still_cancels() -> None:
-    from otgate.actors.log.kafka import _stop_client
+    from otgate.actors.log.kafka_reader import stop_client
 
     with anyio.move_on_after(0.1) as scope:
         await anyio.sleep(1)
-        await _stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
+        await stop_client(_StopRaisesCancelled())  # type: ignore[arg-type]
     assert scope.cancelled_caught

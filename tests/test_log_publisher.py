@@ -201,6 +201,9 @@ def test_cli_commands_print_table_and_json(tmp_path, monkeypatch, capsys) -> Non
     assert "dropped group sink.old (1 partition offsets)" in capsys.readouterr().out
     assert args.func(args) == 1  # gone: said so on stderr
     assert "no group 'sink.old'" in capsys.readouterr().err
+    groups = parser.parse_args(["log", "groups", "--config", "x.toml"])
+    assert groups.func(groups) == 0
+    assert capsys.readouterr().out == "(no consumer groups)\n"
     kafka = msgspec.convert({"backend": "kafka", "bootstrap_servers": ["127.0.0.1:9"]}, LogConfig)
     monkeypatch.setattr(cmd, "_load", lambda path: (kafka, tmp_path))
     with pytest.raises(SystemExit, match="groups live in the broker"):

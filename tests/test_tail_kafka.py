@@ -2,7 +2,8 @@
 kept between polls; each poll returns exactly what was appended since the last
 one, across partitions and pages, although tansu under-reports the end offset
 (the last batch's base offset + 1); a dropped consumer is replaced and resumes
-where the tail stood; closing the operator log stops it."""
+where the tail stood; closing the operator log stops it. ``KafkaLog.read`` (behind
+``otgate log read``) is the same reader, used once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import anyio
 import pytest
 from peers.tansu import tansu_fixture  # noqa: F401
 
+from otgate.actors.log.base import TopicSpec
 from otgate.actors.log.config import Backend, LogConfig, TopicOverride
+from otgate.actors.log.kafka import KafkaLog
 from otgate.actors.records import AlarmAction, AlarmCommand, now_ns
 from otgate.supervisors.oplog import OperatorLog
 from otgate.supervisors.service import tail
@@ -101,3 +104,21 @@ async def test_one_consumer_follows_the_topic(tansu, tmp_path: Path, monkeypatch
     finally:
         await oplog.close()
     assert t.kafka is not None and t.kafka.consumer is None  # stopped with the log
+
+
+@pytest.mark.anyio
+async def test_a_read_ends_at_what_was_there_without_an_idle_fetch(tansu) -> None:
+    log = KafkaLog(tansu.bootstrap, idempotence=False)
+    await log.start()
+    try:
+        await log.ensure_topics([TopicSpec(name="t", partitions=1)])
+        await log.append("t", [(b"k", b"%d" % i) for i in range(40)])  # one batch: end 1
+        with anyio.fail_after(20):  # a read that waited for an idle fetch takes 60 s
+            recs = await log.read("t", 0, 0, 1000, idle_s=60)
+            assert [r.value for r in recs] == [b"%d" % i for i in range(40)]
+            assert [r.offset for r in await log.read("t", 0, 38, 1000, idle_s=60)] == [38, 39]
+        # inside the last batch, past the end offset tansu reports: read all the same
+        assert [r.offset for r in await log.read("t", 0, 25, 1)] == [25]
+        assert await log.read("t", 0, 40, 10, idle_s=0.2) == []  # at the end: nothing
+    finally:
+        await log.close()

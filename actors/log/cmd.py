@@ -83,7 +83,7 @@ def _load(path: str) -> tuple[LogConfig, Path]:
 def _topics_cmd(args: argparse.Namespace) -> int:
     cfg, state_dir = _load(args.config)
     rows = anyio.run(topics_rows, cfg, state_dir)
-    _print(rows, args.json)
+    _print(rows, args.json, "(no topics)")
     return 0
 
 
@@ -110,7 +110,7 @@ def _groups_cmd(args: argparse.Namespace) -> int:
         {"group": g, "topic": t, "partition": p, "committed": c, "lag": n - c}
         for g, t, p, c, n in anyio.run(_embedded(cfg, state_dir).groups)
     ]
-    _print(rows, args.json)
+    _print(rows, args.json, "(no consumer groups)")
     return 0
 
 
@@ -188,7 +188,8 @@ async def read_rows(
     return rows
 
 
-def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _print(rows: list[dict[str, Any]], as_json: bool, none: str = "(no records)") -> None:
+    """``rows`` as a table, or one JSON object per line; ``none`` says there are none."""
     out = sys.stdout
     if as_json:
         for row in rows:
@@ -196,7 +197,7 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
         out.flush()
         return
     if not rows:
-        out.write("(no records)\n")
+        out.write(none + "\n")
         return
     columns: list[str] = []
     for row in rows:

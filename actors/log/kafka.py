@@ -15,16 +15,14 @@ one key stay in order even without idempotence. Idempotence (default on)
 avoids duplicates when the producer retries; tansu 0.6 does not support it.
 
 Consumers use a consumer group with manual commits and start at the group's
-committed offsets, else at the earliest record. ``end_offsets`` is never used
-to decide what to read (tansu under-reports it); ``watermarks`` gives it only
-as a lower bound.
+committed offsets, else at the earliest record. tansu under-reports the end
+offset: ``watermarks`` gives it only as a lower bound, and ``read``
+(``kafka_reader.KafkaReader``) trusts it only once a fetch went past it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,30 +33,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlread
 
 from otgate.actors.log.base import LogRecord, TopicSpec
 from otgate.actors.log.base import TopicPartition as TP
+from otgate.actors.log.kafka_reader import KafkaReader, log_record, stop_client
 from otgate.actors.log.partition import partition_for
 
 log = logging.getLogger("otgate.log")
-
-
-def log_record(r: Any) -> LogRecord:
-    """An aiokafka ``ConsumerRecord`` as the log's ``LogRecord`` (ms → ns)."""
-    return LogRecord(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                     value=r.value, timestamp_ns=r.timestamp * 1_000_000)
-
-
-async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-    """Stop an aiokafka client, shielded from cancellation. aiokafka's fetcher
-    close awaits the fetch tasks it has just cancelled: stopped while a fetch
-    retries against a broker that is gone, ``stop()`` raises ``CancelledError``
-    into a caller nobody cancelled, and anyio would take that for a cancellation
-    of the caller's task group (the whole gateway stopped on a broker crash).
-    Inside the shield no real cancellation can arrive, so that one is swallowed;
-    a real one is delivered after the shield as usual."""
-    with anyio.CancelScope(shield=True):
-        try:
-            await client.stop()
-        except asyncio.CancelledError:
-            log.warning("kafka_client_stop_cancelled client=%s", type(client).__name__)
 
 SMALL_APPEND = 32
 """Appends with fewer records go record by record (the producer's linger batches them)."""
@@ -124,10 +102,10 @@ class KafkaLog:
     async def close(self) -> None:
         if self._meta is not None:
             m, self._meta = self._meta, None
-            await _stop_client(m)
+            await stop_client(m)
         if self._producer is not None:
             p, self._producer = self._producer, None
-            await _stop_client(p)
+            await stop_client(p)
 
     def _prod(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -182,38 +160,15 @@ class KafkaLog:
     async def read(
         self, topic: str, partition: int, offset: int, limit: int, *, idle_s: float = 1.0
     ) -> list[LogRecord]:
-        """Up to ``limit`` records of one partition from ``offset`` (no group, no commit).
-
-        Stops when a fetch brings nothing for ``idle_s`` or once it reached records
-        appended after the call began (a topic written faster than ``idle_s``
-        would otherwise be read for ever); never trusts end_offsets, which tansu
-        under-reports."""
-        began_ms = time.time() * 1000
-        tp = TopicPartition(topic, partition)
-        c = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=self.client_id,
-        )
-        await c.start()
-        out: list[LogRecord] = []
+        """Up to ``limit`` records of one partition from ``offset`` (no group, no
+        commit), read by a ``KafkaReader`` of its own: up to the records appended
+        after the call began, or until a fetch brings nothing for ``idle_s``. An
+        offset the broker does not have reads as the end (nothing)."""
+        reader = KafkaReader(self, topic, [partition], idle_s, offset_reset="latest")
         try:
-            c.assign([tp])
-            c.seek(tp, offset)
-            while len(out) < limit:
-                got = await c.getmany(
-                    tp, timeout_ms=int(idle_s * 1000), max_records=limit - len(out)
-                )
-                recs = got.get(tp, [])
-                if not recs:
-                    break
-                out += [log_record(r) for r in recs]
-                if recs[-1].timestamp >= began_ms:  # now at records newer than the call
-                    break
+            return (await reader.read({partition: offset}, limit))[:limit]
         finally:
-            await _stop_client(c)
-        return out
+            await reader.close()
 
     async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
         """``{partition: (oldest offset, next offset)}`` as the broker reports them.
@@ -235,7 +190,7 @@ class KafkaLog:
                 try:
                     await c.start()
                 except BaseException:
-                    await _stop_client(c)
+                    await stop_client(c)
                     raise
                 self._meta = c
             try:
@@ -243,7 +198,7 @@ class KafkaLog:
                 high = await self._meta.end_offsets(tps)
             except BaseException:
                 c, self._meta = self._meta, None
-                await _stop_client(c)
+                await stop_client(c)
                 raise
         return {tp.partition: (low[tp], high[tp]) for tp in tps}
 
@@ -355,4 +310,4 @@ class KafkaConsumer:
     async def close(self) -> None:
         if self._c is not None:
             c, self._c = self._c, None
-            await _stop_client(c)
+            await stop_client(c)
