@@ -163,7 +163,10 @@ def test_write_route_cli_roles_audit_and_shadow(gateway, device, tmp_path: Path)
     assert cli.returncode == 1 and cli.stdout.startswith("REJECTED: role viewer")
     # the root's nudge woke the session's runner through its bulkhead (a write found by
     # the runner's idle look instead has no nudge step)
-    assert session_metrics(gw).get("writes_ms_nudge", 0) > 0
+    # (/health carries the metrics the bulkhead last reported: wait for both writes in them)
+    metrics = wait_for(lambda: (m := session_metrics(gw)).get("writes_written", 0) >= 2 and m,
+                       what="both writes in the session's metrics")
+    assert metrics.get("writes_ms_nudge", 0) > 0
 
     shadow = wait_for(
         lambda: (d := gw.get("/assets/press/shadow", TOKENS["viewer"])[1])["reported"].get("setpoint") and d,
