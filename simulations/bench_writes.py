@@ -235,6 +235,7 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
         1 - b / ((quiet[i] + quiet[i + 1]) / 2) for i, b in enumerate(busy)
     )
     scenario = f"{DEVICES} dev x {POINTS + 1} pts, embedded log"
+    posted_per_s = len(rids) / (rounds * window)  # a loaded machine posts fewer than asked
     report.add(measure="write latency p50 (request -> result record)", scenario=scenario,
                value=f"{q[49]:.1f} ms", goal="", anchor="")
     report.add(measure="write latency p99", scenario=scenario, value=f"{q[98]:.1f} ms",
@@ -242,7 +243,7 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
     report.add(measure="write latency mean / max", scenario=scenario,
                value=f"{statistics.fmean(lat):.1f} / {lat[-1]:.1f} ms", goal="", anchor="")
     report.add(measure="writes", scenario=f"{WRITES_PER_S:g}/s asked, "
-               f"{len(rids) / (rounds * window):.1f}/s posted, round robin",
+               f"{posted_per_s:.1f}/s posted, round robin",
                value=", ".join(f"{k} {n}" for k, n in sorted(statuses.items())), goal="",
                anchor="")
     report.add(measure="read rate without writes", scenario=scenario,
@@ -253,8 +254,7 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
                scenario=f"median of {len(busy)} paired windows of {window:g} s",
                value=f"{drop:.1%}", goal="< 5 %", anchor="")
     _report_steps(report, steps0, steps1, client.post_s)
-    # per write at the rate the client reached (a loaded machine posts fewer than asked)
-    _report_cpu(report, cpu_quiet, cpu_busy, no_w, with_w, len(rids) / (rounds * window))
+    _report_cpu(report, cpu_quiet, cpu_busy, no_w, with_w, posted_per_s)  # per write posted
     report.add(measure="load average (1 / 5 min) at the end", scenario=f"{os.cpu_count()} CPUs",
                value=" / ".join(f"{x:.1f}" for x in os.getloadavg()[:2]), goal="", anchor="")
 
