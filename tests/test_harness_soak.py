@@ -1,5 +1,5 @@
 """The soak's parts: ``--duration`` stretches the timeline, memory growth is a
-least-squares fit over the longest-lived process after warm-up, the resource
+least-squares fit over the longest-lived process after its own warm-up, the resource
 table names every process and the log, and the load lands in the config."""
 
 from __future__ import annotations
@@ -52,6 +52,18 @@ def test_growth_fits_the_longest_lived_process_after_warmup() -> None:
     assert rows[0]["what"] == "RSS pg" and rows[0]["mib_start"] == 100.0
     assert rows[0]["mib_end"] == 60.0 and rows[0]["fds_end"] == 20
     assert rows[-1]["what"].startswith("log size") and rows[-1]["mib_per_h"] == 0.0
+
+
+def test_a_restarted_process_skips_its_own_warmup() -> None:
+    # the 1 h soak's pg: killed at 29 min, back at 84.6 MiB, +2.5 MiB in its first
+    # minute (its warm-up), flat after; the run's warm-up alone left that ramp in the fit
+    s = Samples(warmup_s=360.0)
+    s.taken += [_sample(t, 1, 80.0) for t in range(0, 1740, 10)]
+    s.taken += [_sample(t, 2, min(87.1, 84.6 + 2.5 * (t - 1750) / 60)) for t in range(1750, 3600, 10)]
+    rate, restarts = growth(s, "pg")
+    assert restarts == 1 and rate == pytest.approx(0.0, abs=1e-9)
+    s.warmup_s = 0.0  # pid 2 from its start: the ramp alone reads as +0.54 MiB/h
+    assert growth(s, "pg")[0] == pytest.approx(0.54, abs=0.01)
 
 
 def test_load_and_retention_make_a_valid_gateway_config(tmp_path: Path) -> None:
