@@ -178,6 +178,10 @@ class LogSink(Actor):
     async def close_client(self) -> None:
         """Release the destination connection(s)."""
 
+    async def caught_up(self) -> None:
+        """Called once the backlog an outage left is delivered (after a recovery,
+        the first batch smaller than ``batch_size``, or an empty fetch). Default: nothing."""
+
     # -- lifecycle ------------------------------------------------------------
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.group, self.topics)
@@ -228,6 +232,7 @@ class LogSink(Actor):
     async def _deliver_forever(self, next_batch: Callable[[], Any]) -> None:
         batch: list[LogRecord] | None = None
         failures = 0
+        catching_up = False
         while True:
             if batch is None:
                 self._prep = await next_batch()
@@ -236,6 +241,9 @@ class LogSink(Actor):
                 await self.tick()
                 if not batch:
                     batch = None
+                    if catching_up:  # the backlog ended on a full batch
+                        catching_up = False
+                        await self.caught_up()
                     continue
                 self.pending = len(batch)
             await self.wait_allowed()
@@ -254,7 +262,11 @@ class LogSink(Actor):
                 if failures:
                     log.warning("%s_recovered sink_id=%s after_failures=%d",
                                 self.event, self.sink_id, failures)
+                    catching_up = True
                 failures = 0
+                if catching_up and len(batch) < self.batch_size:
+                    catching_up = False
+                    await self.caught_up()
                 batch = self._prep = None
                 self.pending = 0
                 continue

@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from otgate.actors.aggregator import heap
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter
@@ -74,9 +75,21 @@ class PostgresSinkActor(LogSink):
         self.config = config
         self.client = PgClient(config, gateway_id)
         self.kinds = {t: topic_kind(t) for t in config.topics}
+        self.heap_trimmed = 0
+        self.heap_trims = 0
 
     async def close_client(self) -> None:
         await self.client.close()
+
+    async def caught_up(self) -> None:
+        """Give the heap's free pages back after an outage's backlog (``heap.trim``).
+
+        The catch-up's full batches (decoded rows, the log's unpacked batches,
+        psycopg's COPY buffers) leave free chunks among live ones in glibc's
+        arenas, which the steady small batches after it do not fill: the soak's
+        ``pg`` bulkhead kept +1.2-2.4 MiB of RSS per PostgreSQL outage."""
+        self.heap_trimmed += await anyio.to_thread.run_sync(heap.trim)
+        self.heap_trims += 1
 
     async def deliver(self, batch: list[LogRecord]) -> tuple[Outcome, str]:
         """Write one batch; DELIVERED (rejected rows dead-lettered) or ERRORED with the reason."""
@@ -160,5 +173,7 @@ class PostgresSinkActor(LogSink):
             "connects_total": float(self.client.connects),
             "direct_copy_batches_total": float(self.client.direct_batches),
             "staged_batches_total": float(self.client.staged_batches),
+            "heap_trims_total": float(self.heap_trims),
+            "heap_trimmed_bytes_total": float(self.heap_trimmed),
         })
         return m
