@@ -268,6 +268,8 @@ class CommandRunner:
             self._marks.append(("nudge", woken))
         self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
         durable, finished = anyio.Event(), anyio.Event()
+        if taken:
+            durable.set()  # now: not one event-loop turn later, from ``_take``
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             # ``execute`` touches the device only once ``durable`` is set (the
@@ -302,7 +304,7 @@ class CommandRunner:
             t0 = now_ns()
             await self._progress(partition, offset, req, done=False)
             self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
-        durable.set()
+            durable.set()
         with anyio.move_on_after(ACCEPTED_AFTER_S):
             await finished.wait()
         if not finished.is_set():
