@@ -33,7 +33,14 @@ Latency: the root nudges the owning session right after logging a request
 the runner's ``wake``, no mailbox in between); without a nudge (a request
 logged while the session was down, a nudge lost in a restart) the runner
 looks every ``IDLE_POLL_S``: each look is a fetch in a worker thread, and a
-bulkhead runs one runner per device, so that safety net is kept coarse. A successful write is logged at DEBUG (the root's audit line
+bulkhead runs one runner per device, so that safety net is kept coarse.
+On the embedded log the look and the ledger's "taken" entry share one
+worker-thread hop (``fetch_then``): the first new request that will run
+(writable point, role and value allowed, deadline ahead, device reachable)
+is marked taken right after the fetch, in the same thread; each hop costs
+~6 ms on a busy 2-core machine (the thread waits for a CPU and the GIL), the
+fdatasync ~3 ms. A request marked so and then not run (a reload removed the
+point meanwhile) is reported like any other, after its "taken" entry. A successful write is logged at DEBUG (the root's audit line
 and ``commands.results`` already tell it); every other outcome at INFO.
 """
 
@@ -52,6 +59,7 @@ import anyio
 import msgspec
 
 from otgate.actors.context import BuildContext
+from otgate.actors.log.base import LogRecord
 from otgate.actors.log.publisher import Codec, Decoder
 from otgate.actors.records import CommandRequest, CommandResult, CommandStatus, Value, now_ns
 from otgate.protocols.command_ledger import Entry, Ledger
@@ -119,6 +127,7 @@ class CommandRunner:
         self.counters["requests"] = 0
         self.codec: Codec | None = None
         self.consumer: Any = None
+        self.decoder: Decoder | None = None
         self.woken_at = 0  # wall ns of the last nudge
         self.fetched_at = 0  # wall ns the last fetch returned
         self._marks: list[tuple[str, int]] = []
@@ -143,8 +152,9 @@ class CommandRunner:
         schemas = self.ctx.extras["schemas"]
         self.codec = Codec(schemas)
         await self.codec.prepare(RESULTS)
-        decoder = Decoder(schemas)
+        decoder = self.decoder = Decoder(schemas)
         self.consumer = self.ctx.log.consumer(f"commands.{self.adapter_id}", [REQUESTS])
+        fetch_then = getattr(self.consumer, "fetch_then", None)  # the embedded log's
         try:
             last = await anyio.to_thread.run_sync(self.ledger.open)
             if last is not None:
@@ -154,10 +164,15 @@ class CommandRunner:
             uncommitted: dict[tuple[str, int], int] = {}
             committed_at = anyio.current_time()
             while True:
-                records = await self.consumer.fetch(max_records=FETCH_MAX, timeout=0)
+                if fetch_then is not None:
+                    records, taken = await fetch_then(FETCH_MAX, self._take_first)
+                else:
+                    records, taken = await self.consumer.fetch(FETCH_MAX, timeout=0), None
                 self.fetched_at = now_ns()
                 for rec in records:
-                    if rec.key == self.key:
+                    if taken is not None and taken[0] is rec:
+                        await self._handle(taken[1], rec.partition, rec.offset, taken=True)
+                    elif rec.key == self.key:
                         try:
                             req = await decoder.decode_async(REQUESTS, rec.value)
                         except (ValueError, msgspec.MsgspecError) as exc:
@@ -190,7 +205,40 @@ class CommandRunner:
                 self.ledger.close()
 
     # -- one request --------------------------------------------------------------
-    async def _handle(self, req: CommandRequest, partition: int, offset: int) -> None:
+    def _take_first(self, records: list[LogRecord]) -> tuple[LogRecord, CommandRequest] | None:
+        """In the fetch's worker thread: the first new request of this session,
+        durably marked taken when it will run (decoded, its point writable, role
+        and value allowed, deadline ahead, device reachable); None leaves every
+        record to ``_handle``. The runner's task awaits this fetch, so nothing
+        else touches the ledger, ``_seen`` or the decoder meanwhile."""
+        for rec in records:
+            if rec.key != self.key:
+                continue
+            try:
+                req = self.decoder.decode(REQUESTS, rec.value)
+            except Exception:  # an unknown schema or an undecodable record: the usual way
+                return None
+            if req.request_id in self._seen:
+                continue  # a replayed record: ``_handle`` skips it
+            point = self.points.get((req.asset_id, req.parameter))
+            if (
+                point is None
+                or check_role(point.spec, req.role)
+                or check_value(point.spec, req.value)
+                or now_ns() >= req.deadline
+                or not self.reachable(point)
+            ):
+                return None
+            t0 = now_ns()
+            self.ledger.write(rec.partition, rec.offset, req, done=False)
+            self._ledger_ns = now_ns() - t0
+            return rec, req
+        return None
+
+    async def _handle(
+        self, req: CommandRequest, partition: int, offset: int, *, taken: bool = False
+    ) -> None:
+        """Run one request; ``taken``: its ledger entry is on disk already."""
         if req.request_id in self._seen:
             return  # a replayed record: it already has its result
         self._remember(req.request_id)
@@ -220,11 +268,13 @@ class CommandRunner:
             self._marks.append(("nudge", woken))
         self._marks += [("fetch", max(self.fetched_at, woken or t)), ("handle", now_ns())]
         durable, finished = anyio.Event(), anyio.Event()
+        if taken:
+            durable.set()  # now: not one event-loop turn later, from ``_take``
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             # ``execute`` touches the device only once ``durable`` is set (the
             # ledger entry on disk); it may prepare meanwhile
-            tg.start_soon(self._take, req, partition, offset, durable, finished)
+            tg.start_soon(self._take, req, partition, offset, durable, finished, taken)
             try:
                 outcome = await self.execute(point, req.value, durable)
             except Exception as exc:  # the protocol's write raised what it does not classify
@@ -245,14 +295,16 @@ class CommandRunner:
 
     async def _take(
         self, req: CommandRequest, partition: int, offset: int, durable: anyio.Event,
-        finished: anyio.Event,
+        finished: anyio.Event, taken: bool,
     ) -> None:
-        """Durably mark the request taken; log ACCEPTED (informative: the ledger
-        is the durable mark) if the write is still running ``ACCEPTED_AFTER_S`` later."""
-        t0 = now_ns()
-        await self._progress(partition, offset, req, done=False)
-        self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
-        durable.set()
+        """Durably mark the request taken (unless ``taken``: done in the fetch's
+        thread); log ACCEPTED (informative: the ledger is the durable mark) if the
+        write is still running ``ACCEPTED_AFTER_S`` later."""
+        if not taken:
+            t0 = now_ns()
+            await self._progress(partition, offset, req, done=False)
+            self._ledger_ns = now_ns() - t0  # overlaps the chain of marks: summed apart
+            durable.set()
         with anyio.move_on_after(ACCEPTED_AFTER_S):
             await finished.wait()
         if not finished.is_set():

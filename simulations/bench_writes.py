@@ -18,7 +18,12 @@ result record's ``gateway_time`` (the session executes, reads back and
 appends the result; ``CommandResult.latency_ms``), broken into the steps
 the sessions time (``writes_ms_<step>`` metrics, ``STEPS``). The read rate is the sum
 of the sessions' ``readings_published`` over each window (from ``/health``);
-``read drop`` compares the windows with and without writes.
+``read drop`` compares the windows with and without writes. Each process's
+CPU (the gateway's root and devices bulkhead, the simulator, this bench's
+client) and the sessions' poll cycle, split into its reads (holding the bus)
+and its readings' durable append, are reported with and without writes: on
+a shared 2-core machine the read rate follows the CPU the other processes
+leave, and the simulator is one of them.
 
 Anchor: Neuron publishes a 523 ms average write latency during 100k points/s
 collection. Goal here: p99 < 50 ms with the read rate within 5 % of the
@@ -51,11 +56,11 @@ WRITES_PER_S = 20.0
 TOKEN = "bench-engineer"
 STEPS = {  # the sessions' writes_ms_<step>: each step's time after the one before it
     "nudge": "request stamped -> the nudge reached the session",
-    "fetch": "nudge -> the session fetched the request",
+    "fetch": "nudge -> fetched (and, on the embedded log, marked taken in the ledger)",
     "handle": "fetched -> decoded and checked",
-    "ledger_wait": "waiting for the ledger entry (fsync in a thread)",
+    "ledger_wait": "waiting for the ledger entry (when not marked with the fetch)",
     "bus_wait": "waiting for the bus (the poll's current read)",
-    "ledger": "(included above) the ledger thread's own time",
+    "ledger": "(included above) the ledger entry's own time (pwrite + fdatasync)",
     "write": "write request round trip",
     "read_back": "read-back round trip",
     "execute_end": "read back -> the protocol's write returned",
@@ -63,6 +68,11 @@ STEPS = {  # the sessions' writes_ms_<step>: each step's time after the one befo
     "ledger_done": "ledger 'done' entry (not in the latency)",
 }
 SP_ADDRESS = 300
+POLL_PARTS = {  # a session's poll, mean per poll
+    "poll cycle ms": "poll cycle of a session (20 x window / polls)",
+    "poll bus ms": "poll: its reads, holding the bus (incl. writes it let in)",
+    "poll publish ms": "poll: its readings' durable append",
+}
 
 
 def _config(state: Path, port: int) -> str:
@@ -117,13 +127,11 @@ def _session_metrics(gw: GatewayProcess) -> dict[str, float]:
     return total
 
 
-def _readings(gw: GatewayProcess) -> float:
-    return _session_metrics(gw).get("readings_published", 0.0)
-
-
-def _processes(gw: GatewayProcess) -> dict[str, psutil.Process]:
-    """The gateway root and its devices bulkhead (by process title)."""
-    out = {"root": psutil.Process(gw.proc.pid)}
+def _processes(gw: GatewayProcess, sim_pid: int) -> dict[str, psutil.Process]:
+    """The gateway root, its devices bulkhead (by process title), the simulator and
+    this bench (its HTTP client: CPU the writes cost the shared machine too)."""
+    out = {"root": psutil.Process(gw.proc.pid), "simulator": psutil.Process(sim_pid),
+           "bench client": psutil.Process()}
     for p in gw.descendants():
         with contextlib.suppress(psutil.Error):
             if "bulkhead devices" in " ".join(p.cmdline()):
@@ -170,10 +178,12 @@ def _window(
 ) -> tuple[float, list[str]]:
     """Read rate over ``seconds`` while posting ``writes_per_s`` writes; their ids.
 
-    Adds each process's CPU (s per s) over the window to ``cpu[name]``."""
+    Adds each process's CPU (s per s) over the window to ``cpu[name]``, and the
+    sessions' mean poll cycle (ms) to ``cpu["poll cycle ms"]``."""
     rids: list[str] = []
     c0 = _cpu(procs)
-    r0, t0 = _readings(gw), time.monotonic()
+    m0, t0 = _session_metrics(gw), time.monotonic()
+    r0 = m0.get("readings_published", 0.0)
     end = t0 + seconds
     n = 0
     while (now := time.monotonic()) < end:
@@ -183,10 +193,17 @@ def _window(
             time.sleep(max(0.0, t0 + n / writes_per_s - time.monotonic()))
         else:
             time.sleep(min(0.5, end - now))
-    r1, t1 = _readings(gw), time.monotonic()
+    m1, t1 = _session_metrics(gw), time.monotonic()
+    r1 = m1.get("readings_published", 0.0)
     c1 = _cpu(procs)
     for name in c1.keys() & c0.keys():
         cpu.setdefault(name, []).append((c1[name] - c0[name]) / (t1 - t0))
+    polls = m1.get("polls", 0.0) - m0.get("polls", 0.0)
+    if polls:
+        cpu.setdefault("poll cycle ms", []).append(1e3 * DEVICES * (t1 - t0) / polls)
+        for part in ("bus", "publish"):
+            spent = m1.get(f"poll_{part}_s", 0.0) - m0.get(f"poll_{part}_s", 0.0)
+            cpu.setdefault(f"poll {part} ms", []).append(1e3 * spent / polls)
     return (r1 - r0) / (t1 - t0), rids
 
 
@@ -195,7 +212,7 @@ def _final(gw: GatewayProcess, rid: str) -> dict[str, Any] | None:
     return view if status == 200 and view["final"] else None
 
 
-def _measure(report: Any, port: int, window: float, rounds: int) -> None:
+def _measure(report: Any, port: int, sim_pid: int, window: float, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="otgate-bench-") as tmp:
         cfg = Path(tmp) / "bench.toml"
         cfg.write_text(_config(Path(tmp) / "state", port))
@@ -205,7 +222,7 @@ def _measure(report: Any, port: int, window: float, rounds: int) -> None:
             report.progress("gateway up; warming up 3 s")
             time.sleep(3)
             client = _Client(gw.url)
-            procs = _processes(gw)
+            procs = _processes(gw, sim_pid)
             cpu_quiet: dict[str, list[float]] = {}
             cpu_busy: dict[str, list[float]] = {}
             steps0 = _session_metrics(gw)
@@ -285,6 +302,10 @@ def _report_cpu(
     """Each process's CPU in windows with and without writes, and per write."""
     for name in sorted(quiet.keys() & busy.keys()):
         q, b = statistics.median(quiet[name]), statistics.median(busy[name])
+        if name.startswith("poll "):
+            report.add(measure=POLL_PARTS[name], scenario="without / with writes",
+                       value=f"{q:.1f} / {b:.1f} ms", goal="", anchor="")
+            continue
         report.add(measure=f"CPU of the {name} process", scenario="without / with writes",
                    value=f"{100 * q:.0f} % / {100 * b:.0f} %", goal="", anchor="")
         if name == "devices" and no_w:
@@ -312,7 +333,7 @@ async def run(report: Any, args: Any) -> None:
     report.progress(f"starting the Modbus simulator ({DEVICES} devices x {POINTS} points)")
     proc, port = await start_simulator(DEVICES)
     try:
-        await anyio.to_thread.run_sync(_measure, report, port, window, rounds)
+        await anyio.to_thread.run_sync(_measure, report, port, proc.pid, window, rounds)
     finally:
         proc.terminate()
         with anyio.move_on_after(5):

@@ -104,3 +104,31 @@ async def test_small_fetches_go_on_inside_a_stored_batch(tmp_path: Path) -> None
         await c.close()
     finally:
         await lg.close()
+
+
+async def test_fetch_then_runs_the_callback_in_the_fetch_thread_without_a_watch(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    lg = EmbeddedLog(tmp_path / "log.db")
+    await lg.start()
+    await lg.ensure_topics([TopicSpec(name="t")])
+    await lg.append("t", [(b"a", b"1"), (b"b", b"2")])
+    consumer = lg.consumer("g", ["t"])
+    seen: list[tuple[list[bytes], bool]] = []
+
+    def then(recs: list) -> int:
+        seen.append(([r.value for r in recs], threading.current_thread() is threading.main_thread()))
+        return len(recs)
+
+    try:
+        recs, n = await consumer.fetch_then(10, then)
+        assert [r.value for r in recs] == [b"1", b"2"] and n == 2
+        assert seen == [([b"1", b"2"], False)]  # in a worker thread, with the records
+        assert await consumer.fetch_then(10, then) == ([], 0)  # the position moved on
+        assert await consumer.fetch(10, timeout=0) == []
+        assert consumer._watch == -1  # looks that never wait open no inotify watch
+    finally:
+        await consumer.close()
+        await lg.close()

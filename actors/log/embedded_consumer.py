@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -28,6 +29,8 @@ from otgate.actors.log.embedded import (
     take,
     unpack_batches,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from otgate.actors.log.embedded import EmbeddedLog
@@ -132,6 +135,9 @@ class EmbeddedConsumer:
     async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
         """Next records after the position; [] when none came within ``timeout``."""
         deadline = anyio.current_time() + timeout
+        if timeout <= 0:  # one look, never a wait: no inotify watch (the kernel would
+            # queue an event on it for every commit of every process, never read)
+            return await anyio.to_thread.run_sync(self._fetch, max_records)
         if self._watch == -1:
             self._watch = changes.watch(self._log.changed_path)
         while True:
@@ -147,6 +153,18 @@ class EmbeddedConsumer:
                     await anyio.wait_readable(self._watch)
                 else:
                     await new_data.wait()
+
+    async def fetch_then(
+        self, max_records: int, then: Callable[[list[LogRecord]], T]
+    ) -> tuple[list[LogRecord], T]:
+        """One look (``fetch`` with ``timeout=0``) and ``then(records)``, both in the same
+        worker thread: a caller with blocking work to do on what it fetched (a
+        write runner's fsync'd ledger entry) pays one thread hop, not two."""
+        def run() -> tuple[list[LogRecord], T]:
+            recs = self._fetch(max_records)
+            return recs, then(recs)
+
+        return await anyio.to_thread.run_sync(run)
 
     def position(self) -> dict[TopicPartition, int]:
         return dict(self._pos or {})

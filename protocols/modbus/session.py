@@ -121,6 +121,8 @@ class ModbusSession(Actor):
             "connected": 0,
             "units_on_probation": 0,
             "last_poll_s": 0.0,
+            "poll_bus_s": 0.0,  # summed: each poll's reads (holding the bus) ...
+            "poll_publish_s": 0.0,  # ... and its readings' durable append
             "write_requests": 0,
         }
         self.bus: Any = None  # anyio.Lock: one poll or one write at a time
@@ -213,9 +215,13 @@ class ModbusSession(Actor):
             out: list[Reading] = []
             async with self.bus:
                 connection_ok = await self._read_all(out)
+            read = time.monotonic()
             if out:  # published off the bus: a waiting write does not wait for the log
                 await self._publish(out)
-            self.counters["last_poll_s"] = time.monotonic() - started
+            done = time.monotonic()
+            self.counters["last_poll_s"] = done - started
+            self.counters["poll_bus_s"] += read - started
+            self.counters["poll_publish_s"] += done - read
             if not connection_ok:
                 self.client.close()
                 down_since = time.monotonic()
