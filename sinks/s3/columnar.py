@@ -71,14 +71,23 @@ def _header(record_type: type) -> bytes:
     return b"Obj\x01" + _long(len(meta)) + body + _long(0) + SYNC
 
 
-def container(record_type: type, values: list[bytes]) -> bytes | None:
-    """One Avro object container of ``values``' bodies; None unless every value
-    carries the same wire header (one writer schema)."""
+def container(record_type: type, values: list[bytes]) -> list[Any] | None:
+    """One Avro object container of ``values``' bodies, as pieces to write in turn;
+    None unless every value carries the same wire header (one writer schema).
+
+    The headers are checked and cut off in Arrow (a third of the cost of doing
+    it per value in Python); the bodies stay in Arrow's buffer."""
     header = values[0][:5]
-    if not all(v.startswith(header) for v in values):
+    arr = pa.array(values, pa.large_binary())
+    if not pc.all(pc.equal(pc.binary_slice(arr, 0, 5), pa.scalar(header, pa.large_binary()))).as_py():
         return None
-    data = b"".join([v[5:] for v in values])
-    return b"".join((_header(record_type), _long(len(values)), _long(len(data)), data, SYNC))
+    bodies = pc.binary_slice(arr, 5, 1 << 30)  # (no value is 1 GiB)
+    n = len(bodies)
+    offsets = pa.Array.from_buffers(pa.int64(), n + 1, [None, bodies.buffers()[1]],
+                                    offset=bodies.offset)
+    start, end = offsets[0].as_py(), offsets[n].as_py()
+    data = bodies.buffers()[2].slice(start, end - start)
+    return [_header(record_type), _long(n), _long(end - start), data, SYNC]
 
 
 class AvroColumns:
@@ -102,11 +111,12 @@ class AvroColumns:
     def read_timeout(self, rows: int) -> float:
         return max(self.TIMEOUT_S, self.TIMEOUT_S_PER_ROW * rows)
 
-    def read(self, data: bytes) -> pa.Table:
+    def read(self, pieces: list[Any]) -> pa.Table:
         fd, path = tempfile.mkstemp(suffix=".avro", dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for piece in pieces:
+                    f.write(piece)
             return self.ctx.read_avro(path).to_arrow_table()
         finally:
             os.unlink(path)
