@@ -75,7 +75,8 @@ class S3SinkActor(LogSink):
         self.gateway_id = gateway_id or "otgate"
         self.client = ArchiveClient(config)
         self._hours: dict[int, str] = {}
-        self._columns = AvroColumns(config.batch_size) if available() else None
+        self._columnar_ok = available()
+        self._columns: AvroColumns | None = None  # made on first use (the import is slow)
 
     def object_key(self, topic: str, partition: int, hour: int, first_offset: int) -> str:
         path = self._hours.get(hour)
@@ -141,7 +142,7 @@ class S3SinkActor(LogSink):
         record type's own (the codec's fast-path condition), and the reader is there."""
         decoder_for = getattr(self.codec, "decoder_for", None)
         value = recs[0].value
-        return (self._columns is not None and not AvroColumns.stuck and decoder_for is not None
+        return (self._columnar_ok and not AvroColumns.stuck and decoder_for is not None
                 and record_type(topic) is not None and len(value) > 5 and value[0] == 0
                 and decoder_for(topic, value) is not None)
 
@@ -154,10 +155,11 @@ class S3SinkActor(LogSink):
         the sink leaves that thread behind, stops using the reader in this process
         (``AvroColumns.stuck``) and takes the per-record paths, which dead-letter
         the record at fault; the looping thread costs a core until a restart."""
-        assert self._columns is not None
         tp = record_type(topic)
         if tp is None:
             return None
+        if self._columns is None:
+            self._columns = await anyio.to_thread.run_sync(AvroColumns, self.config.batch_size)
         with anyio.move_on_after(self._columns.read_timeout(len(recs))):
             got = await anyio.to_thread.run_sync(self._columns.table, topic, partition, recs,
                                                  tp, abandon_on_cancel=True)

@@ -20,6 +20,7 @@ also says which record is at fault. Without the ``datafusion`` package
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -40,11 +41,9 @@ ARROW_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError, KeyErro
 
 
 def available() -> bool:
-    try:
-        import datafusion  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the ``datafusion`` package is installed (without importing it: that
+    takes seconds and ~50 MB, so a sink does it on first use, in a worker thread)."""
+    return importlib.util.find_spec("datafusion") is not None
 
 
 def _long(n: int) -> bytes:
