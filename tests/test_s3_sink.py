@@ -215,7 +215,10 @@ from otgate.actors.records import Reading
 from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.s3 import S3Sink
 from otgate.sinks.s3.actor import S3SinkActor
+from otgate.sinks.s3 import columnar
 from otgate.sinks.s3.columnar import AvroColumns
+
+columnar._SHM = sys.argv[1]  # the file the looping read holds stays in the test's tmp dir
 
 async def main():
     lg = EmbeddedLog(Path(sys.argv[1]) / "log.sqlite")
