@@ -26,6 +26,7 @@ from otgate.actors.stage_codec import LogCodec
 from otgate.sinks.s3 import S3Sink
 from otgate.sinks.s3.actor import S3SinkActor
 from otgate.sinks.s3.client import ArchiveClient
+from otgate.sinks.s3.columnar import AvroColumns
 from otgate.sinks.s3.parquet import (
     ROW_HELPERS,
     columns,
@@ -166,8 +167,92 @@ async def test_rows_from_the_bytes_make_the_same_table_as_the_objects(tmp_path):
             fast = table_from_rows(topic, 1, recs, rows, tp)
             assert fast.equals(table(list(zip(recs, objs, strict=True))))
             assert fast.num_rows == len(objs)
+            cols = AvroColumns(100).table(topic, 1, recs, tp)
+            assert cols is not None and cols.equals(fast)
     finally:
         await lg.close()
+
+
+@pytest.mark.anyio
+async def test_columnar_decode_refuses_what_it_cannot_read_whole(tmp_path):
+    """The native reader's table is None (the per-record paths then) for values of two
+    writer schemas, a truncated body, a body with a stray byte, or more rows than its
+    Arrow batch holds; a part of up to that many rows (20,000, of every union member)
+    is read whole."""
+    lg = await open_log(tmp_path)
+    try:
+        codec = LogCodec(EmbeddedSchemaStore(lg))
+        topic = "telemetry.clean"
+        await codec.prepare([topic])
+        objs = [rd(i, value=[1.5, 7, True, "open", None][i % 5]) for i in range(20_000)]
+        recs = [LogRecord(topic=topic, partition=0, offset=i, key=None,
+                          value=codec.encode(topic, o), timestamp_ns=T0 + i)
+                for i, o in enumerate(objs)]
+        assert AvroColumns(100).table(topic, 0, recs, Reading) is None  # 8192 rows at most
+        reader = AvroColumns(20_000)
+        got = reader.table(topic, 0, recs, Reading)
+        assert got is not None and got.equals(table(list(zip(recs, objs, strict=True))))
+
+        def with_value(i: int, value: bytes) -> list[LogRecord]:
+            return [*recs[:i], msgspec.structs.replace(recs[i], value=value), *recs[i + 1:10]]
+
+        v = recs[3].value
+        other_schema = b"\x00\x00\x00\x7f\x7f" + v[5:]
+        for bad in (other_schema, v[:-3], v + b"\x02"):
+            assert reader.table(topic, 0, with_value(3, bad), Reading) is None
+        assert reader.table(topic, 0, recs[:10], Reading) is not None
+    finally:
+        await lg.close()
+
+
+STUCK_READER = """
+import os, sys, anyio, msgspec
+from pathlib import Path
+from otgate.actors.log.base import LogRecord, TopicSpec
+from otgate.actors.log.embedded import EmbeddedLog
+from otgate.actors.log.schemas import EmbeddedSchemaStore
+from otgate.actors.records import Reading
+from otgate.actors.stage_codec import LogCodec
+from otgate.sinks.s3 import S3Sink
+from otgate.sinks.s3.actor import S3SinkActor
+from otgate.sinks.s3 import columnar
+from otgate.sinks.s3.columnar import AvroColumns
+
+columnar._SHM = sys.argv[1]  # the file the looping read holds stays in the test's tmp dir
+
+async def main():
+    lg = EmbeddedLog(Path(sys.argv[1]) / "log.sqlite")
+    await lg.start()
+    await lg.ensure_topics([TopicSpec(name="telemetry.clean")])
+    codec = LogCodec(EmbeddedSchemaStore(lg))
+    await codec.prepare(["telemetry.clean", "dlq.telemetry"])
+    values = [codec.encode("telemetry.clean", Reading(asset_id="a", parameter="p", value=i,
+                                                      gateway_time=i, seq=i)) for i in range(10)]
+    values[9] += b"\\x02"  # a stray byte after the last record
+    recs = [LogRecord(topic="telemetry.clean", partition=0, offset=i, key=None, value=v,
+                      timestamp_ns=1) for i, v in enumerate(values)]
+    cfg = msgspec.convert({"type": "s3", "id": "a", "bucket": "bucket", "endpoint":
+                           "http://127.0.0.1:9/s3", "allow_http": True}, S3Sink)
+    AvroColumns.TIMEOUT_S = 1.0
+    files, dead = await S3SinkActor("sink.a", cfg, lg, codec).prepare(recs)
+    print(len(files), len(dead), AvroColumns.stuck, flush=True)
+    os._exit(0)  # the reader's thread still loops
+
+anyio.run(main)
+"""
+
+
+def test_a_reader_that_does_not_finish_is_left_behind_for_the_per_record_path(tmp_path):
+    """A body with a stray byte after its record can keep the native reader looping:
+    the sink gives up on it after its timeout and writes the file per record, the
+    record at fault dead-lettered (in a child process, which ends with the looping
+    thread)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", STUCK_READER, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["1", "1", "True"], out.stderr[-2000:]
 
 
 @pytest.mark.anyio

@@ -34,9 +34,10 @@ from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.topics import record_type
 from otgate.actors.records import DeadLetter
 from otgate.actors.validator.actor import DECODE_ERRORS
-from otgate.sinks.base import LogSink, describe_error
+from otgate.sinks.base import LogSink, describe_error, log
 from otgate.sinks.outcome import Outcome
 from otgate.sinks.s3.client import ArchiveClient, is_retriable
+from otgate.sinks.s3.columnar import AvroColumns, available
 from otgate.sinks.s3.config import S3Sink
 from otgate.sinks.s3.parquet import (
     CONVERT_ERRORS,
@@ -74,6 +75,8 @@ class S3SinkActor(LogSink):
         self.gateway_id = gateway_id or "otgate"
         self.client = ArchiveClient(config)
         self._hours: dict[int, str] = {}
+        self._columnar_ok = available()
+        self._columns: AvroColumns | None = None  # made on first use (the import is slow)
 
     def object_key(self, topic: str, partition: int, hour: int, first_offset: int) -> str:
         path = self._hours.get(hour)
@@ -88,10 +91,11 @@ class S3SinkActor(LogSink):
         """The batch's objects ``(key, Parquet bytes)`` and its refused records (DLQ);
         done ahead with prefetch, while the previous batch uploads.
 
-        Fast path: each part's rows come straight from the Avro bytes
-        (``row_expression``) when the values carry their topic's current schema;
-        any other value, or a part whose rows do not convert, takes the object path
-        (decode, then ``to_parquet`` / ``_encode``)."""
+        Fast paths, when the values carry their topic's current schema: the part's
+        columns straight from the Avro bytes by a native reader (``columnar``),
+        else each row from the bytes (``row_expression``); any other value, or a
+        part whose rows do not convert, takes the object path (decode, then
+        ``to_parquet`` / ``_encode``)."""
         parts: dict[tuple[str, int, int], list[LogRecord]] = {}
         for rec in batch:
             parts.setdefault((rec.topic, rec.partition, rec.timestamp_ns // HOUR_NS),
@@ -100,7 +104,9 @@ class S3SinkActor(LogSink):
         dead: list[DeadLetter] = []
         for (topic, partition, hour), recs in parts.items():
             data = None
-            rows = self._rows(topic, recs)
+            if self._columnar(topic, recs):
+                data = await self._encode_columns(topic, partition, recs)
+            rows = self._rows(topic, recs) if data is None else None
             if rows is not None:
                 data = await anyio.to_thread.run_sync(self._encode_rows, topic, partition, recs,
                                                       rows)
@@ -130,6 +136,41 @@ class S3SinkActor(LogSink):
                 return Outcome.ERRORED, describe_error(exc)
         await self.dead_letter(dead)
         return Outcome.DELIVERED, ""
+
+    def _columnar(self, topic: str, recs: list[LogRecord]) -> bool:
+        """True when ``recs``' first value has its topic's current schema, which is its
+        record type's own (the codec's fast-path condition), and the reader is there."""
+        decoder_for = getattr(self.codec, "decoder_for", None)
+        value = recs[0].value
+        return (self._columnar_ok and not AvroColumns.stuck and decoder_for is not None
+                and record_type(topic) is not None and len(value) > 5 and value[0] == 0
+                and decoder_for(topic, value) is not None)
+
+    async def _encode_columns(self, topic: str, partition: int,
+                              recs: list[LogRecord]) -> bytes | None:
+        """The file of ``recs`` from the native reader's columns; None: the other paths.
+
+        A body with stray bytes after its record (not a value this gateway writes)
+        can keep the reader (DataFusion 55) looping for good: after ``read_timeout``
+        the sink leaves that thread behind, stops using the reader in this process
+        (``AvroColumns.stuck``) and takes the per-record paths, which dead-letter
+        the record at fault; the looping thread costs a core until a restart."""
+        tp = record_type(topic)
+        if tp is None:
+            return None
+        if self._columns is None:
+            self._columns = await anyio.to_thread.run_sync(AvroColumns, self.config.batch_size)
+        with anyio.move_on_after(self._columns.read_timeout(len(recs))):
+            got = await anyio.to_thread.run_sync(self._columns.table, topic, partition, recs,
+                                                 tp, abandon_on_cancel=True)
+            return None if got is None else await anyio.to_thread.run_sync(
+                write, got, self.config.compression.value)
+        AvroColumns.stuck = True
+        log.error("s3_sink_columnar_stuck sink_id=%s topic=%s partition=%d first_offset=%d "
+                  "records=%d: the native Avro reader did not finish; per-record decoding "
+                  "from now on (restart to free the core it holds)", self.sink_id, topic,
+                  partition, recs[0].offset, len(recs))
+        return None
 
     def _rows(self, topic: str, recs: list[LogRecord]) -> list[tuple] | None:
         """Data rows of ``recs`` straight from the bytes, or None (object path)."""
