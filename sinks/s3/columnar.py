@@ -10,8 +10,8 @@ as ``parquet.columns`` defines them, with Arrow compute: ``*_time`` longs as
 UTC timestamps, enums as their symbol strings, a union of numbers and
 strings as ``<name>`` (float64, bools as 0/1) and ``<name>_text``.
 
-The container's framing (magic, metadata, sync marker, one block's record
-count and byte size) is written here; decoding is the reader's. Anything
+The container's header is fastavro's, the block's two counts are the log's
+own Avro longs; decoding is the reader's. Anything
 the reader refuses, a row count other than the part's, or a column that
 does not convert gives None, and the sink takes the per-record path, which
 also says which record is at fault. Without the ``datafusion`` package
@@ -21,12 +21,13 @@ also says which record is at fault. Without the ``datafusion`` package
 from __future__ import annotations
 
 import importlib.util
-import json
+import io
 import os
 import tempfile
 from functools import cache
 from typing import Any
 
+import fastavro
 import msgspec.inspect as mi
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,28 +47,14 @@ def available() -> bool:
     return importlib.util.find_spec("datafusion") is not None
 
 
-def _long(n: int) -> bytes:
-    """An Avro long (zig-zag varint): the container's own framing numbers."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _bytes(b: bytes) -> bytes:
-    return _long(len(b)) + b
-
-
 @cache
 def _header(record_type: type) -> bytes:
-    """Magic, metadata map (schema, null codec), sync marker."""
-    schema = json.dumps(avro.avro_schema(record_type)).encode()
-    meta = [(b"avro.schema", schema), (b"avro.codec", b"null")]
-    body = b"".join(_bytes(k) + _bytes(v) for k, v in meta)
-    return b"Obj\x01" + _long(len(meta)) + body + _long(0) + SYNC
+    """Magic, metadata (schema, null codec) and sync marker, written by fastavro
+    (a container of no records is just its header)."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, fastavro.parse_schema(avro.avro_schema(record_type)), [],
+                    codec="null", sync_marker=SYNC)
+    return buf.getvalue()
 
 
 def container(record_type: type, values: list[bytes]) -> list[Any] | None:
@@ -86,7 +73,7 @@ def container(record_type: type, values: list[bytes]) -> list[Any] | None:
                                     offset=bodies.offset)
     start, end = offsets[0].as_py(), offsets[n].as_py()
     data = bodies.buffers()[2].slice(start, end - start)
-    return [_header(record_type), _long(n), _long(end - start), data, SYNC]
+    return [_header(record_type), avro.zigzag(n), avro.zigzag(end - start), data, SYNC]
 
 
 class AvroColumns:
