@@ -7,7 +7,8 @@ The pipeline bench's plant (a real ``otgate run``, 20 synthetic devices of
 Latency of one transition = the time its record was appended to
 ``alarms.clean`` minus the device time of the reading that caused it: the
 whole path device → raw → validator → clean → evaluator → journal, split at
-the reading's append to ``telemetry.clean``. The devices offer 20k points/s
+the reading's appends to ``telemetry.raw`` and ``telemetry.clean`` (a record's
+append time is its transaction's start, once the log's write gate is held). The devices offer 20k points/s
 for this run, a load the pipeline carries here: at the pipeline bench's offer
 (above its capacity) the latency is the validator's growing backlog.
 
@@ -79,10 +80,11 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def _latencies(state: Path, since_ns: int) -> tuple[list[float], list[float]]:
+async def _latencies(state: Path, since_ns: int) -> dict[str, list[float]]:
     """Per transition since ``since_ns``, in ms: device time → its reading appended to
-    ``telemetry.clean`` (session + validator), and that append → the transition
-    appended to ``alarms.clean`` (the evaluator)."""
+    ``telemetry.raw`` (the device session), that append → the reading appended to
+    ``telemetry.clean`` (the validator), and that append → the transition appended to
+    ``alarms.clean`` (the evaluator)."""
     lg = EmbeddedLog(state / "log.sqlite")
     await lg.start()
     try:
@@ -92,17 +94,30 @@ async def _latencies(state: Path, since_ns: int) -> tuple[list[float], list[floa
             a = await decode(codec, "alarms.clean", r.value)
             if a.event in ("raise", "clear") and a.device_time and a.device_time >= since_ns:
                 journal[(a.asset_id, a.parameter, a.device_time)] = r.timestamp_ns
-        upstream, evaluator = [], []
-        for r in await _read(lg, "telemetry.clean"):
-            row = codec.row_decoder("telemetry.clean", r.value, _KEY, {})
-            key = row(r.value, 5) if row else _key(await decode(codec, "telemetry.clean", r.value))
-            done = journal.get(key)
-            if done is not None:
-                upstream.append((r.timestamp_ns - key[2]) / 1e6)
-                evaluator.append((done - r.timestamp_ns) / 1e6)
-        return upstream, evaluator
+        appended = {topic: await _appended(lg, codec, topic, journal)
+                    for topic in ("telemetry.raw", "telemetry.clean")}
+        out: dict[str, list[float]] = {"session": [], "validator": [], "evaluator": []}
+        for key, done in journal.items():
+            raw, clean = appended["telemetry.raw"].get(key), appended["telemetry.clean"].get(key)
+            if raw is not None and clean is not None:
+                out["session"].append((raw - key[2]) / 1e6)
+                out["validator"].append((clean - raw) / 1e6)
+                out["evaluator"].append((done - clean) / 1e6)
+        return out
     finally:
         await lg.close()
+
+
+async def _appended(lg: EmbeddedLog, codec: LogCodec, topic: str,
+                    keys: dict[tuple[str, str, int], int]) -> dict[tuple[str, str, int], int]:
+    """When each reading of ``keys`` was appended to ``topic`` (the first time)."""
+    out: dict[tuple[str, str, int], int] = {}
+    for r in await _read(lg, topic):
+        row = codec.row_decoder(topic, r.value, _KEY, {})
+        key = row(r.value, 5) if row else _key(await decode(codec, topic, r.value))
+        if key in keys:
+            out.setdefault(key, r.timestamp_ns)
+    return out
 
 
 _KEY = "(f_asset_id, f_parameter, f_device_time)"
@@ -173,12 +188,11 @@ def _run(report, window: float, interval: float, evaluator: bool, latency: bool 
         }
         if latency:
             report.progress("reading the journal and telemetry.clean back")
-            up, ev = anyio.run(_latencies, state, since)
-            total = [a + b for a, b in zip(up, ev, strict=True)]
+            parts = anyio.run(_latencies, state, since)
+            parts["total"] = [sum(t) for t in zip(*parts.values(), strict=True)]
             out["latency"] = {name: (len(v), _percentile(v, 0.5), _percentile(v, 0.99),
                                      max(v, default=float("nan")))
-                              for name, v in (("total", total), ("upstream", up),
-                                              ("evaluator", ev))}
+                              for name, v in parts.items()}
         return out
 
 
@@ -220,7 +234,8 @@ def _measure(report, window: float) -> None:
     off = _run(report, window, CAPACITY_INTERVAL, evaluator=False)
     for layout, r in lat.items():
         for name, key in ((f"{layout}: device change → alarms.clean", "total"),
-                          ("  device → telemetry.clean (validator)", "upstream"),
+                          ("  device → telemetry.raw (session)", "session"),
+                          ("  telemetry.raw → telemetry.clean (validator)", "validator"),
                           ("  telemetry.clean → alarms.clean (evaluator)", "evaluator")):
             n, p50, p99, top = r["latency"][key]
             row = {"stage": name, "transitions": n, "p50_ms": p50, "p99_ms": p99,

@@ -1,5 +1,5 @@
-"""The stages' long batches let the other tasks of their event loop run (``stage_turns``),
-and what they write does not depend on where the turns fell."""
+"""The aggregator's long batches let the other tasks of its event loop run (``stage_turns``),
+and what it writes does not depend on where the turns fell."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from stage_log import open_log, read_all
 from otgate.actors.aggregator.actor import AggregatorActor
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.records import Reading
-from otgate.actors.validator.actor import ValidatorActor
-from otgate.actors.validator.config import ValidatorConfig
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -57,32 +55,6 @@ async def fetch_all(consumer) -> list:
     while recs := await consumer.fetch(100_000, 0.05):
         out += recs
     return out
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("slice_s", [0.0, 3600.0])
-async def test_validator_batch_takes_turns(tmp_path, slice_s):
-    lg = await open_log(tmp_path)
-    try:
-        await lg.append("telemetry.raw", readings())
-        v = ValidatorActor("validator", ValidatorConfig(inputs=["telemetry.raw"]), lg, codec)
-        v.turns.slice_s = slice_s
-        await v.setup()
-        records = await fetch_all(v.consumer)
-        assert len(records) == N
-        during = await batch_with_ticker(v, records)
-        await v.teardown()
-        if slice_s:  # the others ran only while it awaited its appends
-            assert v.turns.turns == 0
-        else:  # a turn every 64 records, and the ticker had each one
-            assert v.turns.turns == N // 64 and during >= N // 64
-        clean = await read_all(lg, codec, "telemetry.clean")
-        assert [(r.parameter, r.device_time) for r in clean] == [
-            (r.parameter, r.device_time)
-            for r in (codec.decode("telemetry.raw", v) for _, v in readings())]
-        assert v.metrics()["cpu_seconds_total"] > 0
-    finally:
-        await lg.close()
 
 
 @pytest.mark.anyio

@@ -51,7 +51,6 @@ from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter, Quality, Reading, now_ns
 from otgate.actors.stage_codec import prepare
 from otgate.actors.stage_commit import OffsetCommits
-from otgate.actors.stage_turns import EVERY, Turns
 from otgate.actors.validator.config import ValidatorConfig
 from otgate.actors.validator.rules import RuleSet
 
@@ -100,7 +99,6 @@ class ValidatorActor(Actor):
         self.busy_s = 0.0
         self.cpu_s = 0.0
         self.append_s = 0.0
-        self.turns = Turns()
 
     async def setup(self) -> None:
         self.consumer = self.log.consumer(self.config.group, self.config.inputs)
@@ -136,9 +134,6 @@ class ValidatorActor(Actor):
         decoder of its schema and the header pair that passes an unchanged
         reading on without encoding it again are looked up once."""
         t0, c0 = time.perf_counter(), time.thread_time()
-        turns = self.turns
-        turns.start()
-        away = turns.away_cpu_s
         out: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         memo: dict[str, tuple[list[bytes], list[Reading]]] = {}
         events: list[Reading] = []
@@ -155,9 +150,7 @@ class ValidatorActor(Actor):
         src_head = dst_head = fast_head = b""
         fast = None
         last = 0
-        for n, rec in enumerate(records, 1):
-            if not n % EVERY and turns.due():  # the evaluator may run meanwhile
-                await turns.turn()
+        for rec in records:
             if tp is None or rec.partition != tp[1] or rec.topic != src:
                 if tp is not None:
                     commit[tp] = last + 1
@@ -214,7 +207,7 @@ class ValidatorActor(Actor):
             for topic, (values, objs) in memo.items():
                 if values:
                     remember(topic, values, objs)
-        self.cpu_s += time.thread_time() - c0 - (turns.away_cpu_s - away)
+        self.cpu_s += time.thread_time() - c0
         # clean first, so a reader never sees an event before its reading's batch
         events_topic = self.config.events_topic
         a0 = time.perf_counter()
@@ -269,7 +262,6 @@ class ValidatorActor(Actor):
             "busy_seconds_total": self.busy_s,
             "cpu_seconds_total": self.cpu_s,
             "append_seconds_total": self.append_s,
-            "turns_total": float(self.turns.turns),
         }
         for topic, n in self.written.items():
             m[f"written_{topic.replace('.', '_')}_total"] = float(n)
