@@ -187,7 +187,7 @@ def _run(report, window: float, interval: float, evaluator: bool, latency: bool 
             for sid, m in s1.items() if sid in s0
         }
         if latency:
-            report.progress("reading the journal and telemetry.clean back")
+            report.progress("reading the journal, telemetry.raw and telemetry.clean back")
             parts = anyio.run(_latencies, state, since)
             parts["total"] = [sum(t) for t in zip(*parts.values(), strict=True)]
             out["latency"] = {name: (len(v), _percentile(v, 0.5), _percentile(v, 0.99),
