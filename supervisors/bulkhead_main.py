@@ -46,6 +46,8 @@ from otgate.supervisors.titles import set_title
 
 log = logging.getLogger("otgate.bulkhead")
 EXIT_FAILED = 3  # the in-process tree went over its restart intensity
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread holds the GIL while another waits for it (see ``bulkhead_main``)."""
 
 
 def die_with_parent() -> None:
@@ -69,6 +71,11 @@ def bulkhead_main(
     # collect young objects rarely, and never rescan what the fork server preloaded.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    # The log's SQLite calls run in worker threads; each one back from C waits for the
+    # GIL, and while the event loop's thread runs a stage's batch it gets it only after
+    # the switch interval (5 ms by default): a transaction of a few calls waited tens of
+    # ms (the validator's appends: 35-100 ms per batch beside the aggregator).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     cfg = msgspec.json.decode(config_json, type=GatewayConfig)
     plan = next(p for p in plan_bulkheads(cfg) if p.id == bulkhead_id)
     if plan.address_space_limit_mib:
