@@ -50,8 +50,9 @@ from typing import Any
 
 import anyio
 
+from otgate.actors import heap
 from otgate.actors.actor import Actor
-from otgate.actors.aggregator import checkpoint, heap
+from otgate.actors.aggregator import checkpoint
 from otgate.actors.aggregator.config import AggregatorConfig
 from otgate.actors.aggregator.windows import RESOLUTIONS_NS, Window, Windows
 from otgate.actors.log.base import LogBackend, LogRecord

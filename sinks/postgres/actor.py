@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from otgate.actors.aggregator import heap
+from otgate.actors import heap
 from otgate.actors.log.base import LogBackend, LogRecord
 from otgate.actors.log.schemas import SchemaUnavailable
 from otgate.actors.records import DeadLetter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otgate.actors.aggregator import heap
+from otgate.actors import heap
 
 MIB = 2**20
 
